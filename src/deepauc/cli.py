@@ -1,0 +1,60 @@
+"""The ``deepauc`` command: one subcommand per pipeline stage.
+
+Each stage module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their subcommand runs, so that ``deepauc --help``
+and the light stages do not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-data": ("deepauc.data.demo", "write the demo data set in the competition layout"),
+    "external": ("deepauc.data.external", "merge ISIC 2019/2018/2017 + extra malignant images into the training table"),
+    "folds": ("deepauc.data.folds", "patient-leak-free triple-stratified k-fold assignment"),
+    "resize": ("deepauc.data.resize", "cache every image at the configured resolutions"),
+    "train": ("deepauc.train", "train one model (CE/focal pretraining or AUC fine-tuning) from a YAML config"),
+    "predict": ("deepauc.predict", "TTA inference on out-of-fold and test images"),
+    "meta": ("deepauc.meta", "metadata model (MLP or LightGBM) per fold"),
+    "blend": ("deepauc.blend", "blend CNN and metadata predictions with an OOF-chosen weight"),
+    "ensemble": ("deepauc.ensemble", "average models into a submission CSV"),
+    "validate-submission": ("deepauc.submission", "check a submission against the sample submission"),
+    "report": ("deepauc.report", "cross-validation report: tables, ROC and score histograms"),
+    "toy": ("deepauc.toy", "the paper's Figure 1: AUC-S vs AUC-M on 2-D data"),
+    "study": ("deepauc.study", "the paper's benchmark study (CE/Focal/AUC-S/AUC-M)"),
+}
+
+
+def build_parser(load_all: bool = False, only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepauc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if load_all or name == only:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        build_parser().parse_args(argv or ["--help"])
+        return 2
+    args = build_parser(only=command).parse_args(argv)
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"deepauc {command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

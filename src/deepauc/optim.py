@@ -1,0 +1,221 @@
+"""PESG: the proximal epoch stochastic gradient method of the paper's Algorithm 1.
+
+With ``v = (w, a, b)`` the primal variables (network weights and the AUC loss's a, b)
+and α the dual variable, one step is::
+
+    v ← v - η ( ∇_v F + γ (v - v_ref) ) - η λ v
+    α ← max(0, α + η ∇_α F)                 # AUC-S: no max(0, ·)
+
+γ is ``epoch_decay``, λ ``weight_decay``. ``v_ref`` starts at the starting weights;
+:meth:`PESG.next_stage` divides η by a factor and sets ``v_ref`` to the average of the
+iterates of the stage just finished (the weights after each of its steps).
+
+The dual step. ∇_α F = 2 p(1-p)(m + E[h|y=0] - E[h|y=1] - α) in expectation, so with few
+positives Algorithm 1 moves α very slowly. ``dual="normalized"`` (the default) divides
+the dual step by p(1-p)::
+
+    α ← max(0, α + η ∇_α F / (p(1-p)))      # ≈ α + η·2(m + b̂ - â - α)
+
+which keeps the true gradient direction (unlike a closed form in a and b) but makes its
+size independent of the class ratio. ``dual="paper"`` is Algorithm 1 as written.
+Measured on imbalanced digits (5% positives, MLP, lr 0.1, 40 epochs, 5 seeds) the paper
+form reached 0.659 test AUC and the normalized one 0.733; with lr 0.5 and 100 epochs both
+reached 0.908 — the rescaling matters exactly when the budget is small, so it is the
+default (re-measured by ``bench/dual_step.py``).
+
+Momentum (an extension, off by default) is heavy-ball on the primal direction
+``d = ∇_v F + γ (v - v_ref)``: ``buf ← μ buf + d``, ``v ← v - η buf - η λ v``.
+
+Under torch DDP, the gradients of the loss's a, b, α are averaged across ranks before
+the step (the model's own gradients are already averaged by DDP), so every rank keeps
+identical a, b, α.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["PESG"]
+
+
+def _group_by_device_dtype(tensors_lists: list[list[torch.Tensor]]) -> list[list[list[torch.Tensor]]]:
+    buckets: dict[tuple, list[list[torch.Tensor]]] = defaultdict(lambda: [[] for _ in tensors_lists])
+    for i in range(len(tensors_lists[0])):
+        key = (tensors_lists[0][i].device, tensors_lists[0][i].dtype)
+        for j, lst in enumerate(tensors_lists):
+            buckets[key][j].append(lst[i])
+    return list(buckets.values())
+
+
+class PESG(torch.optim.Optimizer):
+    """Proximal epoch stochastic gradient descent-ascent (paper Algorithm 1).
+
+    Args:
+        params: the network's parameters (iterable of tensors or param-group dicts).
+        loss_fn: an :class:`~deepauc.losses.AUCMLoss` / ``AUCSLoss``; its ``a`` and ``b``
+            join the primal variables and its ``alpha`` is the dual variable, projected on
+            α ≥ 0 when ``loss_fn.alpha_nonnegative``. A loss without ``alpha`` (CE, focal)
+            or None leaves a proximal SGD on ``params``.
+        lr: η.
+        epoch_decay: γ, the pull toward ``v_ref`` (paper: 1/100 … 1/1000).
+        weight_decay: λ.
+        momentum: heavy-ball momentum on the primal direction (0 = Algorithm 1).
+        dual: ``"normalized"`` (default) or ``"paper"``; see the module docstring.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        loss_fn: nn.Module | None = None,
+        lr: float = 0.1,
+        epoch_decay: float = 2e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.0,
+        dual: str = "normalized",
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if epoch_decay < 0 or weight_decay < 0 or not 0 <= momentum < 1:
+            raise ValueError("epoch_decay and weight_decay must be >= 0 and momentum in [0, 1)")
+        if dual not in ("normalized", "paper"):
+            raise ValueError(f"dual must be 'normalized' or 'paper', got {dual!r}")
+        defaults = dict(lr=lr, epoch_decay=epoch_decay, weight_decay=weight_decay, momentum=momentum, role="primal")
+        groups = list(params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.loss_fn = loss_fn
+        has_dual = loss_fn is not None and isinstance(getattr(loss_fn, "alpha", None), torch.Tensor)
+        if has_dual:
+            seen = {id(p) for g in groups for p in g["params"]}
+            extra = [t for t in (loss_fn.a, loss_fn.b) if id(t) not in seen]
+            if extra:
+                groups.append({"params": extra})
+            groups.append({"params": [loss_fn.alpha], "role": "dual"})
+        self.dual = dual
+        super().__init__(groups, defaults)
+        for group in self.param_groups:
+            group.setdefault("stage_steps", 0)
+            if group["role"] == "primal":
+                for p in group["params"]:
+                    self.state[p]["v_ref"] = p.detach().clone()
+                    self.state[p]["stage_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    # -- distributed -------------------------------------------------------------------
+    def _sync_loss_grads(self) -> None:
+        """Average the gradients of a, b, α over DDP ranks (no-op without a process group)."""
+        if self.loss_fn is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return
+        world = torch.distributed.get_world_size()
+        if world == 1:
+            return
+        tensors = [self.loss_fn.a, self.loss_fn.b, self.loss_fn.alpha]
+        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
+        flat = torch.cat([g.flatten() for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for t, g in zip(tensors, grads):
+            t.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+            offset += g.numel()
+
+    # -- the step ------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One PESG step from the gradients already in ``.grad``; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync_loss_grads()
+        # The dual step uses ∇_α F at (v_t, α_t): read before any primal update.
+        for group in self.param_groups:
+            if group["role"] == "dual":
+                self._dual_step(group)
+        for group in self.param_groups:
+            if group["role"] == "primal":
+                self._primal_step(group)
+            group["stage_steps"] += 1
+        return loss
+
+    def _primal_step(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        lr, gamma, lam, mu = group["lr"], group["epoch_decay"], group["weight_decay"], group["momentum"]
+        grads = [p.grad for p in params]
+        refs = [self.state[p]["v_ref"] for p in params]
+        sums = [self.state[p]["stage_sum"] for p in params]
+        bufs = []
+        if mu > 0:
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                bufs.append(self.state[p]["momentum_buffer"])
+        lists = [params, grads, refs, sums] + ([bufs] if mu > 0 else [])
+        for bucket in _group_by_device_dtype(lists):
+            ps, gs, rs, ss = bucket[:4]
+            # d = ∇F + γ (v - v_ref)
+            d = torch._foreach_sub(ps, rs)
+            torch._foreach_mul_(d, gamma)
+            torch._foreach_add_(d, gs)
+            if mu > 0:
+                bs = bucket[4]
+                torch._foreach_mul_(bs, mu)
+                torch._foreach_add_(bs, d)
+                d = bs
+            # v ← (1 - ηλ) v - η d
+            if lam:
+                torch._foreach_mul_(ps, 1 - lr * lam)
+            torch._foreach_add_(ps, d, alpha=-lr)
+            torch._foreach_add_(ss, ps)
+
+    def _dual_step(self, group: dict) -> None:
+        (alpha,) = group["params"]
+        if alpha.grad is None:
+            return
+        step = alpha.grad
+        if self.dual == "normalized":
+            step = step / self.loss_fn.dual_scale().to(step.dtype)
+        alpha.add_(step, alpha=group["lr"])
+        if self.loss_fn.alpha_nonnegative:
+            alpha.clamp_(min=0)
+
+    # -- stages --------------------------------------------------------------------------
+    @torch.no_grad()
+    def next_stage(self, decay_factor: float = 1.0) -> None:
+        """End the stage: η ← η / decay_factor, v_ref ← mean of the stage's iterates."""
+        if decay_factor <= 0:
+            raise ValueError(f"decay_factor must be > 0, got {decay_factor}")
+        for group in self.param_groups:
+            group["lr"] /= decay_factor
+            n = group["stage_steps"]
+            if group["role"] == "primal" and n > 0:
+                for p in group["params"]:
+                    st = self.state[p]
+                    st["v_ref"].copy_(st["stage_sum"] / n)
+                    st["stage_sum"].zero_()
+            group["stage_steps"] = 0
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Optimizer state (v_ref, stage sums, momentum, step counts, lr) plus the loss's
+        a, b, α and p, so that loading it into a fresh PESG resumes identically."""
+        sd = super().state_dict()
+        if self.loss_fn is not None:
+            sd["loss_state"] = {k: v.detach().clone() for k, v in self.loss_fn.state_dict().items()}
+        sd["dual"] = self.dual
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        loss_state = state_dict.pop("loss_state", None)
+        dual = state_dict.pop("dual", self.dual)
+        if dual != self.dual:
+            raise ValueError(f"checkpoint was saved with dual={dual!r}, this PESG has dual={self.dual!r}")
+        super().load_state_dict(state_dict)
+        if loss_state is not None and self.loss_fn is not None:
+            self.loss_fn.load_state_dict(loss_state)

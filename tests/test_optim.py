@@ -1,0 +1,187 @@
+"""PESG against Algorithm 1 written out by hand."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from deepauc.losses import AUCMLoss, AUCSLoss, BCELoss, loss_input
+from deepauc.optim import PESG
+
+
+def tiny_problem(seed=0, n=64, d=5):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (torch.rand(n, generator=g) < 0.2).float()
+    y[0] = 1.0
+    return x, y
+
+
+def make(seed=0, loss_cls=AUCMLoss, **kw):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ELU(), nn.Linear(8, 1))
+    loss = loss_cls(imratio=0.2) if loss_cls is AUCSLoss else loss_cls(margin=0.6, imratio=0.2)
+    opt = PESG(model.parameters(), loss, **kw)
+    return model, loss, opt
+
+
+def train_steps(model, loss, opt, x, y, steps, start=0, stage_every=None):
+    for t in range(start, steps):
+        idx = torch.arange(t * 16, t * 16 + 16) % x.shape[0]
+        opt.zero_grad()
+        out = loss(loss_input(loss, model(x[idx]).squeeze(1)), y[idx])
+        out.backward()
+        opt.step()
+        if stage_every and (t + 1) % stage_every == 0:
+            opt.next_stage(2.0)
+
+
+@pytest.mark.parametrize("dual", ["paper", "normalized"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_one_step_equals_algorithm1(dual, momentum):
+    x, y = tiny_problem()
+    model, loss, opt = make(lr=0.05, epoch_decay=0.01, weight_decay=1e-3, momentum=momentum, dual=dual)
+    with torch.no_grad():
+        loss.a.fill_(0.3)
+        loss.b.fill_(0.1)
+        loss.alpha.fill_(0.2)
+        for p in model.parameters():  # move away from v_ref so the γ term is non-zero
+            p.add_(0.1)
+    v_ref = [p.detach().clone() - 0.1 for p in model.parameters()]
+    before = [p.detach().clone() for p in model.parameters()] + [loss.a.detach().clone(), loss.b.detach().clone()]
+    refs = v_ref + [torch.zeros(1), torch.zeros(1)]
+    alpha0 = loss.alpha.detach().clone()
+    opt.zero_grad()
+    loss(torch.sigmoid(model(x).squeeze(1)), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()] + [loss.a.grad.clone(), loss.b.grad.clone()]
+    g_alpha = loss.alpha.grad.clone()
+    opt.step()
+    after = list(model.parameters()) + [loss.a, loss.b]
+    for v0, g, r, v1 in zip(before, grads, refs, after):
+        # first step: momentum buffer = d, so heavy-ball equals plain
+        expected = v0 - 0.05 * (g + 0.01 * (v0 - r)) - 0.05 * 1e-3 * v0
+        torch.testing.assert_close(v1.detach(), expected, rtol=1e-6, atol=1e-7)
+    scale = 0.2 * 0.8 if dual == "normalized" else 1.0
+    torch.testing.assert_close(loss.alpha.detach(), torch.clamp(alpha0 + 0.05 * g_alpha / scale, min=0))
+
+
+def test_momentum_second_step_uses_buffer():
+    x, y = tiny_problem()
+    model, loss, opt = make(lr=0.05, epoch_decay=0.0, weight_decay=0.0, momentum=0.5)
+    w = model[0].weight
+    ds = []
+    for _ in range(2):
+        opt.zero_grad()
+        loss(torch.sigmoid(model(x).squeeze(1)), y).backward()
+        ds.append(w.grad.clone())
+        w_before = w.detach().clone()
+        opt.step()
+    torch.testing.assert_close(w.detach(), w_before - 0.05 * (0.5 * ds[0] + ds[1]))
+
+
+def test_v_ref_starts_at_initial_weights_and_next_stage_averages_iterates():
+    x, y = tiny_problem()
+    model, loss, opt = make(lr=0.1)
+    init = [p.detach().clone() for p in model.parameters()]
+    for p, p0 in zip(model.parameters(), init):
+        assert torch.equal(opt.state[p]["v_ref"], p0)
+    iterates = []
+    for t in range(5):
+        train_steps(model, loss, opt, x, y, t + 1, start=t)
+        iterates.append([p.detach().clone() for p in model.parameters()])
+    lr_before = opt.param_groups[0]["lr"]
+    opt.next_stage(4.0)
+    for i, p in enumerate(model.parameters()):
+        mean = torch.stack([it[i] for it in iterates]).mean(0)
+        torch.testing.assert_close(opt.state[p]["v_ref"], mean)
+        assert torch.count_nonzero(opt.state[p]["stage_sum"]) == 0
+    assert all(g["lr"] == pytest.approx(lr_before / 4.0) for g in opt.param_groups)
+    assert all(g["stage_steps"] == 0 for g in opt.param_groups)
+    # a and b are primal variables too: their v_ref is their stage average
+    assert "v_ref" in opt.state[loss.a] and "v_ref" not in opt.state[loss.alpha]
+
+
+def test_alpha_never_negative_for_aucm_but_free_for_aucs():
+    x, y = tiny_problem()
+    for cls, nonneg in [(AUCMLoss, True), (AUCSLoss, False)]:
+        model, loss, opt = make(loss_cls=cls, lr=0.5)
+        with torch.no_grad():  # scores far apart: the ascent direction pushes α down
+            model[2].bias.fill_(0.0)
+            loss.alpha.fill_(0.05)
+        seen_negative = False
+        for _ in range(30):
+            opt.zero_grad()
+            h = torch.where(y > 0, torch.full_like(y, 0.99), torch.full_like(y, 0.01))
+            h = h + 0 * model(x).squeeze(1)
+            loss(h, y).backward()
+            opt.step()
+            seen_negative |= loss.alpha.item() < 0
+        assert seen_negative != nonneg
+        if nonneg:
+            assert loss.alpha.item() == 0.0
+
+
+def test_save_load_continue_equals_uninterrupted_bit_for_bit():
+    x, y = tiny_problem(n=96)
+    model_a, loss_a, opt_a = make(lr=0.1, momentum=0.9)
+    train_steps(model_a, loss_a, opt_a, x, y, 20, stage_every=7)
+
+    model_b, loss_b, opt_b = make(lr=0.1, momentum=0.9)
+    train_steps(model_b, loss_b, opt_b, x, y, 9, stage_every=7)
+    saved_model = copy.deepcopy(model_b.state_dict())
+    saved_opt = copy.deepcopy(opt_b.state_dict())
+
+    model_c, loss_c, opt_c = make(seed=123, lr=0.1, momentum=0.9)  # different init: all must come from the checkpoint
+    model_c.load_state_dict(saved_model)
+    opt_c.load_state_dict(saved_opt)
+    assert torch.equal(loss_c.alpha, loss_b.alpha) and torch.equal(loss_c.a, loss_b.a)
+    train_steps(model_c, loss_c, opt_c, x, y, 20, start=9, stage_every=7)
+    for pa, pc in zip(model_a.parameters(), model_c.parameters()):
+        assert torch.equal(pa, pc)
+    for name in ["a", "b", "alpha", "p"]:
+        assert torch.equal(getattr(loss_a, name), getattr(loss_c, name))
+
+
+def test_dual_mode_mismatch_refused():
+    model, loss, opt = make(dual="paper")
+    _, _, opt2 = make(dual="normalized")
+    with pytest.raises(ValueError, match="dual"):
+        opt2.load_state_dict(opt.state_dict())
+
+
+def test_without_auc_loss_is_proximal_sgd():
+    x, y = tiny_problem()
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1)
+    opt = PESG(model.parameters(), BCELoss(), lr=0.1, epoch_decay=0.0, weight_decay=0.0)
+    ref = copy.deepcopy(model)
+    sgd = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for m, o in [(model, opt), (ref, sgd)]:
+        o.zero_grad()
+        BCELoss()(m(x).squeeze(1), y).backward()
+        o.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_invalid_arguments():
+    model = nn.Linear(2, 1)
+    with pytest.raises(ValueError, match="lr"):
+        PESG(model.parameters(), AUCMLoss(), lr=-1)
+    with pytest.raises(ValueError, match="dual"):
+        PESG(model.parameters(), AUCMLoss(), dual="libauc")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_step_matches_cpu():
+    x, y = tiny_problem()
+    model, loss, opt = make(lr=0.1, momentum=0.9)
+    model_g, loss_g, opt_g = make(lr=0.1, momentum=0.9)
+    model_g.cuda()
+    loss_g.cuda()
+    opt_g = PESG(model_g.parameters(), loss_g, lr=0.1, momentum=0.9)
+    train_steps(model, loss, opt, x, y, 5)
+    train_steps(model_g, loss_g, opt_g, x.cuda(), y.cuda(), 5)
+    for p, q in zip(model.parameters(), model_g.parameters()):
+        torch.testing.assert_close(p, q.cpu(), rtol=1e-4, atol=1e-5)

@@ -117,8 +117,40 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     return obj
 
 
-def load_config(path: str | Path, cls: type[T]) -> T:
-    """Read YAML file ``path`` into dataclass ``cls``; errors name the file and key."""
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``dotted.key=value`` strings (values parsed as YAML) to a nested dict in place.
+
+    This is how the Makefile points one experiment YAML at another data root
+    (``--set data.root=/kaggle/input``) without a second copy of the file.
+    """
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def add_config_arguments(parser) -> None:
+    """The ``--config`` and ``--set`` flags shared by every config-driven subcommand."""
+    parser.add_argument("--config", required=True, help="experiment YAML")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.root=data/raw (repeatable)",
+    )
+
+
+def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
+    """Read YAML file ``path`` (plus ``key=value`` overrides) into dataclass ``cls``.
+
+    Errors name the file and the dotted key.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -127,6 +159,8 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     try:
+        if overrides:
+            data = apply_overrides(data if isinstance(data, dict) else {}, overrides)
         return from_dict(cls, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

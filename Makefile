@@ -1,0 +1,146 @@
+# deepauc pipeline. Every stage is one `deepauc` subcommand and one file target, so a
+# rerun skips finished work and `make -n` shows what would run.
+#
+#   make demo            the whole pipeline on the embedded demo data (CPU, ~15 min)
+#   make test            the test suite (what CI runs)
+#   make all DATA=...    the real competition (EXP=siim configs), see README
+#
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEEPAUC := $(PY) -m deepauc
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+# ---- experiment set -----------------------------------------------------------------------
+EXP ?= demo
+DATA ?= data/$(EXP)
+EXTERNAL ?= $(DATA)/external
+N_FOLDS ?= 5
+SEED ?= 42
+# config stem[:stage-1 stem] for every CNN, and the cache sizes they need
+MODELS_demo := ce_lite0_64 aucm_lite0_64:ce_lite0_64
+SIZES_demo := 64
+MODELS_siim := ce_b5_384 aucm_b5_384:ce_b5_384 ce_b3_256 aucm_b3_256:ce_b3_256 ce_b6_512 aucm_b6_512:ce_b6_512
+SIZES_siim := 256 384 512
+MODELS ?= $(MODELS_$(EXP))
+SIZES ?= $(SIZES_$(EXP))
+META ?= meta_mlp
+
+CONFIGS := configs/$(EXP)
+TRAIN_TABLE := data/interim/$(EXP)_train.csv
+FOLDS := folds/$(EXP).csv
+CACHE := data/cache/$(EXP)
+FOLD_IDS := $(shell seq 0 $$(($(N_FOLDS) - 1)))
+# every config-driven stage gets the data locations from here, not from the YAML's defaults
+SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(DATA)/test.csv --set data.cache_dir=$(CACHE)
+STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
+CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
+CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
+BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
+SUBMISSION := submissions/$(EXP).csv
+REPORT := reports/cv_$(EXP).md
+
+.PHONY: help venv demo all pipeline test test-slow lint format toy study study-full bench submit clean-demo
+help:
+	@sed -n '1,8p' Makefile
+
+# ---- environment --------------------------------------------------------------------------
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+venv: $(STAMP)
+
+# ---- quality gates ------------------------------------------------------------------------
+test: $(STAMP)
+	DEEPAUC_PROGRESS=0 $(PY) -m pytest -q
+test-slow: $(STAMP)
+	DEEPAUC_PROGRESS=0 $(PY) -m pytest -q -m slow
+lint: $(STAMP)
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+format: $(STAMP)
+	$(PY) -m ruff format src tests bench
+	$(PY) -m ruff check --fix src tests bench
+
+# ---- the pipeline -------------------------------------------------------------------------
+demo: $(STAMP)
+	$(MAKE) --no-print-directory pipeline EXP=demo
+all: $(STAMP)
+	$(MAKE) --no-print-directory pipeline EXP=siim DATA=$(DATA)
+pipeline: $(SUBMISSION) $(REPORT)
+	@cat $(REPORT)
+
+# 1. demo data (the real competition data is downloaded instead, see README)
+data/demo/train.csv: | $(STAMP)
+	$(DEEPAUC) demo-data --out data/demo --seed $(SEED)
+
+$(DATA)/test.csv $(DATA)/sample_submission.csv: | $(DATA)/train.csv
+
+# 2. external data merged into one training table
+$(TRAIN_TABLE): $(DATA)/train.csv
+	$(DEEPAUC) external --train-csv $< --isic2019-dir $(EXTERNAL)/isic2019 \
+	  $(if $(wildcard $(EXTERNAL)/isic2018),--isic2018-dir $(EXTERNAL)/isic2018) \
+	  $(if $(wildcard $(EXTERNAL)/isic2017),--isic2017-dir $(EXTERNAL)/isic2017) \
+	  $(if $(wildcard $(EXTERNAL)/malignant),--malignant-dir $(EXTERNAL)/malignant) \
+	  --out $@ --report reports/external_$(EXP).md
+
+# 3. patient-leak-free triple-stratified folds
+$(FOLDS): $(TRAIN_TABLE)
+	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md
+
+# 4. resize cache, once per resolution
+$(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
+	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
+$(CACHE)/%/index_test.csv: $(DATA)/test.csv
+	$(DEEPAUC) resize --csv $< --image-root $(DATA)/jpeg/test --size $* --out $(CACHE)
+
+# 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
+define CNN_RULES
+models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
+	$(DEEPAUC) train --config $$< --fold $$* $(SETS)
+preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
+	$(DEEPAUC) predict --config $$< $(SETS)
+preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
+	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
+endef
+$(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(firstword $(subst :, ,$(m))),$(word 2,$(subst :, ,$(m))))))
+
+# 8. metadata model
+preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS)
+	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(DATA)/test.csv
+
+# 9-10. ensemble into the submission
+$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS)
+	$(DEEPAUC) ensemble --config $< --set sample_submission=$(DATA)/sample_submission.csv --set out=$@
+	$(DEEPAUC) validate-submission --sample $(DATA)/sample_submission.csv $@
+
+# 11. cross-validation report
+$(REPORT): $(SUBMISSION)
+	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ \
+	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
+	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble
+
+submit: $(SUBMISSION)
+	kaggle competitions submit -c siim-isic-melanoma-classification -f $< -m "deepauc $(EXP)"
+
+clean-demo:
+	rm -rf data/demo data/interim/demo_* data/cache/demo folds/demo.csv models/demo_* preds/demo_* submissions/demo.csv reports/cv_demo*
+
+# ---- studies and benchmarks ---------------------------------------------------------------
+toy: $(STAMP)
+	$(DEEPAUC) toy --out-dir reports
+study: $(STAMP)
+	$(PY) -m pip install -q -r requirements-study.txt
+	$(DEEPAUC) study --config configs/study/default.yaml
+study-full: $(STAMP)
+	$(PY) -m pip install -q -r requirements-study.txt
+	$(DEEPAUC) study --config configs/study/full.yaml
+bench: $(STAMP)
+	$(PY) -m pip install -q -r requirements-study.txt
+	$(PY) bench/run.py

@@ -1,0 +1,62 @@
+"""Torch datasets over the resize cache, and the device-side normalisation."""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from deepauc.data.resize import load_cached
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A per-(run, epoch, row) augmentation seed: the same whatever the worker count."""
+    return zlib.crc32(f"{seed}/{epoch}/{index}".encode()) & 0x7FFFFFFF
+
+
+class CachedImages(Dataset):
+    """Rows of a table read from the resize cache, optionally augmented.
+
+    Items are ``(uint8 tensor C×H×W, float target)``. Augmentation randomness is seeded
+    per row from ``(seed, epoch, index)``, so a run is reproducible and resumable at any
+    epoch regardless of ``num_workers``; call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(self, table: pd.DataFrame, cache_dir: str, size: int, transform=None, seed: int = 0) -> None:
+        self.names = table["image_name"].astype(str).tolist()
+        self.targets = (
+            table["target"].to_numpy(np.float32) if "target" in table else np.zeros(len(table), np.float32)
+        )
+        self.cache_dir, self.size, self.transform, self.seed = cache_dir, size, transform, seed
+        self.epoch = 0
+        cv2.setNumThreads(0)  # one decode per worker; OpenCV's own pool would oversubscribe
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int):
+        img = load_cached(self.cache_dir, self.size, self.names[i])
+        if self.transform is not None:
+            self.transform.set_random_seed(item_seed(self.seed, self.epoch, i))
+            img = self.transform(image=img)["image"]
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.targets[i]
+
+
+def to_device_batch(x: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> normalised float32 on ``device`` (ImageNet mean/std)."""
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (x.float() - mean) / std

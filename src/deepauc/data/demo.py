@@ -1,0 +1,746 @@
+"""``deepauc demo-data``: a small synthetic data set in the exact competition layout.
+
+The pipeline has to run end to end on machines without the 100 GB of competition
+and ISIC downloads, so this module writes look-alike data, deterministically from a
+seed::
+
+    DIR/train.csv, DIR/test.csv, DIR/sample_submission.csv      (competition columns)
+    DIR/jpeg/train/<image_name>.jpg, DIR/jpeg/test/<image_name>.jpg
+    DIR/external/isic2019/ISIC_2019_Training_GroundTruth.csv     (one-hot MEL..UNK)
+    DIR/external/isic2019/ISIC_2019_Training_Metadata.csv
+    DIR/external/isic2019/ISIC_2019_Training_Input/<image>.jpg  (some `_downsampled`)
+    DIR/external/isic2018/HAM10000_metadata.csv + images/<image_id>.jpg
+    DIR/external/isic2017/ISIC-2017_Training_Part3_GroundTruth.csv
+        + ISIC-2017_Training_Data/<image_id>.jpg + ISIC-2017_Training_Data_metadata.csv
+    DIR/external/malignant/malignant.csv + jpeg/<image_name>.jpg
+    DIR/demo_solution.csv   test labels (Kaggle "solution" format with a Usage column);
+                            not part of the competition layout, for scoring the demo only
+    DIR/README.txt
+
+``train.csv`` is written last, so its presence means the set is complete.
+
+Images: a skin-toned background (per-patient tone, illumination gradient, noise,
+hair-like dark curves) with a pigmented lesion whose radius varies with angle
+through random harmonics. Each image has a latent severity ``s ~ N(0, 1) + D·look``
+where ``look`` is its label except for label noise (some malignant lesions look
+benign and vice versa). Size, border irregularity, asymmetry, darkness and colour
+variegation (black, blue-grey, red, regression-white patches) each follow ``s`` plus
+their own noise, so no single cue separates the classes and a CNN can learn a
+useful but imperfect score. Metadata (age, sex, site) is weakly related to the
+label and 2-5% missing.
+
+Overlaps made on purpose, for the ``external`` stage: most ISIC 2018 and 2017 images
+are also in ISIC 2019 under the same name (some 2019 copies carry the real
+``_downsampled`` suffix); a few 2019 and extra-malignant images are byte-identical
+copies of competition images under other names; a few extra-malignant rows reuse a
+competition image name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path, write_csv, write_text
+from .tables import SITES_2020, TEST_COLUMNS, TRAIN_COLUMNS
+
+# --------------------------------------------------------------------------- sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSizes:
+    """How much data to generate."""
+
+    n_train: int = 2000
+    n_patients: int = 400
+    n_test: int = 600
+    n_test_patients: int = 120
+    malignant_ratio: float = 0.02
+    n_isic2019: int = 600
+    isic2019_mel_ratio: float = 0.18
+    n_isic2018: int = 100
+    n_isic2017: int = 40
+    n_malignant: int = 60
+    image_size: int = 128
+    max_images_per_patient: int = 60
+
+    def validate(self) -> None:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 0:
+                raise ValueError(f"demo-data: {field.name} must be >= 0")
+        if self.n_patients < 1 or self.n_train < self.n_patients:
+            raise ValueError("demo-data: need 1 <= n_patients <= n_train")
+        if self.n_test_patients < 1 or self.n_test < self.n_test_patients:
+            raise ValueError("demo-data: need 1 <= n_test_patients <= n_test")
+        if self.n_test > self.n_test_patients * self.max_images_per_patient:
+            raise ValueError("demo-data: n_test > n_test_patients * max_images_per_patient")
+        if self.n_isic2019 > 20_000 or self.n_isic2018 > 5000 or self.n_isic2017 > 5000:
+            raise ValueError("demo-data: external sets are capped at 20000/5000/5000 images")
+        if self.n_train > self.n_patients * self.max_images_per_patient:
+            raise ValueError("demo-data: n_train > n_patients * max_images_per_patient")
+        if not 0 < self.malignant_ratio < 0.5 or not 0 < self.isic2019_mel_ratio < 1:
+            raise ValueError("demo-data: malignant ratios must be in (0, 0.5) and (0, 1)")
+        if self.image_size < 32:
+            raise ValueError("demo-data: image_size must be >= 32")
+
+
+# ---------------------------------------------------------------- image synthesis
+
+# Separation of the latent severity between benign- and malignant-looking lesions.
+SEVERITY_SHIFT = 2.2
+# Label noise: P(a malignant lesion looks benign), P(a benign lesion looks malignant).
+LOOK_FLIP = (0.08, 0.03)
+
+_SKIN_TONES = np.array(  # RGB
+    [[232, 190, 165], [222, 172, 140], [205, 150, 118], [238, 205, 185], [180, 125, 95]],
+    dtype=np.float32,
+)
+_LESION_LIGHT = np.array([175, 120, 85], dtype=np.float32)
+_LESION_DARK = np.array([85, 50, 32], dtype=np.float32)
+# Variegation colours: black, dark brown, blue-grey, red, regression white.
+_PATCH_COLOURS = np.array(
+    [[35, 28, 28], [70, 40, 25], [105, 115, 135], [175, 80, 80], [215, 200, 195]],
+    dtype=np.float32,
+)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Band-limited noise: a ``cells``-wide Gaussian grid upsampled bicubically to h x w."""
+    grid = rng.standard_normal((cells, cells)).astype(np.float32)
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """Acquisition style shared by a patient or a source: skin tone and camera look."""
+
+    skin: tuple[float, float, float]
+    height: int
+    width: int
+    vignette: float  # probability of a dark circular dermoscope field
+
+
+def patient_style(rng: np.random.Generator, height: int, width: int, vignette: float) -> Style:
+    """Draw a skin tone (a palette colour with jitter) for one patient."""
+    tone = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] + rng.normal(0, 8, 3)
+    return Style(tuple(float(v) for v in tone), height, width, vignette)
+
+
+def render_lesion(rng: np.random.Generator, look_malignant: bool, style: Style) -> np.ndarray:
+    """Render one synthetic dermoscopy image (RGB uint8, style.height x style.width).
+
+    ``look_malignant`` shifts the latent severity that drives lesion size, border
+    irregularity, asymmetry, darkness and colour variegation.
+    """
+    h, w = style.height, style.width
+    side = min(h, w)
+    s = rng.normal() + SEVERITY_SHIFT * float(look_malignant)
+    f_size, f_irr, f_asym, f_dark, f_col = s + rng.normal(0.0, 1.0, 5)
+
+    # Background: skin tone under uneven illumination, mottled, plus sensor noise.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = rng.normal(0, 0.10, 2)
+    light = 1.0 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5)
+    light += 0.05 * _smooth_noise(rng, h, w, 4)
+    skin = np.asarray(style.skin, dtype=np.float32) * rng.uniform(0.94, 1.04)
+    img = skin[None, None, :] * light[..., None]
+    img += 6.0 * _smooth_noise(rng, h, w, 12)[..., None]
+
+    # Lesion shape: r(theta) with random harmonics; k = 1 moves mass off-centre.
+    cx = w / 2 + rng.normal(0, 0.05 * side)
+    cy = h / 2 + rng.normal(0, 0.05 * side)
+    r0 = float(np.clip(0.19 * side * math.exp(0.17 * f_size), 0.07 * side, 0.42 * side))
+    aspect = 1.0 + abs(rng.normal(0, 0.12)) + 0.25 * _sigmoid(f_asym - 1.0)
+    rot = rng.uniform(0, math.pi)
+    dx, dy = xx - cx, yy - cy
+    u = (dx * math.cos(rot) + dy * math.sin(rot)) / aspect
+    v = -dx * math.sin(rot) + dy * math.cos(rot)
+    dist = np.sqrt(u * u + v * v)
+    theta = np.arctan2(v, u)
+    amp = 0.03 + 0.10 * _sigmoid(f_irr - 1.0)
+    radius = np.ones_like(theta)
+    radius += 0.6 * amp * _sigmoid(f_asym - 0.5) * np.cos(theta + rng.uniform(0, 2 * math.pi))
+    for k in range(2, 8):
+        radius += rng.normal(0, amp / k**0.6) * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
+    rough = (0.02 + 0.10 * _sigmoid(f_irr - 1.0)) * _smooth_noise(rng, h, w, 14)
+    edge = r0 * (radius + rough)
+    softness = 0.04 * r0 * (1.0 + 2.0 * _sigmoid(-f_irr))
+    alpha = np.clip((edge - dist) / softness + 0.5, 0.0, 1.0)
+
+    # Pigment: light-to-dark brown, darker towards one side for asymmetric lesions.
+    darkness = _sigmoid(0.8 * f_dark - 0.6 + rng.normal(0, 0.3))
+    side_shade = 0.25 * _sigmoid(f_asym - 1.0) * (u / (r0 + 1e-6)) * rng.choice([-1.0, 1.0])
+    dark_map = np.clip(darkness + side_shade + 0.12 * _smooth_noise(rng, h, w, 10), 0.0, 1.0)
+    pigment = _LESION_LIGHT + (_LESION_DARK - _LESION_LIGHT) * dark_map[..., None]
+    network = 0.07 * _smooth_noise(rng, h, w, 40)  # fine reticular texture
+    pigment = pigment * (1.0 + network[..., None])
+
+    # Variegation: blotches of other colours inside the lesion.
+    n_patches = int(rng.poisson(0.4 + 3.0 * _sigmoid(f_col - 1.2)))
+    colour_p = np.array([1.0, 1.5, 0.3 + 2.0 * _sigmoid(f_col - 1.5), 0.4, 0.4])
+    colour_p = colour_p / colour_p.sum()
+    for _ in range(n_patches):
+        ang = rng.uniform(0, 2 * math.pi)
+        rad = r0 * math.sqrt(rng.uniform(0.0, 0.5))
+        px, py = cx + rad * math.cos(ang), cy + rad * math.sin(ang)
+        spread = r0 * rng.uniform(0.15, 0.4)
+        blob = np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * spread * spread))
+        blob *= np.clip(0.8 + 0.5 * _smooth_noise(rng, h, w, 8), 0.0, 1.0)
+        colour = _PATCH_COLOURS[rng.choice(len(_PATCH_COLOURS), p=colour_p)]
+        pigment += (colour - pigment) * (0.85 * blob)[..., None]
+
+    img += (pigment * light[..., None] - img) * alpha[..., None]
+    img += rng.normal(0, 3.0, img.shape).astype(np.float32)
+
+    if rng.uniform() < style.vignette:
+        rim = np.sqrt((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (0.5 * math.hypot(w, h))
+        fall = np.clip((rim - rng.uniform(0.72, 0.9)) * 12.0, 0.0, 0.92)
+        img *= (1.0 - fall)[..., None]
+
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.poisson(1.3))):  # hairs: dark quadratic Bezier curves
+        p0, p1, p2 = rng.uniform([0, 0], [w, h], (3, 2))
+        t = np.linspace(0.0, 1.0, 24)[:, None]
+        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+        shade = float(rng.uniform(20, 70))
+        cv2.polylines(
+            out,
+            [np.round(curve * 16).astype(np.int32)],
+            False,
+            (shade, shade * 0.8, shade * 0.7),
+            thickness=int(rng.choice([1, 1, 1, 2])),
+            lineType=cv2.LINE_AA,
+            shift=4,
+        )
+    return out
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of an RGB uint8 image."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    # One generator per image, keyed by (seed, set, index): images do not depend on
+    # the order they are drawn in, so the generator may be parallelised later.
+    return np.random.default_rng([seed, stream, index])
+
+
+# -------------------------------------------------------------- tables synthesis
+
+
+def patient_image_counts(
+    rng: np.random.Generator, n_images: int, n_patients: int, max_per: int
+) -> np.ndarray:
+    """Heavy-tailed images-per-patient counts, each in [1, max_per], summing to n_images.
+
+    Counts are a discretised lognormal (median about half the mean, long right
+    tail), then nudged one image at a time to hit the exact total.
+    """
+    mean = n_images / n_patients
+    sigma = 1.2
+    mu = math.log(max(mean, 1.0)) - sigma * sigma / 2
+    counts = np.clip(np.round(rng.lognormal(mu, sigma, n_patients)), 1, max_per).astype(int)
+    diff = n_images - int(counts.sum())
+    while diff != 0:
+        step = 1 if diff > 0 else -1
+        ok = counts < max_per if step > 0 else counts > 1
+        weights = counts * ok
+        if weights.sum() == 0:
+            weights = ok.astype(float)
+        chosen = rng.choice(n_patients, size=min(abs(diff), int(ok.sum())), replace=False,
+                            p=weights / weights.sum())
+        counts[chosen] += step
+        diff -= step * len(chosen)
+    return counts
+
+
+def malignant_flags(rng: np.random.Generator, counts: np.ndarray, ratio: float) -> np.ndarray:
+    """Per-image 0/1 targets (patients' images contiguous): ~ratio malignant.
+
+    A malignant patient usually has exactly one malignant image; about one in six
+    has a second one (when the patient has at least two images).
+    """
+    n_images = int(counts.sum())
+    n_mal = max(1, round(ratio * n_images))
+    n_mal_patients = min(len(counts), max(1, round(n_mal / 1.15)))
+    patients = rng.choice(len(counts), size=n_mal_patients, replace=False)
+    per_patient = np.zeros(len(counts), dtype=int)
+    per_patient[patients] = 1
+    extra = n_mal - n_mal_patients
+    multi = [p for p in patients if counts[p] >= 2]
+    for p in rng.permutation(multi)[:extra]:
+        per_patient[p] += 1
+    targets = np.zeros(n_images, dtype=int)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for p in np.flatnonzero(per_patient):
+        pos = rng.choice(counts[p], size=per_patient[p], replace=False)
+        targets[starts[p] + pos] = 1
+    return targets
+
+
+SEXES_ARR = np.array(["male", "female"], dtype=object)
+_SITE_P_BENIGN = np.array([0.10, 0.16, 0.25, 0.43, 0.035, 0.025])
+_SITE_P_MALIGNANT = np.array([0.16, 0.20, 0.20, 0.40, 0.02, 0.02])
+_DIAG_BENIGN = ["unknown", "nevus", "seborrheic keratosis", "lentigo NOS", "lichenoid keratosis"]
+_DIAG_BENIGN_P = [0.80, 0.16, 0.02, 0.01, 0.01]
+
+
+def _with_missing(rng: np.random.Generator, values: np.ndarray, rate: float) -> np.ndarray:
+    values = values.astype(object)
+    values[rng.uniform(size=len(values)) < rate] = np.nan
+    return values
+
+
+def _ages(rng: np.random.Generator, base: np.ndarray, targets: np.ndarray, lo: int, hi: int):
+    age = base + 6.0 * targets + rng.normal(0, 3.0, len(base))
+    return np.clip(np.round(age / 5.0) * 5.0, lo, hi)
+
+
+def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
+    """n distinct integers in [low, high), in random order."""
+    if n > high - low:
+        raise ValueError("demo-data: id range too small")
+    ids: set[int] = set()
+    while len(ids) < n:
+        ids.update(int(v) for v in rng.integers(low, high, n - len(ids)))
+    return rng.permutation(np.fromiter(ids, dtype=np.int64, count=len(ids)))
+
+
+def _fresh_names(rng: np.random.Generator, n: int, low: int, high: int, taken: set[str]) -> list[str]:
+    """n distinct ISIC_xxxxxxx names with ids in [low, high), none of them in ``taken``."""
+    free = np.setdiff1d(np.arange(low, high), [int(t[5:12]) for t in taken])
+    if n > len(free):
+        raise ValueError("demo-data: id range too small")
+    return [f"ISIC_{i:07d}" for i in rng.choice(free, size=n, replace=False)]
+
+
+def competition_table(
+    rng: np.random.Generator,
+    names: np.ndarray,
+    patient_ids: np.ndarray,
+    counts: np.ndarray,
+    ratio: float,
+) -> pd.DataFrame:
+    """Competition-style rows (train columns) for patients with the given image counts."""
+    n = int(counts.sum())
+    targets = malignant_flags(rng, counts, ratio)
+    pidx = np.repeat(np.arange(len(counts)), counts)
+    # Malignancy is weakly commoner in men (sex is a patient attribute).
+    has_mal = np.bincount(pidx, weights=targets, minlength=len(counts)) > 0
+    p_male = np.where(has_mal, 0.62, 0.5)
+    sex_p = np.where(rng.uniform(size=len(counts)) < p_male, "male", "female").astype(object)
+    base_age = np.clip(rng.normal(48, 14, len(counts)), 15, 88)
+    site_p = np.where(targets[:, None] == 1, _SITE_P_MALIGNANT, _SITE_P_BENIGN)
+    u = rng.uniform(size=n)[:, None]
+    site_idx = (u > np.cumsum(site_p, axis=1)).sum(axis=1)
+    sex = sex_p[pidx]
+    diagnosis = np.where(
+        targets == 1, "melanoma", rng.choice(_DIAG_BENIGN, size=n, p=_DIAG_BENIGN_P)
+    )
+    df = pd.DataFrame(
+        {
+            "image_name": names,
+            "patient_id": patient_ids[pidx],
+            "sex": _with_missing(rng, sex, 0.02),
+            "age_approx": _with_missing(rng, _ages(rng, base_age[pidx], targets, 15, 90), 0.03),
+            "anatom_site_general_challenge": _with_missing(
+                rng, np.array(SITES_2020, dtype=object)[np.minimum(site_idx, 5)], 0.04
+            ),
+            "diagnosis": diagnosis,
+            "benign_malignant": np.where(targets == 1, "malignant", "benign"),
+            "target": targets,
+        }
+    )
+    df["age_approx"] = df["age_approx"].astype(float)
+    df["patient_idx"] = pidx
+    return df
+
+
+ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+_ISIC2019_OTHER_P = np.array([0.0, 0.58, 0.16, 0.05, 0.13, 0.03, 0.03, 0.015, 0.005])
+_SITES_2019 = [
+    "anterior torso", "posterior torso", "lateral torso", "upper extremity",
+    "lower extremity", "head/neck", "palms/soles", "oral/genital",
+]
+_SITES_2019_P = [0.18, 0.2, 0.03, 0.16, 0.2, 0.17, 0.04, 0.02]
+_HAM_DX = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "BKL": "bkl",
+           "DF": "df", "VASC": "vasc"}
+_HAM_LOCALIZATION = {
+    "anterior torso": ["chest", "abdomen"], "posterior torso": ["back"], "lateral torso": ["trunk"],
+    "upper extremity": ["upper extremity", "hand"], "lower extremity": ["lower extremity", "foot"],
+    "head/neck": ["face", "scalp", "neck", "ear"], "palms/soles": ["acral"],
+    "oral/genital": ["genital"],
+}
+
+
+def isic2019_table(rng: np.random.Generator, n: int, mel_ratio: float) -> pd.DataFrame:
+    """ISIC 2019-style rows: image name, class, metadata, lesion ids (some missing).
+
+    Ids: the first quarter is in the HAM10000 range (ISIC_0024306..), shared with
+    the 2018 set; the rest are spread over the remaining 2019 range.
+    """
+    n_ham = n // 4
+    ham_ids = _unique_ids(rng, n_ham, 24306, 34321)
+    other_ids = _unique_ids(rng, n - n_ham, 0, 24306)
+    ids = np.concatenate([ham_ids, other_ids])
+    is_mel = rng.uniform(size=n) < mel_ratio
+    other = rng.choice(ISIC2019_CLASSES, size=n, p=_ISIC2019_OTHER_P)
+    label = np.where(is_mel, "MEL", other)
+    # Lesions: consecutive images share a lesion id 30% of the time.
+    lesion_no = np.cumsum(rng.uniform(size=n) > 0.3)
+    prefix = np.where(np.arange(n) < n_ham, "HAM", "BCN")
+    lesion = np.array([f"{p}_{k:07d}" for p, k in zip(prefix, lesion_no)], dtype=object)
+    lesion[(np.arange(n) >= n_ham) & (rng.uniform(size=n) < 0.35)] = np.nan
+    age = np.clip(np.round(rng.normal(55, 17, n) / 5) * 5 + 5 * is_mel, 0, 85)
+    site = rng.choice(_SITES_2019, size=n, p=_SITES_2019_P).astype(object)
+    return pd.DataFrame(
+        {
+            "image": [f"ISIC_{i:07d}" for i in ids],
+            "label": label,
+            "age_approx": _with_missing(rng, age.astype(float), 0.03),
+            "anatom_site_general": _with_missing(rng, site, 0.05),
+            "lesion_id": lesion,
+            "sex": _with_missing(rng, rng.choice(SEXES_ARR, size=n), 0.03),
+            "ham": np.arange(n) < n_ham,
+        }
+    )
+
+
+# ------------------------------------------------------------------------ writer
+
+
+class _ImageWriter:
+    """Renders and writes images; remembers each image's bytes for deliberate copies."""
+
+    def __init__(self, seed: int, root: Path):
+        self.seed = seed
+        self.root = root
+        self.written: set[Path] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self.written)
+
+    def write(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        self.written.add(path)
+
+    def remove_stale(self) -> int:
+        """Delete .jpg files left by an earlier run in the folders this run wrote to."""
+        stale = [p for folder in {p.parent for p in self.written} for p in folder.glob("*.jpg")
+                 if p not in self.written]
+        for path in stale:
+            path.unlink()
+        return len(stale)
+
+    def render(self, stream: int, index: int, look: bool, style: Style) -> bytes:
+        return encode_jpeg(render_lesion(_image_rng(self.seed, stream, index), look, style))
+
+
+def _looks(rng: np.random.Generator, targets: np.ndarray) -> np.ndarray:
+    """Appearance class after label noise (see LOOK_FLIP)."""
+    u = rng.uniform(size=len(targets))
+    flip = np.where(targets == 1, u < LOOK_FLIP[0], u < LOOK_FLIP[1])
+    return np.where(flip, 1 - targets, targets).astype(bool)
+
+
+def generate(out: str | Path, seed: int = 0, sizes: DemoSizes | None = None) -> dict:
+    """Write the demo data set under ``out``; return a summary dict of counts."""
+    sizes = sizes or DemoSizes()
+    sizes.validate()
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    writer = _ImageWriter(seed, out)
+    side = sizes.image_size
+    wide = (side, int(round(side * 4 / 3)))  # (height, width) of ISIC 2019/2018 images
+
+    # ---- competition train + test: disjoint patients, disjoint 7-digit names
+    n_comp = sizes.n_train + sizes.n_test + sizes.n_malignant
+    comp_ids = _unique_ids(rng, n_comp, 100_000, 10_000_000)
+    names = np.array([f"ISIC_{i:07d}" for i in comp_ids], dtype=object)
+    n_pat = sizes.n_patients + sizes.n_test_patients + sizes.n_malignant
+    pids = np.array([f"IP_{i:07d}" for i in _unique_ids(rng, n_pat, 0, 10_000_000)], dtype=object)
+
+    train_counts = patient_image_counts(rng, sizes.n_train, sizes.n_patients,
+                                        sizes.max_images_per_patient)
+    train = competition_table(rng, names[: sizes.n_train], pids[: sizes.n_patients],
+                              train_counts, sizes.malignant_ratio)
+    test_counts = patient_image_counts(rng, sizes.n_test, sizes.n_test_patients,
+                                       sizes.max_images_per_patient)
+    test = competition_table(
+        rng, names[sizes.n_train: sizes.n_train + sizes.n_test],
+        pids[sizes.n_patients: sizes.n_patients + sizes.n_test_patients],
+        test_counts, sizes.malignant_ratio,
+    )
+    styles = {
+        "train": [patient_style(rng, side, side, 0.05) for _ in range(sizes.n_patients)],
+        "test": [patient_style(rng, side, side, 0.05) for _ in range(sizes.n_test_patients)],
+    }
+    comp_bytes: dict[str, bytes] = {}
+    for stream, (split, df) in enumerate([("train", train), ("test", test)], start=1):
+        looks = _looks(rng, df["target"].to_numpy())
+        for i, row in enumerate(df.itertuples(index=False)):
+            data = writer.render(stream, i, bool(looks[i]), styles[split][row.patient_idx])
+            writer.write(f"jpeg/{split}/{row.image_name}.jpg", data)
+            if split == "train":
+                comp_bytes[row.image_name] = data
+
+    # ---- ISIC 2019
+    ext = Path("external")
+    isic = isic2019_table(rng, sizes.n_isic2019, sizes.isic2019_mel_ratio)
+    isic_looks = _looks(rng, (isic["label"] == "MEL").to_numpy().astype(int))
+    # `_downsampled`: a few HAM-range images (also in 2018) and a few others.
+    suffix = rng.uniform(size=len(isic)) < 0.12
+    isic["file_image"] = np.where(suffix, isic["image"] + "_downsampled", isic["image"])
+    isic_bytes: dict[str, bytes] = {}
+    for i, row in enumerate(isic.itertuples(index=False)):
+        style = patient_style(rng, *wide, 0.45)
+        isic_bytes[row.image] = writer.render(3, i, bool(isic_looks[i]), style)
+    # Byte-identical copies of competition train images under new 2019 names, same label.
+    n_copy = min(4, len(train), len(isic) // 10)
+    copy_src = train.sample(n=n_copy, random_state=seed, weights=1 + 20 * train["target"]) \
+        if n_copy else train.iloc[:0]
+    copies = list(isic.index[-n_copy:]) if n_copy else []
+    copy_names = set(isic.loc[copies, "image"])
+    for k, src in zip(copies, copy_src.itertuples(index=False)):
+        isic.loc[k, "label"] = "MEL" if src.target == 1 else "NV"
+        isic_bytes[isic.loc[k, "image"]] = comp_bytes[src.image_name]
+    for row in isic.itertuples(index=False):
+        writer.write(f"{ext}/isic2019/ISIC_2019_Training_Input/{row.file_image}.jpg",
+                     isic_bytes[row.image])
+    onehot = pd.DataFrame({"image": isic["file_image"]})
+    for c in ISIC2019_CLASSES:
+        onehot[c] = (isic["label"] == c).astype(float)
+    meta2019 = isic[["file_image", "age_approx", "anatom_site_general", "lesion_id", "sex"]]
+    meta2019 = meta2019.rename(columns={"file_image": "image"})
+
+    # ---- ISIC 2018 (HAM10000): mostly the HAM-range 2019 images, a few new ones
+    ham_pool = isic[isic["ham"] & isic["label"].isin(list(_HAM_DX))
+                    & ~isic["image"].isin(copy_names)]
+    n_shared = min(len(ham_pool), int(round(0.9 * sizes.n_isic2018)))
+    shared = ham_pool.sample(n=n_shared, random_state=seed) if n_shared else ham_pool.iloc[:0]
+    n_new = sizes.n_isic2018 - n_shared
+    taken = set(isic["image"])
+    new_ids = _fresh_names(rng, n_new, 24306, 34321, taken)
+    new_label = rng.choice(list(_HAM_DX), size=n_new, p=[0.2, 0.6, 0.06, 0.04, 0.08, 0.01, 0.01])
+    ham = pd.DataFrame(
+        {
+            "lesion_id": list(shared["lesion_id"]) + [f"HAM_{9_000_000 + k:07d}" for k in range(n_new)],
+            "image_id": list(shared["image"]) + new_ids,
+            "label": list(shared["label"]) + list(new_label),
+            "age": list(shared["age_approx"]) + list(np.round(rng.normal(52, 16, n_new) / 5) * 5),
+            "sex": list(shared["sex"]) + list(rng.choice(SEXES_ARR, size=n_new)),
+            "site": list(shared["anatom_site_general"])
+            + list(rng.choice(_SITES_2019, size=n_new, p=_SITES_2019_P)),
+        }
+    )
+    ham_looks = _looks(rng, (ham["label"] == "MEL").to_numpy().astype(int))
+    ham_bytes = []
+    for i, row in enumerate(ham.itertuples(index=False)):
+        if row.image_id in isic_bytes:
+            data = isic_bytes[row.image_id]
+        else:
+            data = writer.render(4, i, bool(ham_looks[i]), patient_style(rng, *wide, 0.3))
+        ham_bytes.append(data)
+        writer.write(f"{ext}/isic2018/images/{row.image_id}.jpg", data)
+    ham_meta = pd.DataFrame(
+        {
+            "lesion_id": ham["lesion_id"],
+            "image_id": ham["image_id"],
+            "dx": ham["label"].map(_HAM_DX),
+            "dx_type": np.where(ham["label"] == "MEL", "histo",
+                                rng.choice(["histo", "follow_up", "consensus"], size=len(ham))),
+            "age": ham["age"].astype(float),
+            "sex": ham["sex"].fillna("unknown"),
+            "localization": [
+                "unknown" if not isinstance(s, str)
+                else _HAM_LOCALIZATION[s][int(rng.integers(len(_HAM_LOCALIZATION[s])))]
+                for s in ham["site"]
+            ],
+        }
+    )
+
+    # ---- ISIC 2017: mostly low-id 2019 images (MEL / NV / BKL), a few new ones
+    pool17 = isic[~isic["ham"] & isic["label"].isin(["MEL", "NV", "BKL"])
+                  & ~isic["image"].isin(copy_names)]
+    n17_shared = min(len(pool17), int(round(0.8 * sizes.n_isic2017)))
+    shared17 = pool17.sample(n=n17_shared, random_state=seed + 1) if n17_shared else pool17.iloc[:0]
+    n17_new = sizes.n_isic2017 - n17_shared
+    new17 = _fresh_names(rng, n17_new, 0, 24306, taken)
+    lab17 = list(shared17["label"]) + list(rng.choice(["MEL", "NV", "BKL"], size=n17_new,
+                                                      p=[0.2, 0.65, 0.15]))
+    ids17 = list(shared17["image"]) + new17
+    looks17 = _looks(rng, (np.array(lab17) == "MEL").astype(int))
+    for i, image in enumerate(ids17):
+        data = isic_bytes.get(image) or writer.render(5, i, bool(looks17[i]),
+                                                      patient_style(rng, *wide, 0.3))
+        writer.write(f"{ext}/isic2017/ISIC-2017_Training_Data/{image}.jpg", data)
+    gt17 = pd.DataFrame(
+        {
+            "image_id": ids17,
+            "melanoma": [float(lab == "MEL") for lab in lab17],
+            "seborrheic_keratosis": [float(lab == "BKL") for lab in lab17],
+        }
+    )
+    ages17 = np.round(rng.normal(50, 16, len(ids17)) / 5) * 5
+    meta17 = pd.DataFrame(
+        {
+            "image_id": ids17,
+            "age_approximate": [("unknown" if rng.uniform() < 0.05 else str(int(a))) for a in ages17],
+            "sex": [("unknown" if rng.uniform() < 0.05 else s)
+                    for s in rng.choice(SEXES_ARR, size=len(ids17))],
+        }
+    )
+
+    # ---- extra malignant images (ISIC archive style, competition columns, target 1)
+    m = sizes.n_malignant
+    mal = pd.DataFrame(
+        {
+            "image_name": names[sizes.n_train + sizes.n_test:],
+            "patient_id": pids[sizes.n_patients + sizes.n_test_patients:],
+            "sex": _with_missing(rng, rng.choice(SEXES_ARR, size=m, p=[0.6, 0.4]), 0.03),
+            "age_approx": _with_missing(
+                rng, np.clip(np.round(rng.normal(60, 14, m) / 5) * 5, 15, 90), 0.03
+            ).astype(float),
+            "anatom_site_general_challenge": _with_missing(
+                rng, rng.choice(np.array(SITES_2020, dtype=object), size=m, p=_SITE_P_MALIGNANT), 0.04
+            ),
+            "diagnosis": "melanoma",
+            "benign_malignant": "malignant",
+            "target": 1,
+        }
+    )
+    mal_looks = _looks(rng, np.ones(m, dtype=int))
+    mal_bytes = [writer.render(6, i, bool(mal_looks[i]), patient_style(rng, side, side, 0.1))
+                 for i in range(m)]
+    # Same image as a competition malignant image: one under a new name (content
+    # duplicate), one under the competition name itself (name duplicate).
+    train_mal = train[train["target"] == 1]
+    if m >= 4 and len(train_mal) >= 2:
+        a, b = train_mal.iloc[0], train_mal.iloc[1]
+        mal_bytes[0] = comp_bytes[a.image_name]
+        mal_bytes[1] = comp_bytes[b.image_name]
+        for col in TRAIN_COLUMNS:
+            mal.loc[1, col] = b[col]
+        # and one copy of a 2019 melanoma
+        mel2019 = isic.loc[(isic["label"] == "MEL") & ~isic["image"].isin(copy_names), "image"]
+        if len(mel2019):
+            mal_bytes[2] = isic_bytes[mel2019.iloc[0]]
+    for row, data in zip(mal.itertuples(index=False), mal_bytes):
+        writer.write(f"{ext}/malignant/jpeg/{row.image_name}.jpg", data)
+
+    # ---- tables, train.csv last
+    stale = writer.remove_stale()
+    write_csv(onehot, out / ext / "isic2019" / "ISIC_2019_Training_GroundTruth.csv")
+    write_csv(meta2019, out / ext / "isic2019" / "ISIC_2019_Training_Metadata.csv")
+    write_csv(ham_meta, out / ext / "isic2018" / "HAM10000_metadata.csv")
+    write_csv(gt17, out / ext / "isic2017" / "ISIC-2017_Training_Part3_GroundTruth.csv")
+    write_csv(meta17, out / ext / "isic2017" / "ISIC-2017_Training_Data"
+              / "ISIC-2017_Training_Data_metadata.csv")
+    write_csv(mal[TRAIN_COLUMNS], out / ext / "malignant" / "malignant.csv")
+
+    test = test.sort_values("image_name", kind="stable")
+    usage = np.where(rng.uniform(size=len(test)) < 0.3, "Public", "Private")
+    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": test["target"],
+                            "Usage": usage}), out / "demo_solution.csv")
+    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": 0.0}),
+              out / "sample_submission.csv")
+    write_csv(test[TEST_COLUMNS], out / "test.csv")
+    write_text(README_TEXT.format(seed=seed, sizes=dataclasses.asdict(sizes)), out / "README.txt")
+    train = train.sort_values("image_name", kind="stable")
+    write_csv(train[TRAIN_COLUMNS], out / "train.csv")
+
+    return {
+        "train images": len(train),
+        "train patients": int(train["patient_id"].nunique()),
+        "train malignant": int(train["target"].sum()),
+        "train malignant ratio": float(train["target"].mean()),
+        "max images per patient": int(train_counts.max()),
+        "test images": len(test),
+        "test patients": int(test["patient_id"].nunique()),
+        "isic2019 images": len(isic),
+        "isic2019 MEL ratio": float((isic["label"] == "MEL").mean()),
+        "isic2018 images": len(ham),
+        "isic2017 images": len(ids17),
+        "extra malignant images": m,
+        "image files written": writer.count,
+        "stale image files removed": stale,
+    }
+
+
+README_TEXT = """\
+SYNTHETIC DEMO DATA - not real patients, not real images.
+
+Written by `deepauc demo-data` (seed {seed}) in the SIIM-ISIC Melanoma Classification
+(Kaggle 2020) layout, plus ISIC 2019 / 2018 (HAM10000) / 2017 and an extra-malignant
+set under external/, so that the whole pipeline can run without the real downloads.
+Images are procedurally drawn lesions on skin-toned backgrounds; labels follow a
+latent severity with deliberate overlap and label noise, so scores are imperfect.
+Metadata (age, sex, site) is weakly related to the label and partly missing.
+demo_solution.csv holds the test labels (Kaggle solution format, Usage
+Public/Private); it does not exist in the real competition.
+
+Sizes: {sizes}
+"""
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DemoSizes()
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--n-train", type=int, default=d.n_train)
+    parser.add_argument("--n-patients", type=int, default=d.n_patients)
+    parser.add_argument("--n-test", type=int, default=d.n_test)
+    parser.add_argument("--n-test-patients", type=int, default=d.n_test_patients)
+    parser.add_argument("--malignant-ratio", type=float, default=d.malignant_ratio)
+    parser.add_argument("--n-isic2019", type=int, default=d.n_isic2019)
+    parser.add_argument("--isic2019-mel-ratio", type=float, default=d.isic2019_mel_ratio)
+    parser.add_argument("--n-isic2018", type=int, default=d.n_isic2018)
+    parser.add_argument("--n-isic2017", type=int, default=d.n_isic2017)
+    parser.add_argument("--n-malignant", type=int, default=d.n_malignant)
+    parser.add_argument("--image-size", type=int, default=d.image_size,
+                        help="side of competition images in pixels (ISIC 2019/2018 are 4:3)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write even if OUT/train.csv already exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "train.csv").exists() and not args.overwrite:
+        raise ValueError(f"{out / 'train.csv'} already exists (use --overwrite to regenerate)")
+    sizes = DemoSizes(
+        n_train=args.n_train, n_patients=args.n_patients, n_test=args.n_test,
+        n_test_patients=args.n_test_patients, malignant_ratio=args.malignant_ratio,
+        n_isic2019=args.n_isic2019, isic2019_mel_ratio=args.isic2019_mel_ratio,
+        n_isic2018=args.n_isic2018, n_isic2017=args.n_isic2017,
+        n_malignant=args.n_malignant, image_size=args.image_size,
+    )
+    start = time.perf_counter()
+    summary = generate(out, args.seed, sizes)
+    width = max(len(k) for k in summary)
+    print(f"demo data written to {out} in {time.perf_counter() - start:.1f} s")
+    for key, value in summary.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {text}")
+    return 0

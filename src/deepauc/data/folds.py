@@ -1,0 +1,211 @@
+"""``deepauc folds``: patient-leak-free, triple-stratified k-fold assignment.
+
+Goals, in order: (1) all images of a patient in one fold (no patient leak between
+training and validation); (2) every fold near the global malignant ratio, per image
+and per patient; (3) every fold near the global distribution of images per patient;
+(4) folds of similar size. The assignment is a function of the rows and the seed.
+
+Method (at patient level):
+
+* Each patient gets a stratum ``(has a malignant image, is external, size bucket)``
+  where the size bucket is the patient's images count cut at the global quartiles.
+* Strata are processed malignant first and large buckets first; inside a stratum
+  patients are shuffled (seeded) and then sorted by image count, largest first.
+* Each patient goes to the fold that has (a) the fewest patients of its stratum,
+  then (b) the fewest patients of its malignant class, then (c) for malignant
+  patients the fewest malignant images, then (d) the fewest images, then (e) a
+  seeded random tie-break. (a) makes every stratum split evenly (+-1 patient), so
+  the malignant ratio and the size distribution match; (b)-(d) stop the +-1
+  remainders of many strata piling onto one fold; largest-first greedy on (d) keeps
+  the image counts balanced.
+
+``fold`` is -1 for rows kept out of validation: rows whose ``source`` is not
+"competition" (unless ``include_external``, in which case they are assigned by the
+same rule, grouped by their patient_id). Exception, to keep CV leak-free: an
+external row whose patient_id also has competition rows gets that patient's fold,
+so it is never trained on while that patient is validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_csv, write_text
+from .tables import markdown_table, read_train_csv
+
+N_SIZE_BUCKETS = 4
+
+
+def _validated_rows(df: pd.DataFrame, include_external: bool) -> np.ndarray:
+    """Boolean mask of the rows that take part in the assignment."""
+    if "source" not in df.columns or include_external:
+        return np.ones(len(df), dtype=bool)
+    return (df["source"].fillna("competition") == "competition").to_numpy()
+
+
+def patient_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per patient: images, malignant images, external flag and size bucket (0..3)."""
+    is_ext = (
+        rows["source"].fillna("competition") != "competition"
+        if "source" in rows.columns
+        else pd.Series(False, index=rows.index)
+    )
+    pat = (
+        rows.assign(_ext=is_ext)
+        .groupby("patient_id", sort=True)
+        .agg(images=("target", "size"), malignant=("target", "sum"), external=("_ext", "all"))
+    )
+    edges = np.unique(np.quantile(pat["images"], np.linspace(0, 1, N_SIZE_BUCKETS + 1)[1:-1]))
+    pat["bucket"] = np.searchsorted(edges, pat["images"].to_numpy(), side="left")
+    pat["has_malignant"] = pat["malignant"] > 0
+    return pat
+
+
+def _assign_patients(pat: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.Series:
+    """Fold of each patient by the greedy stratified rule of the module docstring."""
+    order = rng.permutation(len(pat))
+    pat = pat.iloc[order].copy()
+    pat["_rank"] = np.arange(len(pat))
+    pat = pat.sort_values(
+        ["has_malignant", "bucket", "external", "images", "_rank"],
+        ascending=[False, False, True, False, True],
+        kind="stable",
+    )
+    strata = pat.groupby(["has_malignant", "external", "bucket"], sort=False).ngroup().to_numpy()
+    n_strata = int(strata.max()) + 1 if len(strata) else 0
+    stratum_count = np.zeros((n_strata, n_folds), dtype=np.int64)
+    class_count = np.zeros((2, n_folds), dtype=np.int64)
+    mal_images = np.zeros(n_folds, dtype=np.int64)
+    images = np.zeros(n_folds, dtype=np.int64)
+    folds = np.empty(len(pat), dtype=np.int64)
+    sizes = pat["images"].to_numpy()
+    malignant = pat["malignant"].to_numpy()
+    has_mal = pat["has_malignant"].to_numpy().astype(int)
+    for i in range(len(pat)):
+        s, c = strata[i], has_mal[i]
+        # np.lexsort sorts by the last key first: the list is (e), (d), (c), (b), (a).
+        keys = (
+            rng.random(n_folds),
+            images,
+            mal_images if c else np.zeros(n_folds, dtype=np.int64),
+            class_count[c],
+            stratum_count[s],
+        )
+        f = int(np.lexsort(keys)[0])
+        folds[i] = f
+        stratum_count[s, f] += 1
+        class_count[c, f] += 1
+        mal_images[f] += malignant[i]
+        images[f] += sizes[i]
+    return pd.Series(folds, index=pat.index, name="fold")
+
+
+def assign_folds(
+    df: pd.DataFrame, n_folds: int, seed: int, include_external: bool = False
+) -> pd.DataFrame:
+    """Copy of ``df`` with an integer ``fold`` column (0..n_folds-1, or -1).
+
+    ``df`` needs ``patient_id`` and ``target``; see the module docstring for the
+    method. Raises ValueError if a fold would get no malignant image.
+    """
+    if n_folds < 2:
+        raise ValueError(f"--n-folds must be at least 2, got {n_folds}")
+    for col in ("patient_id", "target"):
+        if col not in df.columns:
+            raise ValueError(f"folds: missing column {col!r}")
+    if df["patient_id"].isna().any():
+        raise ValueError("folds: empty patient_id in the input (validate it with read_train_csv)")
+    mask = _validated_rows(df, include_external)
+    rows = df[mask]
+    pat = patient_table(rows)
+    if len(pat) < n_folds:
+        raise ValueError(f"folds: only {len(pat)} patient(s) for {n_folds} folds")
+    rng = np.random.default_rng(seed)
+    patient_fold = _assign_patients(pat, n_folds, rng)
+
+    # External rows of a validated patient follow that patient (leak-free CV), so
+    # every row whose patient has a fold takes it, and only the others get -1.
+    fold = df["patient_id"].map(patient_fold).fillna(-1).to_numpy().astype(np.int64)
+    out = df.copy()
+    out["fold"] = fold
+
+    valid = out[out["fold"] >= 0]
+    positives = valid.groupby("fold")["target"].sum().reindex(range(n_folds), fill_value=0)
+    empty = [int(f) for f in positives.index[positives.to_numpy() == 0]]
+    if empty:
+        n_pos = int(pat["has_malignant"].sum())
+        raise ValueError(
+            f"folds: fold(s) {empty} would get no malignant image: only {n_pos} patient(s) "
+            f"with a malignant image for {n_folds} folds; use --n-folds {max(2, n_pos)} or fewer"
+        )
+    return out
+
+
+def fold_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """Per fold (fold >= 0): images, patients, malignant images and patients, ratios,
+    mean and max images per patient; plus a last row ``all`` over the validated rows."""
+    valid = df[df["fold"] >= 0]
+
+    def stats(part: pd.DataFrame) -> dict:
+        per_patient = part.groupby("patient_id")["target"].agg(["size", "sum"])
+        return {
+            "images": len(part),
+            "patients": len(per_patient),
+            "malignant_images": int(part["target"].sum()),
+            "malignant_patients": int((per_patient["sum"] > 0).sum()),
+            "malignant_ratio": float(part["target"].mean()),
+            "malignant_patient_ratio": float((per_patient["sum"] > 0).mean()),
+            "mean_images_per_patient": float(per_patient["size"].mean()),
+            "max_images_per_patient": int(per_patient["size"].max()),
+        }
+
+    rows = [{"fold": str(f), **stats(part)} for f, part in valid.groupby("fold", sort=True)]
+    rows.append({"fold": "all", **stats(valid)})
+    return pd.DataFrame(rows)
+
+
+def format_report(df: pd.DataFrame, n_folds: int, seed: int, include_external: bool) -> str:
+    """Markdown report: the stats table and the largest deviations from the global values."""
+    stats = fold_stats(df)
+    per_fold = stats[stats["fold"] != "all"]
+    total = stats[stats["fold"] == "all"].iloc[0]
+    not_validated = int((df["fold"] < 0).sum())
+    lines = [
+        f"# Folds: {n_folds} folds, seed {seed}, external rows "
+        + ("assigned" if include_external else "kept out of validation (fold -1)"),
+        "",
+        markdown_table(stats),
+        "",
+        f"- rows with fold -1 (never validated): {not_validated}",
+        "- max |fold malignant ratio - global|: "
+        f"{(per_fold['malignant_ratio'] - total['malignant_ratio']).abs().max():.4f}",
+        "- images per fold: min "
+        f"{per_fold['images'].min()}, max {per_fold['images'].max()} "
+        f"(spread {(per_fold['images'].max() - per_fold['images'].min()) / per_fold['images'].mean():.1%})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train-csv", required=True, help="training table (train.csv columns)")
+    parser.add_argument("--out", required=True, help="output CSV: the input rows plus 'fold'")
+    parser.add_argument("--n-folds", type=int, default=5, help="number of folds (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--include-external", action="store_true",
+                        help="give non-competition rows folds too (default: fold -1)")
+    parser.add_argument("--report", help="also write the fold statistics here (markdown)")
+
+
+def run(args: argparse.Namespace) -> int:
+    df = read_train_csv(args.train_csv)
+    out = assign_folds(df, args.n_folds, args.seed, args.include_external)
+    write_csv(out, args.out)
+    text = format_report(out, args.n_folds, args.seed, args.include_external)
+    print(text, end="")
+    if args.report:
+        write_text(text, args.report)
+    print(f"wrote {args.out}")
+    return 0

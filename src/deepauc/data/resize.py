@@ -1,0 +1,279 @@
+"""``deepauc resize``: cache every image of a table as S x S JPEGs, once per size.
+
+Layout: ``CACHE_DIR/<S>/<image_name>.jpg`` (RGB, JPEG quality 95) and, written
+last and atomically, ``CACHE_DIR/<S>/index_<csv stem>.csv`` with columns
+image_name and path (relative to CACHE_DIR, e.g. ``256/ISIC_0015719.jpg``). The
+index is the Makefile's file target: it exists only when every image of the table
+is cached at that size.
+
+Decisions:
+
+* Non-square images are **centre-cropped** to a square on the short side, then
+  resized with ``cv2.INTER_AREA``. Dermoscopy centres the lesion; a crop keeps the
+  lesion's shape (its asymmetry and border are diagnostic) where a plain resize
+  would stretch 3:2 competition and 4:3 ISIC images differently. The cost: at most
+  the outer 1/6 (3:2) of the long side, usually background, is lost.
+* Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale (``cv2.IMREAD_REDUCED_COLOR_*``,
+  done by libjpeg inside the decoder) whenever the reduced short side still has at
+  least the largest requested size; one decode serves all requested sizes.
+* Grayscale, palette, 16-bit and alpha images (PNG or JPEG content, whatever the
+  extension) are converted to 8-bit RGB by OpenCV's colour decode.
+* Missing files are checked before any work: the first few names and the count
+  are reported and nothing is written. An unreadable, zero-byte or truncated file
+  (a JPEG without its end-of-image marker; OpenCV would silently return a
+  half-grey image for it) stops the run with an error naming the file(s): images
+  finished so far stay cached (each is written atomically) and the index is not
+  written, so a rerun after the fix only does the rest.
+* Existing cache files are skipped (``--overwrite`` redoes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import struct
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path, write_csv
+from .tables import check_unique_names, read_csv_table
+
+JPEG_QUALITY = 95
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2))
+_SHOW = 5
+
+
+class ImageError(ValueError):
+    """An image file cannot be decoded (empty, truncated, not an image)."""
+
+
+def cache_path(cache_dir: str | os.PathLike, size: int, image_name: str) -> Path:
+    """Where the S x S copy of ``image_name`` lives: ``cache_dir/<size>/<image_name>.jpg``."""
+    return Path(cache_dir) / str(int(size)) / f"{image_name}.jpg"
+
+
+def load_cached(cache_dir: str | os.PathLike, size: int, image_name: str) -> np.ndarray:
+    """The cached image as an RGB uint8 array of shape (size, size, 3)."""
+    path = cache_path(cache_dir, size, image_name)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not cached (run `deepauc resize` first)")
+        raise ImageError(f"{path}: cannot decode cached image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or PNG header without decoding; None if unknown."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", head[16:24])
+            return int(w), int(h)
+        if head[:2] != b"\xff\xd8":
+            return None
+        fh.seek(2)
+        while True:
+            byte = fh.read(1)
+            while byte and byte != b"\xff":
+                byte = fh.read(1)
+            while byte == b"\xff":  # fill bytes
+                byte = fh.read(1)
+            if not byte:
+                return None
+            marker = byte[0]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                continue  # markers without a length field
+            length_bytes = fh.read(2)
+            if len(length_bytes) < 2:
+                return None
+            (length,) = struct.unpack(">H", length_bytes)
+            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                data = fh.read(5)
+                if len(data) < 5:
+                    return None
+                h, w = struct.unpack(">HH", data[1:5])
+                return int(w), int(h)
+            fh.seek(length - 2, os.SEEK_CUR)
+
+
+def check_complete(path: Path) -> None:
+    """Raise ImageError for an empty file or a JPEG without its end-of-image marker.
+
+    The marker is looked for in the last 4 KiB: some writers pad after it, and
+    entropy-coded data cannot contain it (0xFF bytes there are stuffed or RSTn).
+    """
+    n = path.stat().st_size
+    if n == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    with open(path, "rb") as fh:
+        is_jpeg = fh.read(2) == b"\xff\xd8"
+        if is_jpeg:
+            fh.seek(max(0, n - 4096))
+            if b"\xff\xd9" not in fh.read():
+                raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+
+
+def _decode(path: Path, min_side: int) -> np.ndarray:
+    """Decode ``path`` to BGR uint8, at the coarsest 1/2^k scale whose short side is
+    still >= ``min_side``."""
+    check_complete(path)
+    flag = cv2.IMREAD_COLOR
+    wh = image_size(path)
+    if wh is not None:
+        short = min(wh)
+        for factor, reduced in _REDUCED:
+            if short // factor >= min_side:
+                flag = reduced
+                break
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise ImageError(f"{path}: cannot decode image (corrupt or not an image)")
+    return img
+
+
+def _square(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to size x size with INTER_AREA."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = img[top: top + side, left: left + side]
+    if side == size:
+        return np.ascontiguousarray(crop)
+    # INTER_AREA is the right filter for shrinking; upscaling (tiny images) is rare.
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def resize_image(src: str | os.PathLike, size: int) -> np.ndarray:
+    """``src`` decoded, centre-cropped and resized: RGB uint8 of shape (size, size, 3)."""
+    bgr = _square(_decode(Path(src), size), size)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _write_jpeg(bgr: np.ndarray, path: Path) -> None:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ImageError(f"{path}: JPEG encoding failed")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+def _process(job: tuple[str, list[tuple[int, str]]]) -> str | None:
+    """Write every (size, destination) of one source image; return an error or None."""
+    src, targets = job
+    try:
+        img = _decode(Path(src), max(s for s, _ in targets))
+        for size, dst in targets:
+            _write_jpeg(_square(img, size), Path(dst))
+    except (ImageError, OSError, cv2.error) as err:
+        return str(err)
+    return None
+
+
+def _init_worker() -> None:
+    # One OpenCV thread per process: the pool already uses every core.
+    cv2.setNumThreads(0)
+
+
+def source_paths(df: pd.DataFrame, image_root: str | os.PathLike) -> list[Path]:
+    """Source image of each row: image_root/image_path, else image_root/<image_name>.jpg."""
+    root = Path(image_root)
+    if "image_path" in df.columns and df["image_path"].notna().all():
+        return [root / p for p in df["image_path"]]
+    if "image_path" in df.columns:
+        return [root / p if isinstance(p, str) else root / f"{n}.jpg"
+                for n, p in zip(df["image_name"], df["image_path"])]
+    return [root / f"{n}.jpg" for n in df["image_name"]]
+
+
+def resize_table(
+    csv: str | os.PathLike,
+    image_root: str | os.PathLike,
+    sizes: list[int],
+    cache_dir: str | os.PathLike,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> dict[int, int]:
+    """Cache every image of ``csv`` at each size; return {size: images written}.
+
+    See the module docstring for the layout and the error policy.
+    """
+    csv = Path(csv)
+    sizes = sorted({int(s) for s in sizes})
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--size must be positive, got {sizes}")
+    df = read_csv_table(csv, ["image_name"])
+    check_unique_names(df, str(csv))
+    names = list(df["image_name"])
+    sources = source_paths(df, image_root)
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        more = f" and {len(missing) - _SHOW} more" if len(missing) > _SHOW else ""
+        raise FileNotFoundError(
+            f"{csv}: {len(missing)} of {len(sources)} source image(s) missing under "
+            f"{image_root}: {', '.join(missing[:_SHOW])}{more}"
+        )
+
+    jobs = []
+    written = dict.fromkeys(sizes, 0)
+    for name, src in zip(names, sources):
+        targets = [(s, str(cache_path(cache_dir, s, name))) for s in sizes]
+        if not overwrite:
+            targets = [(s, d) for s, d in targets if not os.path.isfile(d)]
+        if targets:
+            jobs.append((str(src), targets))
+            for s, _ in targets:
+                written[s] += 1
+    for s in sizes:
+        (Path(cache_dir) / str(s)).mkdir(parents=True, exist_ok=True)
+
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            errors = [e for e in pool.map(_process, jobs, chunksize=16) if e]
+    else:
+        errors = [e for e in map(_process, jobs) if e]
+    if errors:
+        more = f"\n  ... and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
+        raise ValueError(
+            f"{len(errors)} image(s) could not be read (fix or remove them, then rerun):\n  "
+            + "\n  ".join(errors[:_SHOW]) + more
+        )
+
+    for s in sizes:
+        index = pd.DataFrame(
+            {"image_name": names, "path": [f"{s}/{n}.jpg" for n in names]}
+        )
+        write_csv(index, index_path(cache_dir, s, csv))
+    return written
+
+
+def index_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike) -> Path:
+    """The stamp/index file of ``csv`` at ``size``: ``cache_dir/<size>/index_<stem>.csv``."""
+    return Path(cache_dir) / str(int(size)) / f"index_{Path(csv).stem}.csv"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", required=True, help="table with image_name (and image_path)")
+    parser.add_argument("--image-root", required=True,
+                        help="folder that image_path (or <image_name>.jpg) is relative to")
+    parser.add_argument("--size", type=int, action="append", required=True,
+                        help="output side in pixels; repeat for several sizes")
+    parser.add_argument("--out", required=True, help="cache folder (CACHE_DIR)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: CPU count)")
+    parser.add_argument("--overwrite", action="store_true", help="redo images already cached")
+
+
+def run(args: argparse.Namespace) -> int:
+    written = resize_table(args.csv, args.image_root, args.size, args.out,
+                           workers=args.workers, overwrite=args.overwrite)
+    for size, n in written.items():
+        print(f"size {size}: {n} image(s) written, index {index_path(args.out, size, args.csv)}")
+    return 0

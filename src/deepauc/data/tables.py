@@ -1,0 +1,297 @@
+"""Readers that validate the competition tables before any stage uses them.
+
+Every check raises ``ValueError`` whose message names the file, the 1-based line of
+the CSV (the header is line 1, so data row ``i`` is line ``i + 2``) and the image
+name, so that a bad row can be found with ``sed -n LINEp FILE``.
+
+Missing metadata is legal (the real data has empty sex/age/site cells) and is
+read as NaN. Extra columns (``source``, ``image_path``, ``fold``, ...) are kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRAIN_COLUMNS = [
+    "image_name",
+    "patient_id",
+    "sex",
+    "age_approx",
+    "anatom_site_general_challenge",
+    "diagnosis",
+    "benign_malignant",
+    "target",
+]
+TEST_COLUMNS = [
+    "image_name",
+    "patient_id",
+    "sex",
+    "age_approx",
+    "anatom_site_general_challenge",
+]
+SUBMISSION_COLUMNS = ["image_name", "target"]
+SITE_COLUMN = "anatom_site_general_challenge"
+
+SITES_2020 = [
+    "head/neck",
+    "upper extremity",
+    "lower extremity",
+    "torso",
+    "palms/soles",
+    "oral/genital",
+]
+SEXES = ["male", "female"]
+BENIGN_MALIGNANT = ["benign", "malignant"]
+AGE_RANGE = (0.0, 120.0)
+
+# Text columns are read as strings so that an id such as "0001" is not turned into 1.
+_TEXT_COLUMNS = [
+    "image_name",
+    "patient_id",
+    "sex",
+    SITE_COLUMN,
+    "diagnosis",
+    "benign_malignant",
+    "source",
+    "image_path",
+]
+# Only empty cells mean "missing": "NA" or "null" are values to report, not to hide.
+_NA_VALUES = ["", "nan", "NaN"]
+# Columns that name an image, in the competition and in the ISIC tables.
+ID_COLUMNS = ("image_name", "image", "image_id")
+_SHOW = 5
+
+
+def line_numbers(df: pd.DataFrame, mask) -> list[int]:
+    """1-based CSV line numbers of the rows selected by ``mask`` (header = line 1)."""
+    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return [int(p) + 2 for p in positions]
+
+
+def describe_rows(df: pd.DataFrame, mask, value_column: str | None = None, limit: int = _SHOW) -> str:
+    """A short human list of the selected rows: ``line 3 (ISIC_0000001)`` ..., ``and N more``.
+
+    With ``value_column`` each entry also shows the offending value.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    positions = np.flatnonzero(mask)
+    id_column = next((c for c in ID_COLUMNS if c in df.columns), None)
+    names = df[id_column].to_numpy() if id_column is not None else None
+    parts = []
+    for p in positions[:limit]:
+        label = f"line {p + 2}"
+        if names is not None:
+            label += f" ({names[p]})"
+        if value_column is not None:
+            label += f": {df[value_column].iloc[p]!r}"
+        parts.append(label)
+    text = ", ".join(parts)
+    if len(positions) > limit:
+        text += f" and {len(positions) - limit} more"
+    return text
+
+
+def check_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> None:
+    """Raise ValueError naming the missing columns of ``df`` and any near spelling present."""
+    missing = [c for c in required if c not in df.columns]
+    if not missing:
+        return
+    extras = [str(c) for c in df.columns if c not in required]
+    hints = []
+    for col in missing:
+        near = difflib.get_close_matches(col, extras, n=1, cutoff=0.6)
+        hints.append(f"{col!r} (found {near[0]!r}; misspelt?)" if near else repr(col))
+    raise ValueError(
+        f"{name}: missing column(s) {', '.join(hints)}; "
+        f"expected {list(required)}, found {[str(c) for c in df.columns]}"
+    )
+
+
+def read_csv_table(
+    path: str | os.PathLike, required: Sequence[str], text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a CSV with text columns as strings and only empty cells as NaN; check columns.
+
+    The competition's text columns, :data:`ID_COLUMNS` and ``text_columns`` are read
+    as strings.
+
+    Raises FileNotFoundError if ``path`` does not exist and ValueError if it has no
+    data rows or lacks a required column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        df = pd.read_csv(
+            path,
+            dtype={c: str for c in [*_TEXT_COLUMNS, *ID_COLUMNS, *text_columns]},
+            keep_default_na=False,
+            na_values=_NA_VALUES,
+        )
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path}: empty file (no header)") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    check_columns(df, required, str(path))
+    if len(df) == 0:
+        raise ValueError(f"{path}: no data rows")
+    return df
+
+
+def check_unique_names(df: pd.DataFrame, name: str, column: str = "image_name") -> None:
+    """Raise ValueError naming duplicated values of ``column`` and the lines they are on."""
+    values = df[column]
+    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        raise ValueError(f"{name}: empty {column} at {describe_rows(df, missing)}")
+    dup = values.duplicated(keep=False).to_numpy()
+    if dup.any():
+        groups = []
+        for value in pd.unique(values[dup])[:_SHOW]:
+            lines = line_numbers(df, (values == value).to_numpy())
+            groups.append(f"{value} (lines {', '.join(map(str, lines))})")
+        n = int(values[dup].nunique())
+        more = f" and {n - _SHOW} more" if n > _SHOW else ""
+        raise ValueError(f"{name}: duplicated {column}: {'; '.join(groups)}{more}")
+
+
+def numeric_column(df: pd.DataFrame, column: str, name: str) -> pd.Series:
+    """``df[column]`` as float; a non-empty cell that is not a number raises ValueError."""
+    raw = df[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = (values.isna() & raw.notna()).to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"{name}: column {column!r} is not numeric at {describe_rows(df, bad, column)}"
+        )
+    return values.astype(float)
+
+
+def check_vocabulary(
+    df: pd.DataFrame, column: str, allowed: Sequence[str], name: str
+) -> None:
+    """Raise ValueError naming the lines whose ``column`` is neither NaN nor in ``allowed``."""
+    values = df[column]
+    bad = (values.notna() & ~values.isin(list(allowed))).to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"{name}: unknown value in column {column!r} at "
+            f"{describe_rows(df, bad, column)}; allowed: {list(allowed)} or empty"
+        )
+
+
+def map_vocabulary(
+    df: pd.DataFrame, column: str, mapping: dict[str, str | None], name: str
+) -> pd.Series:
+    """``df[column]`` translated through ``mapping`` (a None target means missing).
+
+    A value that is not a key of ``mapping`` raises ValueError naming its lines.
+    """
+    check_vocabulary(df, column, list(mapping), name)
+    return df[column].map(lambda v: (mapping.get(v) or np.nan) if isinstance(v, str) else np.nan)
+
+
+def check_targets(df: pd.DataFrame, name: str, column: str = "target") -> pd.Series:
+    """Return ``df[column]`` as int after checking that every value is 0 or 1."""
+    values = numeric_column(df, column, name)
+    bad = ~values.isin([0.0, 1.0]).to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"{name}: column {column!r} must be 0 or 1, bad at {describe_rows(df, bad, column)}"
+        )
+    return values.astype(int)
+
+
+def validate_metadata(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Check patient_id, sex, age_approx and site of a train/test frame; return a clean copy.
+
+    patient_id must be present on every row; sex must be in SEXES, site in
+    SITES_2020 and age in AGE_RANGE, each or missing (NaN).
+    """
+    df = df.copy()
+    check_unique_names(df, name)
+    pid = df["patient_id"]
+    no_pid = (pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()
+    if no_pid.any():
+        raise ValueError(f"{name}: empty patient_id at {describe_rows(df, no_pid)}")
+    df["age_approx"] = numeric_column(df, "age_approx", name)
+    age = df["age_approx"]
+    out = (age.notna() & ((age < AGE_RANGE[0]) | (age > AGE_RANGE[1]))).to_numpy()
+    if out.any():
+        raise ValueError(
+            f"{name}: age_approx outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] at "
+            f"{describe_rows(df, out, 'age_approx')}"
+        )
+    check_vocabulary(df, "sex", SEXES, name)
+    check_vocabulary(df, SITE_COLUMN, SITES_2020, name)
+    return df
+
+
+def validate_train_frame(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Validate a train-format frame (see :func:`read_train_csv`); return a clean copy.
+
+    ``name`` is used in error messages (normally the file path).
+    """
+    check_columns(df, TRAIN_COLUMNS, name)
+    if len(df) == 0:
+        raise ValueError(f"{name}: no data rows")
+    df = validate_metadata(df, name)
+    df["target"] = check_targets(df, name)
+    check_vocabulary(df, "benign_malignant", BENIGN_MALIGNANT, name)
+    bm = df["benign_malignant"]
+    clash = (bm.notna() & ((bm == "malignant") != (df["target"] == 1))).to_numpy()
+    if clash.any():
+        raise ValueError(
+            f"{name}: benign_malignant disagrees with target at "
+            f"{describe_rows(df, clash, 'benign_malignant')}"
+        )
+    return df
+
+
+def read_train_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a competition-format ``train.csv``.
+
+    Checks: the eight competition columns exist (a misspelt one is reported with
+    its near match), at least one row, unique non-empty image_name, non-empty
+    patient_id, target in {0, 1}, age_approx in [0, 120] or empty, sex in SEXES
+    or empty, site in SITES_2020 or empty, benign_malignant consistent with
+    target. Returns the frame with ``target`` as int and ``age_approx`` as float.
+    """
+    df = read_csv_table(path, TRAIN_COLUMNS)
+    return validate_train_frame(df, str(path))
+
+
+def read_test_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a competition-format ``test.csv`` (same metadata checks as train)."""
+    df = read_csv_table(path, TEST_COLUMNS)
+    return validate_metadata(df, str(path))
+
+
+def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``sample_submission.csv``: columns image_name and target, unique names.
+
+    The target column of a sample is a placeholder; it only has to be numeric.
+    """
+    df = read_csv_table(path, SUBMISSION_COLUMNS)
+    check_unique_names(df, str(path))
+    df["target"] = numeric_column(df, "target", str(path))
+    return df
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """Render ``df`` (its columns, not its index) as a GitHub markdown table."""
+
+    def cell(value) -> str:
+        if isinstance(value, (float, np.floating)):
+            return "" if np.isnan(value) else format(value, floatfmt)
+        return str(value)
+
+    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])

@@ -1,0 +1,128 @@
+"""``deepauc predict``: test-time-augmented inference on out-of-fold and test images.
+
+For each fold's ``model.pt`` it scores the fold's validation rows (out-of-fold) and the
+test set, averaging sigmoid scores over ``tta.dihedral`` flips/rotations (stacked into
+one batch, so a view costs one more forward pass at the same batch efficiency) and
+``tta.n_random`` randomly augmented copies. Outputs under ``preds/<name>/``:
+``oof.csv`` (image_name, fold, source, target, pred), ``test.csv`` (image_name, pred =
+mean over folds), ``test_folds.csv``; and the same for the un-augmented identity view
+under ``preds/<name>-notta/``, so the report can show what TTA adds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepauc.config import add_config_arguments
+from deepauc.data.augment import build_train_transform, dihedral_views
+from deepauc.data.dataset import CachedImages, to_device_batch
+from deepauc.experiment import ExperimentConfig, load_experiment
+from deepauc.io import write_csv
+from deepauc.models import create_model
+from deepauc.train import amp_dtype, make_loader, pick_device, safe_auc
+
+log = logging.getLogger("deepauc.predict")
+
+
+def load_fold_model(cfg: ExperimentConfig, fold: int, device: torch.device) -> torch.nn.Module:
+    """The trained network of ``fold``, in eval mode on ``device``."""
+    path = cfg.run_dir(fold) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model for fold {fold}: {path} (run `deepauc train` first)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("fingerprint") != cfg.fingerprint():
+        raise ValueError(f"{path} was trained with a different config than {cfg.name}'s current one")
+    model = create_model(cfg.model.backbone, pretrained=False)
+    model.load_state_dict(saved["model"])
+    model.to(device).eval()
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+@torch.no_grad()
+def tta_predict(model, table: pd.DataFrame, cfg: ExperimentConfig, device) -> tuple[np.ndarray, np.ndarray]:
+    """(TTA score, identity-view score) per row of ``table``.
+
+    The TTA score is the mean sigmoid over the dihedral views and the random copies.
+    """
+    amp = amp_dtype(cfg.train.amp, device)
+    n_views = cfg.tta.dihedral
+    ds = CachedImages(table, cfg.data.cache_dir, cfg.data.image_size)
+    loader = make_loader(ds, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
+    sums, plain = [], []
+    for x, _ in loader:
+        x = to_device_batch(x, device, cfg.train.channels_last)
+        b = x.shape[0]
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(dihedral_views(x, n_views)).float().view(n_views, b)
+        probs = torch.sigmoid(logits)
+        sums.append(probs.sum(0))
+        plain.append(probs[0])
+    total = torch.cat(sums).cpu().numpy().astype(np.float64) if sums else np.zeros(0)
+    identity = torch.cat(plain).cpu().numpy().astype(np.float64) if plain else np.zeros(0)
+    if cfg.tta.n_random:
+        aug = CachedImages(table, cfg.data.cache_dir, cfg.data.image_size, build_train_transform(cfg.augment), seed=cfg.train.seed)
+        for copy in range(cfg.tta.n_random):
+            aug.set_epoch(10_000 + copy)  # seeds apart from any training epoch
+            loader = make_loader(aug, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
+            parts = []
+            for x, _ in loader:
+                x = to_device_batch(x, device, cfg.train.channels_last)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    parts.append(torch.sigmoid(model(x).float().squeeze(1)))
+            total += torch.cat(parts).cpu().numpy()
+    return total / (n_views + cfg.tta.n_random), identity
+
+
+def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None) -> Path:
+    """Score every fold's OOF rows and the test set; write the prediction directories."""
+    device = device or pick_device()
+    table = pd.read_csv(cfg.data.train_csv)
+    test = pd.read_csv(cfg.data.test_csv) if cfg.data.test_csv else None
+    oof_parts, plain_parts, test_cols, test_plain = [], [], {}, {}
+    for fold in cfg.fold_ids():
+        model = load_fold_model(cfg, fold, device)
+        valid = table[table["fold"] == fold]
+        cols = ["image_name", "fold", "target"] + (["source"] if "source" in valid else [])
+        tta, plain = tta_predict(model, valid, cfg, device)
+        oof_parts.append(valid[cols].assign(pred=tta))
+        plain_parts.append(valid[cols].assign(pred=plain))
+        log.info("%s fold %d: OOF AUC %.4f (TTA) %.4f (no TTA)", cfg.name, fold,
+                 safe_auc(valid["target"].to_numpy(), tta), safe_auc(valid["target"].to_numpy(), plain))
+        if test is not None:
+            test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(model, test, cfg, device)
+    out = Path(cfg.preds_dir) / cfg.name
+    for directory, parts, tests in [(out, oof_parts, test_cols), (Path(f"{out}-notta"), plain_parts, test_plain)]:
+        write_predictions(directory, pd.concat(parts, ignore_index=True), test, tests)
+    return out
+
+
+def write_predictions(directory: Path, oof: pd.DataFrame, test: pd.DataFrame | None, fold_preds: dict) -> None:
+    """Write oof.csv, test_folds.csv and test.csv (written last: the make target)."""
+    if "source" not in oof:
+        oof = oof.assign(source="competition")
+    write_csv(oof[["image_name", "fold", "source", "target", "pred"]], directory / "oof.csv")
+    if test is not None:
+        folds = pd.DataFrame({"image_name": test["image_name"], **fold_preds})
+        write_csv(folds, directory / "test_folds.csv")
+        mean = folds.drop(columns="image_name").mean(axis=1)
+        write_csv(pd.DataFrame({"image_name": test["image_name"], "pred": mean}), directory / "test.csv")
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run(args) -> int:
+    cfg = load_experiment(args.config, args.overrides)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = predict_experiment(cfg)
+    print(f"{cfg.name}: predictions in {out} and {out}-notta")
+    return 0

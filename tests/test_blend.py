@@ -14,7 +14,7 @@ from deepauc.blend import (
     weight_grid,
 )
 from deepauc.metrics import roc_auc
-from deepauc.report import read_oof, read_test, write_pred_dir
+from deepauc.preds import read_oof, read_test, write_pred_dir
 
 N, N_TEST = 600, 80
 

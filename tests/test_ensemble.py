@@ -8,7 +8,7 @@ import yaml
 from deepauc import cli
 from deepauc.config import ConfigError, load_config
 from deepauc.ensemble import EnsembleConfig, average, run_ensemble
-from deepauc.report import read_oof, read_test, write_pred_dir
+from deepauc.preds import read_oof, read_test, write_pred_dir
 
 NAMES = ["ISIC_a", "ISIC_b", "ISIC_c", "ISIC_d"]
 OOF_NAMES = ["ISIC_1", "ISIC_2", "ISIC_3", "ISIC_4", "ISIC_5"]

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from deepauc.losses import AUCMLoss, AUCSLoss, BCELoss, FocalLoss, batch_score_norm, build_loss, loss_input
+from deepauc.losses import (
+    AUCMLoss,
+    AUCSLoss,
+    BCELoss,
+    FocalLoss,
+    batch_score_norm,
+    build_loss,
+    loss_input,
+)
 
 
 def eq8_reference(h, y, a, b, alpha, p, m):

@@ -6,7 +6,8 @@ import pytest
 
 from deepauc import cli
 from deepauc.metrics import roc_auc
-from deepauc.report import cv_table, read_oof, score_oof, write_pred_dir
+from deepauc.preds import read_oof, write_pred_dir
+from deepauc.report import cv_table, score_oof
 
 
 def make_pred_dir(path, seed=0, n=300, folds=3, n_external=0, signal=1.0):
@@ -56,6 +57,9 @@ def test_external_rows_scored_apart(tmp_path):
     scores = score_oof(read_oof(tmp_path / "X"))
     assert scores["OOF"] == pytest.approx(roc_auc(comp["target"], comp["pred"]), abs=1e-12)
     assert scores["external"] == pytest.approx(roc_auc(ext["target"], ext["pred"]), abs=1e-12)
+    table = cv_table([tmp_path / "X"])
+    assert table.loc[0, "external"] == pytest.approx(scores["external"], abs=1e-12)
+    assert table.loc[0, "OOF"] != pytest.approx(roc_auc(oof["target"], oof["pred"]), abs=1e-9)
     fold0 = comp[comp["fold"] == 0]
     assert scores["fold 0"] == pytest.approx(roc_auc(fold0["target"], fold0["pred"]), abs=1e-12)
 

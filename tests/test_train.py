@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_experiment
 from torch import nn
 
+from conftest import write_experiment
 from deepauc.config import ConfigError
 from deepauc.data.augment import dihedral_views
 from deepauc.experiment import load_experiment

@@ -34,7 +34,7 @@ import pandas as pd
 from .data.tables import markdown_table
 from .io import write_text
 from .metrics import average_ranks, roc_auc
-from .report import COMPETITION, fold_columns, read_oof, read_test, read_test_folds, write_pred_dir
+from .preds import COMPETITION, fold_columns, read_oof, read_test, read_test_folds, write_pred_dir
 
 PAPER_WEIGHT = 0.5
 

@@ -33,7 +33,8 @@ import pandas as pd
 from .blend import align_oof, align_to, to_scale
 from .config import add_config_arguments, load_config
 from .data.tables import markdown_table, read_sample_submission
-from .report import model_names, read_oof, read_test, score_oof, write_pred_dir
+from .preds import model_names, read_oof, read_test, write_pred_dir
+from .report import score_oof
 
 
 @dataclasses.dataclass

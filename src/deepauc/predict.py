@@ -4,8 +4,8 @@ For each fold's ``model.pt`` it scores the fold's validation rows (out-of-fold) 
 test set, averaging sigmoid scores over ``tta.dihedral`` flips/rotations (stacked into
 one batch, so a view costs one more forward pass at the same batch efficiency) and
 ``tta.n_random`` randomly augmented copies. Outputs under ``preds/<name>/``:
-``oof.csv`` (image_name, fold, source, target, pred), ``test.csv`` (image_name, pred =
-mean over folds), ``test_folds.csv``; and the same for the un-augmented identity view
+``oof.csv``, ``test.csv`` (mean over folds) and ``test_folds.csv`` (see
+:mod:`deepauc.preds`); and the same for the un-augmented identity view
 under ``preds/<name>-notta/``, so the report can show what TTA adds.
 """
 
@@ -22,8 +22,8 @@ from deepauc.config import add_config_arguments
 from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import CachedImages, to_device_batch
 from deepauc.experiment import ExperimentConfig, load_experiment
-from deepauc.io import write_csv
 from deepauc.models import create_model
+from deepauc.preds import COMPETITION, write_pred_dir
 from deepauc.train import amp_dtype, make_loader, pick_device, safe_auc
 
 log = logging.getLogger("deepauc.predict")
@@ -104,15 +104,14 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
 
 
 def write_predictions(directory: Path, oof: pd.DataFrame, test: pd.DataFrame | None, fold_preds: dict) -> None:
-    """Write oof.csv, test_folds.csv and test.csv (written last: the make target)."""
+    """Write one prediction directory (see :mod:`deepauc.preds`); test = mean over folds."""
     if "source" not in oof:
-        oof = oof.assign(source="competition")
-    write_csv(oof[["image_name", "fold", "source", "target", "pred"]], directory / "oof.csv")
+        oof = oof.assign(source=COMPETITION)
+    folds = mean = None
     if test is not None:
-        folds = pd.DataFrame({"image_name": test["image_name"], **fold_preds})
-        write_csv(folds, directory / "test_folds.csv")
-        mean = folds.drop(columns="image_name").mean(axis=1)
-        write_csv(pd.DataFrame({"image_name": test["image_name"], "pred": mean}), directory / "test.csv")
+        folds = pd.DataFrame({"image_name": test["image_name"].to_numpy(), **fold_preds})
+        mean = pd.DataFrame({"image_name": folds["image_name"], "pred": folds.drop(columns="image_name").mean(axis=1)})
+    write_pred_dir(directory, oof, mean, folds)
 
 
 def add_arguments(parser) -> None:

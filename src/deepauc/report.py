@@ -7,9 +7,7 @@ A prediction directory ``preds/<name>/`` holds
     test.csv        image_name, pred                         mean over the fold models
     test_folds.csv  image_name, fold0, fold1, ...            optional, one column per fold
 
-This module also holds the readers and the writer of that format, shared by the
-``meta``, ``blend`` and ``ensemble`` stages, so that every stage checks the files the
-same way (errors name the file, the CSV line and the column).
+The format's readers and writer live in :mod:`deepauc.preds`.
 
 The report scores each directory on its out-of-fold rows: the AUC of every fold and
 the pooled out-of-fold AUC over **competition rows only** (``source ==
@@ -35,137 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.tables import (
-    check_targets,
-    check_unique_names,
-    describe_rows,
-    markdown_table,
-    read_csv_table,
-)
-from .io import atomic_path, write_csv, write_text
+from .data.tables import markdown_table
+from .io import atomic_path, write_text
 from .metrics import roc_auc
-
-OOF_COLUMNS = ["image_name", "fold", "source", "target", "pred"]
-TEST_PRED_COLUMNS = ["image_name", "pred"]
-COMPETITION = "competition"
-
-# --------------------------------------------------------------------------- prediction dirs
-
-
-def _numeric_column(df: pd.DataFrame, column: str, name: str) -> np.ndarray:
-    """``df[column]`` as float64; a missing or non-numeric cell raises ValueError naming it."""
-    values = pd.to_numeric(df[column], errors="coerce")
-    bad = values.isna().to_numpy()
-    if bad.any():
-        raise ValueError(
-            f"{name}: column {column!r} is empty or not a number at {describe_rows(df, bad, column)}"
-        )
-    return values.to_numpy(dtype=np.float64)
-
-
-def _check_finite_unit(df: pd.DataFrame, column: str, name: str) -> np.ndarray:
-    """A prediction column as float64, required finite (probabilities and ranks are)."""
-    values = _numeric_column(df, column, name)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise ValueError(
-            f"{name}: column {column!r} is not finite at {describe_rows(df, bad, column)}"
-        )
-    return values
-
-
-def read_oof(pred_dir: str | os.PathLike) -> pd.DataFrame:
-    """Read and check ``<pred_dir>/oof.csv``.
-
-    Checks: the five columns, unique image_name, ``fold`` an integer >= 0, ``target``
-    0/1, ``source`` non-empty, ``pred`` a finite number. Returns the frame with
-    ``fold``/``target`` as int and ``pred`` as float (extra columns are kept).
-    """
-    path = Path(pred_dir) / "oof.csv"
-    name = str(path)
-    df = read_csv_table(path, OOF_COLUMNS)
-    check_unique_names(df, name)
-    fold = _numeric_column(df, "fold", name)
-    bad = (fold != np.round(fold)) | (fold < 0)
-    if bad.any():
-        raise ValueError(
-            f"{name}: column 'fold' must be an integer >= 0 at {describe_rows(df, bad, 'fold')}"
-        )
-    df["fold"] = fold.astype(int)
-    df["target"] = check_targets(df, name)
-    src = df["source"]
-    no_src = (src.isna() | (src.astype(str).str.strip() == "")).to_numpy()
-    if no_src.any():
-        raise ValueError(f"{name}: empty 'source' at {describe_rows(df, no_src)}")
-    df["pred"] = _check_finite_unit(df, "pred", name)
-    return df
-
-
-def read_test(pred_dir: str | os.PathLike) -> pd.DataFrame:
-    """Read and check ``<pred_dir>/test.csv`` (image_name unique, pred finite)."""
-    path = Path(pred_dir) / "test.csv"
-    df = read_csv_table(path, TEST_PRED_COLUMNS)
-    check_unique_names(df, str(path))
-    df["pred"] = _check_finite_unit(df, "pred", str(path))
-    return df
-
-
-def fold_columns(df: pd.DataFrame) -> list[str]:
-    """The ``fold<k>`` columns of a test_folds frame, in fold order."""
-    cols = [c for c in df.columns if c.startswith("fold") and c[4:].isdigit()]
-    return sorted(cols, key=lambda c: int(c[4:]))
-
-
-def read_test_folds(pred_dir: str | os.PathLike) -> pd.DataFrame | None:
-    """Read ``<pred_dir>/test_folds.csv`` if it exists (else None); fold columns as float."""
-    path = Path(pred_dir) / "test_folds.csv"
-    if not path.is_file():
-        return None
-    df = read_csv_table(path, ["image_name"])
-    check_unique_names(df, str(path))
-    cols = fold_columns(df)
-    if not cols:
-        raise ValueError(f"{path}: no fold<k> columns; found {list(df.columns)}")
-    for col in cols:
-        df[col] = _check_finite_unit(df, col, str(path))
-    return df[["image_name", *cols]]
-
-
-def write_pred_dir(
-    out_dir: str | os.PathLike,
-    oof: pd.DataFrame,
-    test: pd.DataFrame | None,
-    test_folds: pd.DataFrame | None = None,
-) -> Path:
-    """Write ``test_folds.csv``, ``test.csv`` (when given) and ``oof.csv``, each atomically.
-
-    Only the format's columns are written, in the format's order. ``oof.csv`` is
-    written last because it is the Makefile's target for a prediction directory: its
-    presence means the directory is complete. A stale ``test_folds.csv`` from an
-    earlier run is removed when none is given, so the directory never mixes two runs.
-    """
-    out = Path(out_dir)
-    missing = [c for c in OOF_COLUMNS if c not in oof.columns]
-    if missing:
-        raise ValueError(f"{out}/oof.csv: internal error, missing columns {missing}")
-    stale = out / "test_folds.csv"
-    if test_folds is not None:
-        write_csv(test_folds[["image_name", *fold_columns(test_folds)]], stale)
-    elif stale.exists():
-        stale.unlink()
-    if test is not None:
-        write_csv(test[TEST_PRED_COLUMNS], out / "test.csv")
-    write_csv(oof[OOF_COLUMNS], out / "oof.csv")
-    return out
-
-
-def model_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """Display names of prediction dirs: the directory name, or the full path if two clash."""
-    names = [Path(d).name or str(d) for d in pred_dirs]
-    if len(set(names)) != len(names):
-        names = [str(d) for d in pred_dirs]
-    return names
-
+from .preds import COMPETITION, model_names, read_oof
 
 # --------------------------------------------------------------------------- scores
 

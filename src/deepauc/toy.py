@@ -8,15 +8,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from deepauc.io import atomic_path, write_text
 from deepauc.losses import AUCMLoss, AUCSLoss
 from deepauc.metrics import roc_auc
 from deepauc.optim import PESG

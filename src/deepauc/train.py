@@ -197,7 +197,6 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
         torch.set_num_threads(cfg.train.threads)
     seed = cfg.train.seed * 1000 + fold
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
     table = pd.read_csv(cfg.data.train_csv)
     train_df, valid_df = split_fold(table, fold, cfg.data.use_external)
     imratio = cfg.loss.imratio or float(train_df["target"].mean())

@@ -11,13 +11,15 @@ Method (at patient level):
   where the size bucket is the patient's images count cut at the global quartiles.
 * Strata are processed malignant first and large buckets first; inside a stratum
   patients are shuffled (seeded) and then sorted by image count, largest first.
-* Each patient goes to the fold that has (a) the fewest patients of its stratum,
-  then (b) the fewest patients of its malignant class, then (c) for malignant
-  patients the fewest malignant images, then (d) the fewest images, then (e) a
-  seeded random tie-break. (a) makes every stratum split evenly (+-1 patient), so
-  the malignant ratio and the size distribution match; (b)-(d) stop the +-1
-  remainders of many strata piling onto one fold; largest-first greedy on (d) keeps
-  the image counts balanced.
+* A malignant patient goes to the fold that has (a) the fewest patients of its
+  stratum, then (b) the fewest malignant patients, then (c) the fewest malignant
+  images, then (d) the fewest images, then (e) a seeded random tie-break. (a) splits
+  every stratum evenly (+-1 patient); (b) and (c) stop the +-1 remainders of several
+  strata piling onto one fold.
+* A benign patient goes, among the folds whose count of its stratum is at most one
+  above the smallest (so strata stay even within +-2), to the fold with the fewest
+  images, then a random tie-break. Largest-first greedy on image counts, with the
+  many small patients processed last filling the gaps, balances fold sizes.
 
 ``fold`` is -1 for rows kept out of validation: rows whose ``source`` is not
 "competition" (unless ``include_external``, in which case they are assigned by the
@@ -37,6 +39,7 @@ from ..io import write_csv, write_text
 from .tables import markdown_table, read_train_csv
 
 N_SIZE_BUCKETS = 4
+BENIGN_SLACK = 1
 
 
 def _validated_rows(df: pd.DataFrame, include_external: bool) -> np.ndarray:
@@ -86,14 +89,15 @@ def _assign_patients(pat: pd.DataFrame, n_folds: int, rng: np.random.Generator) 
     has_mal = pat["has_malignant"].to_numpy().astype(int)
     for i in range(len(pat)):
         s, c = strata[i], has_mal[i]
-        # np.lexsort sorts by the last key first: the list is (e), (d), (c), (b), (a).
-        keys = (
-            rng.random(n_folds),
-            images,
-            mal_images if c else np.zeros(n_folds, dtype=np.int64),
-            class_count[c],
-            stratum_count[s],
-        )
+        if c:
+            # np.lexsort sorts by the last key first: the list is (e), (d), (c), (b), (a).
+            keys = (rng.random(n_folds), images, mal_images, class_count[c], stratum_count[s])
+        else:
+            # Benign strata may be uneven by one more patient (BENIGN_SLACK) so that
+            # image counts can even out; benign patients are plentiful, so this
+            # costs nothing visible in the ratios.
+            over = stratum_count[s] > stratum_count[s].min() + BENIGN_SLACK
+            keys = (rng.random(n_folds), class_count[c], images, over)
         f = int(np.lexsort(keys)[0])
         folds[i] = f
         stratum_count[s, f] += 1

@@ -89,7 +89,9 @@ def describe_rows(df: pd.DataFrame, mask, value_column: str | None = None, limit
         if names is not None:
             label += f" ({names[p]})"
         if value_column is not None:
-            label += f": {df[value_column].iloc[p]!r}"
+            value = df[value_column].iloc[p]
+            # numpy scalars print as np.int64(2); show the plain Python value.
+            label += f": {value.item() if isinstance(value, np.generic) else value!r}"
         parts.append(label)
     text = ", ".join(parts)
     if len(positions) > limit:

@@ -1,0 +1,154 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepauc.cli import main
+from deepauc.data.folds import assign_folds, fold_stats, patient_table
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is optional
+    given = None
+
+
+def make_table(seed=0, n_patients=300, ratio=0.03, n_external=0):
+    """Competition-like rows: lognormal images per patient, ~ratio malignant images."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(np.round(rng.lognormal(1.2, 1.1, n_patients)), 1, 80).astype(int)
+    pid = np.repeat([f"IP_{i:07d}" for i in range(n_patients)], counts)
+    target = (rng.uniform(size=len(pid)) < ratio).astype(int)
+    df = pd.DataFrame({"image_name": [f"ISIC_{i:07d}" for i in range(len(pid))],
+                       "patient_id": pid, "target": target, "source": "competition"})
+    if n_external:
+        ext = pd.DataFrame({
+            "image_name": [f"ISIC_9{i:06d}" for i in range(n_external)],
+            "patient_id": [f"ISIC2019_{i // 2}" for i in range(n_external)],
+            "target": (rng.uniform(size=n_external) < 0.2).astype(int),
+            "source": "isic2019",
+        })
+        df = pd.concat([df, ext], ignore_index=True)
+    return df
+
+
+def test_patients_whole_and_every_fold_positive():
+    df = assign_folds(make_table(), n_folds=5, seed=0)
+    assert set(df["fold"]) == set(range(5))
+    assert (df.groupby("patient_id")["fold"].nunique() == 1).all()
+    assert (df.groupby("fold")["target"].sum() > 0).all()
+
+
+def test_ratio_size_and_patient_balance():
+    df = assign_folds(make_table(seed=1, n_patients=600), n_folds=5, seed=0)
+    stats = fold_stats(df)
+    per_fold, total = stats.iloc[:-1], stats.iloc[-1]
+    assert total["fold"] == "all" and total["images"] == len(df)
+    # per-image and per-patient malignant ratio near the global one
+    assert (per_fold["malignant_ratio"] - total["malignant_ratio"]).abs().max() < 0.2 * total["malignant_ratio"]
+    assert (per_fold["malignant_patient_ratio"] - total["malignant_patient_ratio"]).abs().max() < 0.02
+    # images and patients per fold balanced
+    assert per_fold["images"].max() - per_fold["images"].min() <= 0.03 * per_fold["images"].mean()
+    assert per_fold["patients"].max() - per_fold["patients"].min() <= 3
+    assert per_fold["malignant_patients"].max() - per_fold["malignant_patients"].min() <= 1
+    # images-per-patient distribution: each fold's mean near the global mean
+    assert (per_fold["mean_images_per_patient"] / total["mean_images_per_patient"] - 1).abs().max() < 0.1
+
+
+def test_deterministic_and_seed_dependent():
+    table = make_table(seed=2)
+    a = assign_folds(table, 5, seed=7)
+    b = assign_folds(table.sample(frac=1.0, random_state=0).sort_index(), 5, seed=7)
+    pd.testing.assert_series_equal(a["fold"], b["fold"])
+    c = assign_folds(table, 5, seed=8)
+    assert not a["fold"].equals(c["fold"])
+
+
+def test_external_rows_kept_out_by_default_and_assigned_with_switch():
+    table = make_table(seed=3, n_external=40)
+    ext = (table["source"] != "competition").to_numpy()
+    default = assign_folds(table, 5, seed=0)
+    assert (default.loc[ext, "fold"] == -1).all()
+    assert (default.loc[~ext, "fold"] >= 0).all()
+    included = assign_folds(table, 5, seed=0, include_external=True)
+    assert (included["fold"] >= 0).all()
+    assert (included.groupby("patient_id")["fold"].nunique() == 1).all()
+    counts = included[ext].groupby("fold").size()
+    assert len(counts) == 5 and counts.max() - counts.min() <= 4
+
+
+def test_external_row_of_a_competition_patient_follows_that_patient():
+    table = make_table(seed=4, n_external=4)
+    table.loc[len(table) - 1, "patient_id"] = table.loc[0, "patient_id"]
+    out = assign_folds(table, 5, seed=0)
+    assert out["fold"].iloc[-1] == out["fold"].iloc[0] >= 0
+    assert (out["fold"].iloc[-4:-1] == -1).all()
+
+
+def test_too_few_positive_patients_names_fold_and_suggests_fewer():
+    table = make_table(seed=5, n_patients=50, ratio=0.0)
+    table.loc[table["patient_id"] == "IP_0000003", "target"] = 1
+    table.loc[table["patient_id"] == "IP_0000007", "target"] = 1
+    with pytest.raises(ValueError, match=r"fold\(s\) \[\d, \d, \d\] would get no malignant.*--n-folds 2"):
+        assign_folds(table, 5, seed=0)
+    assert set(assign_folds(table, 2, seed=0)["fold"]) == {0, 1}
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least 2"):
+        assign_folds(make_table(), 1, seed=0)
+    with pytest.raises(ValueError, match="patient"):
+        assign_folds(make_table(n_patients=3), 5, seed=0)
+
+
+def test_size_buckets_are_quartiles():
+    pat = patient_table(make_table(seed=6))
+    assert set(pat["bucket"]) <= {0, 1, 2, 3}
+    assert pat.groupby("bucket")["images"].max().is_monotonic_increasing
+
+
+def test_cli(tmp_path, capsys):
+    table = make_table(seed=7, n_patients=120, n_external=10)
+    table["sex"], table["age_approx"] = "male", 50.0
+    table["anatom_site_general_challenge"], table["diagnosis"] = "torso", "unknown"
+    table["benign_malignant"] = np.where(table["target"] == 1, "malignant", "benign")
+    src = tmp_path / "train_ext.csv"
+    table.to_csv(src, index=False)
+    out, report = tmp_path / "folds.csv", tmp_path / "folds.md"
+    assert main(["folds", "--train-csv", str(src), "--out", str(out), "--n-folds", "4",
+                 "--seed", "3", "--report", str(report)]) == 0
+    assert "| all |" in capsys.readouterr().out
+    written = pd.read_csv(out)
+    assert len(written) == len(table) and list(written.columns) == [*table.columns, "fold"]
+    assert set(written["fold"]) == {-1, 0, 1, 2, 3}
+    assert "malignant_ratio" in report.read_text()
+    assert main(["folds", "--train-csv", str(src), "--out", str(out), "--n-folds", "1"]) == 1
+    assert "at least 2" in capsys.readouterr().err
+
+
+if given is not None:
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        counts=st.lists(st.integers(1, 30), min_size=6, max_size=60),
+        pos_every=st.integers(1, 4),
+        n_folds=st.integers(2, 5),
+        seed=st.integers(0, 2**31 - 1),
+    )
+    def test_property_patients_whole_and_strata_even(counts, pos_every, n_folds, seed):
+        pid = np.repeat(np.arange(len(counts)), counts)
+        target = np.zeros(len(pid), dtype=int)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        target[starts[::pos_every]] = 1  # first image of every pos_every-th patient
+        df = pd.DataFrame({"patient_id": [f"P{p}" for p in pid], "target": target})
+        n_pos_patients = len(starts[::pos_every])
+        if n_pos_patients < n_folds or len(counts) < n_folds:
+            with pytest.raises(ValueError):
+                assign_folds(df, n_folds, seed)
+            return
+        out = assign_folds(df, n_folds, seed)
+        assert out["fold"].between(0, n_folds - 1).all()
+        assert (out.groupby("patient_id")["fold"].nunique() == 1).all()
+        pos = out[out["target"] == 1].groupby("fold")["patient_id"].nunique()
+        assert len(pos) == n_folds and pos.max() - pos.min() <= 1
+        per_fold_patients = out.groupby("fold")["patient_id"].nunique()
+        assert per_fold_patients.max() - per_fold_patients.min() <= 2 * 4  # +-1 per stratum

@@ -11,9 +11,14 @@ SHELL := bash
 
 PYTHON ?= python3
 VENV := .venv
+ifeq ($(origin PY),command line)
+# an interpreter given on the command line (tests, a managed environment) is used as is
+STAMP :=
+else
 PY := $(VENV)/bin/python
-DEEPAUC := $(PY) -m deepauc
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+endif
+DEEPAUC := $(PY) -m deepauc
 
 # ---- experiment set -----------------------------------------------------------------------
 EXP ?= demo
@@ -21,6 +26,10 @@ DATA ?= data/$(EXP)
 EXTERNAL ?= $(DATA)/external
 N_FOLDS ?= 5
 SEED ?= 42
+# extra flags for tests and quick runs: demo-data sizes, config overrides for every CNN
+DEMO_ARGS ?=
+EXTRA_SETS ?=
+EXTRA_META_SETS ?=
 # config stem[:stage-1 stem] for every CNN, and the cache sizes they need
 MODELS_demo := ce_lite0_64 aucm_lite0_64:ce_lite0_64
 SIZES_demo := 64
@@ -36,7 +45,8 @@ FOLDS := folds/$(EXP).csv
 CACHE := data/cache/$(EXP)
 FOLD_IDS := $(shell seq 0 $$(($(N_FOLDS) - 1)))
 # every config-driven stage gets the data locations from here, not from the YAML's defaults
-SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(DATA)/test.csv --set data.cache_dir=$(CACHE)
+SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(DATA)/test.csv --set data.cache_dir=$(CACHE) \
+  --set n_folds=$(N_FOLDS) $(EXTRA_SETS)
 STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
 CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
 CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
@@ -49,11 +59,13 @@ help:
 	@sed -n '1,8p' Makefile
 
 # ---- environment --------------------------------------------------------------------------
+ifneq ($(STAMP),)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
+endif
 venv: $(STAMP)
 
 # ---- quality gates ------------------------------------------------------------------------
@@ -78,7 +90,7 @@ pipeline: $(SUBMISSION) $(REPORT)
 
 # 1. demo data (the real competition data is downloaded instead, see README)
 data/demo/train.csv: | $(STAMP)
-	$(DEEPAUC) demo-data --out data/demo --seed $(SEED)
+	$(DEEPAUC) demo-data --out data/demo --seed $(SEED) $(DEMO_ARGS)
 
 $(DATA)/test.csv $(DATA)/sample_submission.csv: | $(DATA)/train.csv
 
@@ -113,7 +125,7 @@ $(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(firstword $(subst :, ,$(m))),$(w
 
 # 8. metadata model
 preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS)
-	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(DATA)/test.csv
+	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(DATA)/test.csv $(EXTRA_META_SETS)
 
 # 9-10. ensemble into the submission
 $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS)
@@ -122,7 +134,7 @@ $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS)
 
 # 11. cross-validation report
 $(REPORT): $(SUBMISSION)
-	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ \
+	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ --preds \
 	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
 	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble
 

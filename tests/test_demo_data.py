@@ -168,3 +168,11 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert main([*args[:4], "2", *args[5:], "--overwrite"]) == 0
     names = set(pd.read_csv(tmp_path / "train.csv")["image_name"])
     assert {p.stem for p in (tmp_path / "jpeg" / "train").glob("*.jpg")} == names
+
+
+def test_impossible_sizes_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="--n-patients"):
+        generate(tmp_path, sizes=DemoSizes(n_train=5, n_patients=10))
+    with pytest.raises(ValueError, match="--n-train"):
+        generate(tmp_path, sizes=DemoSizes(n_train=1000, n_patients=10))
+    assert not any(tmp_path.iterdir())

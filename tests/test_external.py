@@ -232,3 +232,34 @@ def test_cli_on_demo_data(tmp_path, capsys):
                  "--out", str(tmp_path / "again.csv")])
     assert code == 1
     assert "non-competition" in capsys.readouterr().err
+
+
+def test_bad_2018_age_names_metadata_file_and_line(data):
+    path = data["d18"] / "HAM10000_metadata.csv"
+    meta = pd.read_csv(path)
+    meta.loc[1, "age"] = -10
+    meta.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"HAM10000_metadata.csv: age outside .*line 3 \(ISIC_0024307\): -10"):
+        build_training_table(data["train_csv"], data["d19"], isic2018_dir=data["d18"])
+
+
+def test_isic2017_labels_and_unknown_metadata(data, tmp_path):
+    d17 = tmp_path / "external" / "isic2017"
+    (d17 / "ISIC-2017_Training_Data").mkdir(parents=True)
+    pd.DataFrame({"image_id": ["ISIC_0000001", "ISIC_0000010", "ISIC_0000011"],
+                  "melanoma": [1.0, 0.0, 0.0], "seborrheic_keratosis": [0.0, 1.0, 0.0]}).to_csv(
+        d17 / "ISIC-2017_Training_Part3_GroundTruth.csv", index=False)
+    pd.DataFrame({"image_id": ["ISIC_0000010", "ISIC_0000011"], "age_approximate": ["unknown", "35"],
+                  "sex": ["female", "unknown"]}).to_csv(
+        d17 / "ISIC-2017_Training_Data" / "ISIC-2017_Training_Data_metadata.csv", index=False)
+    for i, name in enumerate(["ISIC_0000001", "ISIC_0000010", "ISIC_0000011"]):
+        jpeg(d17 / "ISIC-2017_Training_Data" / f"{name}.jpg", 400 + i)
+    table, report = build_training_table(data["train_csv"], data["d19"], isic2017_dir=d17)
+    t = table[table["source"] == "isic2017"].set_index("image_name")
+    assert sorted(t.index) == ["ISIC_0000010", "ISIC_0000011"]  # ISIC_0000001 is in 2019
+    assert t.loc["ISIC_0000010", "diagnosis"] == "seborrheic keratosis"
+    assert t.loc["ISIC_0000011", "diagnosis"] == "nevus" and t["target"].sum() == 0
+    assert pd.isna(t.loc["ISIC_0000010", "age_approx"]) and t.loc["ISIC_0000011", "age_approx"] == 35
+    assert pd.isna(t.loc["ISIC_0000011", "sex"]) and t.loc["ISIC_0000010", "sex"] == "female"
+    assert t.loc["ISIC_0000010", "patient_id"] == "ISIC2017_ISIC_0000010"
+    assert report["counts"].set_index("source").loc["isic2017", "dropped_same_name"] == 1

@@ -76,21 +76,22 @@ class DemoSizes:
     def validate(self) -> None:
         for field in dataclasses.fields(self):
             if getattr(self, field.name) < 0:
-                raise ValueError(f"demo-data: {field.name} must be >= 0")
+                raise ValueError(f"{field.name} must be >= 0")
         if self.n_patients < 1 or self.n_train < self.n_patients:
-            raise ValueError("demo-data: need 1 <= n_patients <= n_train")
+            raise ValueError("need 1 <= --n-patients <= --n-train")
         if self.n_test_patients < 1 or self.n_test < self.n_test_patients:
-            raise ValueError("demo-data: need 1 <= n_test_patients <= n_test")
+            raise ValueError("need 1 <= --n-test-patients <= --n-test")
         if self.n_test > self.n_test_patients * self.max_images_per_patient:
-            raise ValueError("demo-data: n_test > n_test_patients * max_images_per_patient")
-        if self.n_isic2019 > 20_000 or self.n_isic2018 > 5000 or self.n_isic2017 > 5000:
-            raise ValueError("demo-data: external sets are capped at 20000/5000/5000 images")
+            raise ValueError(f"--n-test > --n-test-patients * {self.max_images_per_patient}")
+        if not 10 <= self.n_isic2019 <= 20_000 or self.n_isic2018 > 5000 or self.n_isic2017 > 5000:
+            raise ValueError("need 10 <= --n-isic2019 <= 20000, --n-isic2018 and "
+                             "--n-isic2017 <= 5000")
         if self.n_train > self.n_patients * self.max_images_per_patient:
-            raise ValueError("demo-data: n_train > n_patients * max_images_per_patient")
+            raise ValueError(f"--n-train > --n-patients * {self.max_images_per_patient}")
         if not 0 < self.malignant_ratio < 0.5 or not 0 < self.isic2019_mel_ratio < 1:
-            raise ValueError("demo-data: malignant ratios must be in (0, 0.5) and (0, 1)")
+            raise ValueError("--malignant-ratio must be in (0, 0.5), --isic2019-mel-ratio in (0, 1)")
         if self.image_size < 32:
-            raise ValueError("demo-data: image_size must be >= 32")
+            raise ValueError("--image-size must be >= 32")
 
 
 # ---------------------------------------------------------------- image synthesis
@@ -323,7 +324,7 @@ def _ages(rng: np.random.Generator, base: np.ndarray, targets: np.ndarray, lo: i
 def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
     """n distinct integers in [low, high), in random order."""
     if n > high - low:
-        raise ValueError("demo-data: id range too small")
+        raise ValueError("id range too small")
     ids: set[int] = set()
     while len(ids) < n:
         ids.update(int(v) for v in rng.integers(low, high, n - len(ids)))
@@ -334,7 +335,7 @@ def _fresh_names(rng: np.random.Generator, n: int, low: int, high: int, taken: s
     """n distinct ISIC_xxxxxxx names with ids in [low, high), none of them in ``taken``."""
     free = np.setdiff1d(np.arange(low, high), [int(t[5:12]) for t in taken])
     if n > len(free):
-        raise ValueError("demo-data: id range too small")
+        raise ValueError("id range too small")
     return [f"ISIC_{i:07d}" for i in rng.choice(free, size=n, replace=False)]
 
 
@@ -407,16 +408,20 @@ def isic2019_table(rng: np.random.Generator, n: int, mel_ratio: float) -> pd.Dat
     ham_ids = _unique_ids(rng, n_ham, 24306, 34321)
     other_ids = _unique_ids(rng, n - n_ham, 0, 24306)
     ids = np.concatenate([ham_ids, other_ids])
-    is_mel = rng.uniform(size=n) < mel_ratio
-    other = rng.choice(ISIC2019_CLASSES, size=n, p=_ISIC2019_OTHER_P)
-    label = np.where(is_mel, "MEL", other)
-    # Lesions: consecutive images share a lesion id 30% of the time.
+    # Lesions: an image starts a new lesion 70% of the time, else it is another
+    # image of the previous lesion (same label, site, sex and age).
     lesion_no = np.cumsum(rng.uniform(size=n) > 0.3)
-    prefix = np.where(np.arange(n) < n_ham, "HAM", "BCN")
+    first = np.searchsorted(lesion_no, lesion_no)  # first image of each lesion
+    is_mel = (rng.uniform(size=n) < mel_ratio)[first]
+    other = rng.choice(ISIC2019_CLASSES, size=n, p=_ISIC2019_OTHER_P)
+    label = np.where(is_mel, "MEL", other[first])
+    prefix = np.where(first < n_ham, "HAM", "BCN")
     lesion = np.array([f"{p}_{k:07d}" for p, k in zip(prefix, lesion_no)], dtype=object)
-    lesion[(np.arange(n) >= n_ham) & (rng.uniform(size=n) < 0.35)] = np.nan
-    age = np.clip(np.round(rng.normal(55, 17, n) / 5) * 5 + 5 * is_mel, 0, 85)
-    site = rng.choice(_SITES_2019, size=n, p=_SITES_2019_P).astype(object)
+    # The archive (non-HAM) part often has no lesion id: drop whole lesions' ids.
+    lesion[(first >= n_ham) & (rng.uniform(size=n) < 0.35)[first]] = np.nan
+    age = np.clip(np.round(rng.normal(55, 17, n) / 5) * 5 + 5 * is_mel, 0, 85)[first]
+    site = rng.choice(_SITES_2019, size=n, p=_SITES_2019_P).astype(object)[first]
+    sex = rng.choice(SEXES_ARR, size=n)[first]
     return pd.DataFrame(
         {
             "image": [f"ISIC_{i:07d}" for i in ids],
@@ -424,13 +429,15 @@ def isic2019_table(rng: np.random.Generator, n: int, mel_ratio: float) -> pd.Dat
             "age_approx": _with_missing(rng, age.astype(float), 0.03),
             "anatom_site_general": _with_missing(rng, site, 0.05),
             "lesion_id": lesion,
-            "sex": _with_missing(rng, rng.choice(SEXES_ARR, size=n), 0.03),
+            "sex": _with_missing(rng, sex, 0.03),
             "ham": np.arange(n) < n_ham,
         }
     )
 
 
 # ------------------------------------------------------------------------ writer
+
+EXTERNAL = Path("external")
 
 
 def _render_job(job: tuple[int, int, int, bool, Style]) -> bytes:
@@ -510,95 +517,162 @@ def generate(
 
 def _generate(out: Path, seed: int, sizes: DemoSizes, writer: _ImageWriter) -> dict:
     rng = np.random.default_rng(seed)
-    side = sizes.image_size
-    wide = (side, int(round(side * 4 / 3)))  # (height, width) of ISIC 2019/2018 images
+    comp = _competition(rng, sizes, writer)
+    isic, isic_bytes, copy_names = _isic2019(rng, seed, sizes, writer, comp)
+    _isic2018(rng, seed, sizes, writer, isic, isic_bytes, copy_names)
+    _isic2017(rng, seed, sizes, writer, isic, isic_bytes, copy_names)
+    _malignant(rng, sizes, writer, comp, isic, isic_bytes, copy_names)
 
-    # ---- competition train + test: disjoint patients, disjoint 7-digit names
-    n_comp = sizes.n_train + sizes.n_test + sizes.n_malignant
-    comp_ids = _unique_ids(rng, n_comp, 100_000, 10_000_000)
-    names = np.array([f"ISIC_{i:07d}" for i in comp_ids], dtype=object)
+    # competition tables last, train.csv very last: its presence means "complete"
+    stale = writer.remove_stale()
+    test = comp.test.sort_values("image_name", kind="stable")
+    usage = np.where(rng.uniform(size=len(test)) < 0.3, "Public", "Private")
+    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": test["target"],
+                            "Usage": usage}), out / "demo_solution.csv")
+    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": 0.0}),
+              out / "sample_submission.csv")
+    write_csv(test[TEST_COLUMNS], out / "test.csv")
+    write_text(README_TEXT.format(seed=seed, sizes=dataclasses.asdict(sizes)), out / "README.txt")
+    train = comp.train.sort_values("image_name", kind="stable")
+    write_csv(train[TRAIN_COLUMNS], out / "train.csv")
+
+    return {
+        "train images": len(train),
+        "train patients": int(train["patient_id"].nunique()),
+        "train malignant": int(train["target"].sum()),
+        "train malignant ratio": float(train["target"].mean()),
+        "max images per patient": int(train["patient_id"].value_counts().max()),
+        "test images": len(test),
+        "test patients": int(test["patient_id"].nunique()),
+        "isic2019 images": len(isic),
+        "isic2019 MEL ratio": float((isic["label"] == "MEL").mean()),
+        "isic2018 images": sizes.n_isic2018,
+        "isic2017 images": sizes.n_isic2017,
+        "extra malignant images": sizes.n_malignant,
+        "image files written": writer.count,
+        "stale image files removed": stale,
+    }
+
+
+@dataclasses.dataclass
+class _Competition:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    train_bytes: dict[str, bytes]
+    spare_names: np.ndarray  # unused ISIC names / patient ids, for the malignant set
+    spare_patients: np.ndarray
+
+
+def _competition(rng: np.random.Generator, sizes: DemoSizes, writer: _ImageWriter) -> _Competition:
+    """Competition train and test rows (disjoint patients) and their images."""
+    side = sizes.image_size
+    n_names = sizes.n_train + sizes.n_test + sizes.n_malignant
+    names = np.array([f"ISIC_{i:07d}" for i in _unique_ids(rng, n_names, 100_000, 10_000_000)],
+                     dtype=object)
     n_pat = sizes.n_patients + sizes.n_test_patients + sizes.n_malignant
     pids = np.array([f"IP_{i:07d}" for i in _unique_ids(rng, n_pat, 0, 10_000_000)], dtype=object)
-
-    train_counts = patient_image_counts(rng, sizes.n_train, sizes.n_patients,
-                                        sizes.max_images_per_patient)
-    train = competition_table(rng, names[: sizes.n_train], pids[: sizes.n_patients],
-                              train_counts, sizes.malignant_ratio)
-    test_counts = patient_image_counts(rng, sizes.n_test, sizes.n_test_patients,
-                                       sizes.max_images_per_patient)
-    test = competition_table(
-        rng, names[sizes.n_train: sizes.n_train + sizes.n_test],
-        pids[sizes.n_patients: sizes.n_patients + sizes.n_test_patients],
-        test_counts, sizes.malignant_ratio,
-    )
-    styles = {
-        "train": [patient_style(rng, side, side, 0.05) for _ in range(sizes.n_patients)],
-        "test": [patient_style(rng, side, side, 0.05) for _ in range(sizes.n_test_patients)],
-    }
-    comp_bytes: dict[str, bytes] = {}
-    for stream, (split, df) in enumerate([("train", train), ("test", test)], start=1):
+    frames = {}
+    bytes_of: dict[str, bytes] = {}
+    start_img = start_pat = 0
+    splits = [("train", sizes.n_train, sizes.n_patients), ("test", sizes.n_test, sizes.n_test_patients)]
+    for stream, (split, n_img, n_pat_split) in enumerate(splits, start=1):
+        counts = patient_image_counts(rng, n_img, n_pat_split, sizes.max_images_per_patient)
+        df = competition_table(rng, names[start_img: start_img + n_img],
+                               pids[start_pat: start_pat + n_pat_split], counts,
+                               sizes.malignant_ratio)
+        start_img, start_pat = start_img + n_img, start_pat + n_pat_split
+        styles = [patient_style(rng, side, side, 0.05) for _ in range(n_pat_split)]
         looks = _looks(rng, df["target"].to_numpy())
-        jobs = [(i, looks[i], styles[split][p]) for i, p in enumerate(df["patient_idx"])]
+        jobs = [(i, looks[i], styles[p]) for i, p in enumerate(df["patient_idx"])]
         for name, data in zip(df["image_name"], writer.render_many(stream, jobs)):
             writer.write(f"jpeg/{split}/{name}.jpg", data)
             if split == "train":
-                comp_bytes[name] = data
+                bytes_of[name] = data
+        frames[split] = df
+    return _Competition(frames["train"], frames["test"], bytes_of, names[start_img:],
+                        pids[start_pat:])
 
-    # ---- ISIC 2019
-    ext = Path("external")
+
+def _isic2019(
+    rng: np.random.Generator, seed: int, sizes: DemoSizes, writer: _ImageWriter,
+    comp: _Competition,
+) -> tuple[pd.DataFrame, dict[str, bytes], set[str]]:
+    """ISIC 2019 tables and images; returns (rows, bytes by image name, names of the
+    images that are byte copies of competition images)."""
+    folder = EXTERNAL / "isic2019"
     isic = isic2019_table(rng, sizes.n_isic2019, sizes.isic2019_mel_ratio)
-    isic_looks = _looks(rng, (isic["label"] == "MEL").to_numpy().astype(int))
-    # `_downsampled`: a few HAM-range images (also in 2018) and a few others.
+    looks = _looks(rng, (isic["label"] == "MEL").to_numpy().astype(int))
+    # `_downsampled`, as on some real 2019 names (some of them are also in 2018)
     suffix = rng.uniform(size=len(isic)) < 0.12
     isic["file_image"] = np.where(suffix, isic["image"] + "_downsampled", isic["image"])
-    jobs = [(i, isic_looks[i], patient_style(rng, *wide, 0.45)) for i in range(len(isic))]
+    wide = _wide(sizes)
+    jobs = [(i, looks[i], patient_style(rng, *wide, 0.45)) for i in range(len(isic))]
     isic_bytes = dict(zip(isic["image"], writer.render_many(3, jobs)))
     # Byte-identical copies of competition train images under new 2019 names, same label.
+    train = comp.train
     n_copy = min(4, len(train), len(isic) // 10)
-    copy_src = train.sample(n=n_copy, random_state=seed, weights=1 + 20 * train["target"]) \
-        if n_copy else train.iloc[:0]
-    copies = list(isic.index[-n_copy:]) if n_copy else []
-    copy_names = set(isic.loc[copies, "image"])
-    for k, src in zip(copies, copy_src.itertuples(index=False)):
+    copies = list(isic.index[len(isic) - n_copy:])
+    sources = train.sample(n=n_copy, random_state=seed, weights=1 + 20 * train["target"])
+    for k, src in zip(copies, sources.itertuples(index=False)):
         isic.loc[k, "label"] = "MEL" if src.target == 1 else "NV"
-        isic_bytes[isic.loc[k, "image"]] = comp_bytes[src.image_name]
-    for row in isic.itertuples(index=False):
-        writer.write(f"{ext}/isic2019/ISIC_2019_Training_Input/{row.file_image}.jpg",
-                     isic_bytes[row.image])
+        isic_bytes[isic.loc[k, "image"]] = comp.train_bytes[src.image_name]
+    for image, file_image in zip(isic["image"], isic["file_image"]):
+        writer.write(f"{folder}/ISIC_2019_Training_Input/{file_image}.jpg", isic_bytes[image])
     onehot = pd.DataFrame({"image": isic["file_image"]})
     for c in ISIC2019_CLASSES:
         onehot[c] = (isic["label"] == c).astype(float)
-    meta2019 = isic[["file_image", "age_approx", "anatom_site_general", "lesion_id", "sex"]]
-    meta2019 = meta2019.rename(columns={"file_image": "image"})
+    meta = isic[["file_image", "age_approx", "anatom_site_general", "lesion_id", "sex"]]
+    write_csv(onehot, writer.root / folder / "ISIC_2019_Training_GroundTruth.csv")
+    write_csv(meta.rename(columns={"file_image": "image"}),
+              writer.root / folder / "ISIC_2019_Training_Metadata.csv")
+    return isic, isic_bytes, set(isic.loc[copies, "image"])
 
-    # ---- ISIC 2018 (HAM10000): mostly the HAM-range 2019 images, a few new ones
-    ham_pool = isic[isic["ham"] & isic["label"].isin(list(_HAM_DX))
-                    & ~isic["image"].isin(copy_names)]
-    n_shared = min(len(ham_pool), int(round(0.9 * sizes.n_isic2018)))
-    shared = ham_pool.sample(n=n_shared, random_state=seed) if n_shared else ham_pool.iloc[:0]
+
+def _wide(sizes: DemoSizes) -> tuple[int, int]:
+    """(height, width) of ISIC 2019/2018/2017 images: 4:3 at the competition height."""
+    return sizes.image_size, int(round(sizes.image_size * 4 / 3))
+
+
+def _write_new_or_shared(
+    writer: _ImageWriter, stream: int, folder: str, names: list[str], looks: np.ndarray,
+    rng: np.random.Generator, sizes: DemoSizes, isic_bytes: dict[str, bytes],
+) -> None:
+    """Write one image per name: the 2019 bytes when the name is a 2019 image, else new."""
+    jobs = [(i, looks[i], patient_style(rng, *_wide(sizes), 0.3))
+            for i, name in enumerate(names) if name not in isic_bytes]
+    fresh = iter(writer.render_many(stream, jobs))
+    for name in names:
+        writer.write(f"{folder}/{name}.jpg", isic_bytes[name] if name in isic_bytes else next(fresh))
+
+
+def _isic2018(
+    rng: np.random.Generator, seed: int, sizes: DemoSizes, writer: _ImageWriter,
+    isic: pd.DataFrame, isic_bytes: dict[str, bytes], copy_names: set[str],
+) -> None:
+    """HAM10000-style set: ~90% the HAM-range 2019 images (same names), the rest new."""
+    folder = EXTERNAL / "isic2018"
+    pool = isic[isic["ham"] & isic["label"].isin(list(_HAM_DX)) & ~isic["image"].isin(copy_names)]
+    n_shared = min(len(pool), int(round(0.9 * sizes.n_isic2018)))
+    shared = pool.sample(n=n_shared, random_state=seed)
     n_new = sizes.n_isic2018 - n_shared
-    taken = set(isic["image"])
-    new_ids = _fresh_names(rng, n_new, 24306, 34321, taken)
+    new_names = _fresh_names(rng, n_new, 24306, 34321, set(isic["image"]))
     new_label = rng.choice(list(_HAM_DX), size=n_new, p=[0.2, 0.6, 0.06, 0.04, 0.08, 0.01, 0.01])
     ham = pd.DataFrame(
         {
-            "lesion_id": list(shared["lesion_id"]) + [f"HAM_{9_000_000 + k:07d}" for k in range(n_new)],
-            "image_id": list(shared["image"]) + new_ids,
-            "label": list(shared["label"]) + list(new_label),
-            "age": list(shared["age_approx"]) + list(np.round(rng.normal(52, 16, n_new) / 5) * 5),
-            "sex": list(shared["sex"]) + list(rng.choice(SEXES_ARR, size=n_new)),
-            "site": list(shared["anatom_site_general"])
-            + list(rng.choice(_SITES_2019, size=n_new, p=_SITES_2019_P)),
+            "lesion_id": [*shared["lesion_id"], *(f"HAM_{9_000_000 + k:07d}" for k in range(n_new))],
+            "image_id": [*shared["image"], *new_names],
+            "label": [*shared["label"], *new_label],
+            "age": [*shared["age_approx"],
+                    *np.clip(np.round(rng.normal(52, 16, n_new) / 5) * 5, 0, 85)],
+            "sex": [*shared["sex"], *rng.choice(SEXES_ARR, size=n_new)],
+            "site": [*shared["anatom_site_general"],
+                     *rng.choice(_SITES_2019, size=n_new, p=_SITES_2019_P)],
         }
     )
-    ham_looks = _looks(rng, (ham["label"] == "MEL").to_numpy().astype(int))
-    jobs = [(i, ham_looks[i], patient_style(rng, *wide, 0.3))
-            for i, image in enumerate(ham["image_id"]) if image not in isic_bytes]
-    new_bytes = iter(writer.render_many(4, jobs))
-    for image in ham["image_id"]:
-        data = isic_bytes[image] if image in isic_bytes else next(new_bytes)
-        writer.write(f"{ext}/isic2018/images/{image}.jpg", data)
-    ham_meta = pd.DataFrame(
+    looks = _looks(rng, (ham["label"] == "MEL").to_numpy().astype(int))
+    _write_new_or_shared(writer, 4, f"{folder}/images", list(ham["image_id"]), looks, rng,
+                         sizes, isic_bytes)
+    meta = pd.DataFrame(
         {
             "lesion_id": ham["lesion_id"],
             "image_id": ham["image_id"],
@@ -614,115 +688,87 @@ def _generate(out: Path, seed: int, sizes: DemoSizes, writer: _ImageWriter) -> d
             ],
         }
     )
+    write_csv(meta, writer.root / folder / "HAM10000_metadata.csv")
 
-    # ---- ISIC 2017: mostly low-id 2019 images (MEL / NV / BKL), a few new ones
-    pool17 = isic[~isic["ham"] & isic["label"].isin(["MEL", "NV", "BKL"])
-                  & ~isic["image"].isin(copy_names)]
-    n17_shared = min(len(pool17), int(round(0.8 * sizes.n_isic2017)))
-    shared17 = pool17.sample(n=n17_shared, random_state=seed + 1) if n17_shared else pool17.iloc[:0]
-    n17_new = sizes.n_isic2017 - n17_shared
-    new17 = _fresh_names(rng, n17_new, 0, 24306, taken)
-    lab17 = list(shared17["label"]) + list(rng.choice(["MEL", "NV", "BKL"], size=n17_new,
-                                                      p=[0.2, 0.65, 0.15]))
-    ids17 = list(shared17["image"]) + new17
-    looks17 = _looks(rng, (np.array(lab17) == "MEL").astype(int))
-    jobs = [(i, looks17[i], patient_style(rng, *wide, 0.3))
-            for i, image in enumerate(ids17) if image not in isic_bytes]
-    new_bytes = iter(writer.render_many(5, jobs))
-    for image in ids17:
-        data = isic_bytes[image] if image in isic_bytes else next(new_bytes)
-        writer.write(f"{ext}/isic2017/ISIC-2017_Training_Data/{image}.jpg", data)
-    gt17 = pd.DataFrame(
+
+def _isic2017(
+    rng: np.random.Generator, seed: int, sizes: DemoSizes, writer: _ImageWriter,
+    isic: pd.DataFrame, isic_bytes: dict[str, bytes], copy_names: set[str],
+) -> None:
+    """ISIC 2017 part 3 style: ~80% low-id 2019 images (MEL/NV/BKL), the rest new."""
+    folder = EXTERNAL / "isic2017"
+    pool = isic[~isic["ham"] & isic["label"].isin(["MEL", "NV", "BKL"])
+                & ~isic["image"].isin(copy_names)]
+    n_shared = min(len(pool), int(round(0.8 * sizes.n_isic2017)))
+    shared = pool.sample(n=n_shared, random_state=seed + 1)
+    n_new = sizes.n_isic2017 - n_shared
+    names = [*shared["image"], *_fresh_names(rng, n_new, 0, 24306, set(isic["image"]))]
+    labels = np.array([*shared["label"],
+                       *rng.choice(["MEL", "NV", "BKL"], size=n_new, p=[0.2, 0.65, 0.15])])
+    looks = _looks(rng, (labels == "MEL").astype(int))
+    data_dir = f"{folder}/ISIC-2017_Training_Data"
+    _write_new_or_shared(writer, 5, data_dir, names, looks, rng, sizes, isic_bytes)
+    gt = pd.DataFrame({"image_id": names, "melanoma": (labels == "MEL").astype(float),
+                       "seborrheic_keratosis": (labels == "BKL").astype(float)})
+    ages = np.clip(np.round(rng.normal(50, 16, len(names)) / 5) * 5, 5, 85)
+    unknown_age = rng.uniform(size=len(names)) < 0.05
+    unknown_sex = rng.uniform(size=len(names)) < 0.05
+    meta = pd.DataFrame(
         {
-            "image_id": ids17,
-            "melanoma": [float(lab == "MEL") for lab in lab17],
-            "seborrheic_keratosis": [float(lab == "BKL") for lab in lab17],
+            "image_id": names,
+            "age_approximate": np.where(unknown_age, "unknown", ages.astype(int).astype(str)),
+            "sex": np.where(unknown_sex, "unknown", rng.choice(SEXES_ARR, size=len(names))),
         }
     )
-    ages17 = np.round(rng.normal(50, 16, len(ids17)) / 5) * 5
-    meta17 = pd.DataFrame(
-        {
-            "image_id": ids17,
-            "age_approximate": [("unknown" if rng.uniform() < 0.05 else str(int(a))) for a in ages17],
-            "sex": [("unknown" if rng.uniform() < 0.05 else s)
-                    for s in rng.choice(SEXES_ARR, size=len(ids17))],
-        }
-    )
+    write_csv(gt, writer.root / folder / "ISIC-2017_Training_Part3_GroundTruth.csv")
+    write_csv(meta, writer.root / data_dir / "ISIC-2017_Training_Data_metadata.csv")
 
-    # ---- extra malignant images (ISIC archive style, competition columns, target 1)
+
+def _malignant(
+    rng: np.random.Generator, sizes: DemoSizes, writer: _ImageWriter, comp: _Competition,
+    isic: pd.DataFrame, isic_bytes: dict[str, bytes], copy_names: set[str],
+) -> None:
+    """Extra malignant set (ISIC archive style, competition columns, target 1).
+
+    Deliberate overlaps: row 0 is a byte copy of a competition melanoma under a new
+    name, row 1 is a competition melanoma under its own name, row 2 is a byte copy
+    of a 2019 melanoma.
+    """
+    folder = EXTERNAL / "malignant"
     m = sizes.n_malignant
     mal = pd.DataFrame(
         {
-            "image_name": names[sizes.n_train + sizes.n_test:],
-            "patient_id": pids[sizes.n_patients + sizes.n_test_patients:],
+            "image_name": comp.spare_names[:m],
+            "patient_id": comp.spare_patients[:m],
             "sex": _with_missing(rng, rng.choice(SEXES_ARR, size=m, p=[0.6, 0.4]), 0.03),
             "age_approx": _with_missing(
                 rng, np.clip(np.round(rng.normal(60, 14, m) / 5) * 5, 15, 90), 0.03
             ).astype(float),
             "anatom_site_general_challenge": _with_missing(
-                rng, rng.choice(np.array(SITES_2020, dtype=object), size=m, p=_SITE_P_MALIGNANT), 0.04
+                rng, rng.choice(np.array(SITES_2020, dtype=object), size=m, p=_SITE_P_MALIGNANT),
+                0.04,
             ),
             "diagnosis": "melanoma",
             "benign_malignant": "malignant",
             "target": 1,
         }
     )
-    mal_looks = _looks(rng, np.ones(m, dtype=int))
-    mal_bytes = writer.render_many(
-        6, [(i, mal_looks[i], patient_style(rng, side, side, 0.1)) for i in range(m)])
-    # Same image as a competition malignant image: one under a new name (content
-    # duplicate), one under the competition name itself (name duplicate).
-    train_mal = train[train["target"] == 1]
-    if m >= 4 and len(train_mal) >= 2:
+    looks = _looks(rng, np.ones(m, dtype=int))
+    data = writer.render_many(
+        6, [(i, looks[i], patient_style(rng, sizes.image_size, sizes.image_size, 0.1))
+            for i in range(m)])
+    train_mal = comp.train[comp.train["target"] == 1]
+    mel2019 = isic.loc[(isic["label"] == "MEL") & ~isic["image"].isin(copy_names), "image"]
+    if m >= 3 and len(train_mal) >= 2 and len(mel2019):
         a, b = train_mal.iloc[0], train_mal.iloc[1]
-        mal_bytes[0] = comp_bytes[a.image_name]
-        mal_bytes[1] = comp_bytes[b.image_name]
+        data[0] = comp.train_bytes[a["image_name"]]
+        data[1] = comp.train_bytes[b["image_name"]]
         for col in TRAIN_COLUMNS:
             mal.loc[1, col] = b[col]
-        # and one copy of a 2019 melanoma
-        mel2019 = isic.loc[(isic["label"] == "MEL") & ~isic["image"].isin(copy_names), "image"]
-        if len(mel2019):
-            mal_bytes[2] = isic_bytes[mel2019.iloc[0]]
-    for row, data in zip(mal.itertuples(index=False), mal_bytes):
-        writer.write(f"{ext}/malignant/jpeg/{row.image_name}.jpg", data)
-
-    # ---- tables, train.csv last
-    stale = writer.remove_stale()
-    write_csv(onehot, out / ext / "isic2019" / "ISIC_2019_Training_GroundTruth.csv")
-    write_csv(meta2019, out / ext / "isic2019" / "ISIC_2019_Training_Metadata.csv")
-    write_csv(ham_meta, out / ext / "isic2018" / "HAM10000_metadata.csv")
-    write_csv(gt17, out / ext / "isic2017" / "ISIC-2017_Training_Part3_GroundTruth.csv")
-    write_csv(meta17, out / ext / "isic2017" / "ISIC-2017_Training_Data"
-              / "ISIC-2017_Training_Data_metadata.csv")
-    write_csv(mal[TRAIN_COLUMNS], out / ext / "malignant" / "malignant.csv")
-
-    test = test.sort_values("image_name", kind="stable")
-    usage = np.where(rng.uniform(size=len(test)) < 0.3, "Public", "Private")
-    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": test["target"],
-                            "Usage": usage}), out / "demo_solution.csv")
-    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": 0.0}),
-              out / "sample_submission.csv")
-    write_csv(test[TEST_COLUMNS], out / "test.csv")
-    write_text(README_TEXT.format(seed=seed, sizes=dataclasses.asdict(sizes)), out / "README.txt")
-    train = train.sort_values("image_name", kind="stable")
-    write_csv(train[TRAIN_COLUMNS], out / "train.csv")
-
-    return {
-        "train images": len(train),
-        "train patients": int(train["patient_id"].nunique()),
-        "train malignant": int(train["target"].sum()),
-        "train malignant ratio": float(train["target"].mean()),
-        "max images per patient": int(train_counts.max()),
-        "test images": len(test),
-        "test patients": int(test["patient_id"].nunique()),
-        "isic2019 images": len(isic),
-        "isic2019 MEL ratio": float((isic["label"] == "MEL").mean()),
-        "isic2018 images": len(ham),
-        "isic2017 images": len(ids17),
-        "extra malignant images": m,
-        "image files written": writer.count,
-        "stale image files removed": stale,
-    }
+        data[2] = isic_bytes[mel2019.iloc[0]]
+    for name, blob in zip(mal["image_name"], data):
+        writer.write(f"{folder}/jpeg/{name}.jpg", blob)
+    write_csv(mal[TRAIN_COLUMNS], writer.root / folder / "malignant.csv")
 
 
 README_TEXT = """\

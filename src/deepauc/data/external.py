@@ -61,6 +61,7 @@ from .tables import (
     SITE_COLUMN,
     SITES_2020,
     TRAIN_COLUMNS,
+    check_age,
     check_columns,
     check_unique_names,
     describe_rows,
@@ -259,7 +260,7 @@ def load_isic2019(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
     meta = pd.DataFrame(
         {
             "image": meta["image"],
-            "age_approx": numeric_column(meta, "age_approx", str(meta_path)),
+            "age_approx": check_age(meta, "age_approx", str(meta_path)),
             "site": map_vocabulary(meta, "anatom_site_general", SITE_TO_2020, str(meta_path)),
             "lesion_id": meta["lesion_id"],
             "sex": _sex(meta, "sex", str(meta_path)),
@@ -306,7 +307,7 @@ def load_isic2018(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
             "image_name": meta["image_id"],
             "patient_id": meta["lesion_id"],
             "sex": _sex(meta, "sex", str(path)),
-            "age_approx": numeric_column(meta, "age", str(path)),
+            "age_approx": check_age(meta, "age", str(path)),
             SITE_COLUMN: map_vocabulary(meta.assign(localization=loc), "localization",
                                         HAM_SITE_TO_2020, str(path)),
             "diagnosis": dx.map(HAM_DIAGNOSIS),
@@ -324,6 +325,17 @@ def _concat_tables(paths: list[Path], required: list[str], id_column: str) -> pd
         check_unique_names(frame, str(p), id_column)
         frames.append(frame.assign(_table=str(p)))
     return pd.concat(frames, ignore_index=True)
+
+
+def _isic2017_metadata(path: Path) -> pd.DataFrame:
+    """One ISIC 2017 metadata file with "unknown" age/sex read as missing, checked."""
+    meta = read_csv_table(path, ["image_id", "age_approximate", "sex"])
+    check_unique_names(meta, str(path), "image_id")
+    unknown = meta["age_approximate"].astype(str).str.strip().str.lower() == "unknown"
+    age = check_age(meta.assign(age_approximate=meta["age_approximate"].mask(unknown)),
+                    "age_approximate", str(path))
+    return pd.DataFrame({"image_id": meta["image_id"], "age_approximate": age,
+                         "sex": _sex(meta, "sex", str(path))})
 
 
 def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
@@ -350,14 +362,8 @@ def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         if {"image_id", "age_approximate", "sex"} <= set(pd.read_csv(p, nrows=0).columns)
     )
     if meta_paths:
-        meta = _concat_tables(meta_paths, ["image_id", "age_approximate", "sex"], "image_id")
+        meta = pd.concat([_isic2017_metadata(p) for p in meta_paths], ignore_index=True)
         meta = meta.drop_duplicates("image_id")
-        unknown = meta["age_approximate"].astype(str).str.strip().str.lower() == "unknown"
-        meta["age_approximate"] = numeric_column(
-            meta.assign(age_approximate=meta["age_approximate"].mask(unknown)),
-            "age_approximate", ", ".join(map(str, meta_paths)),
-        )
-        meta["sex"] = _sex(meta, "sex", ", ".join(map(str, meta_paths)))
         gt = gt.merge(meta[["image_id", "age_approximate", "sex"]], on="image_id", how="left")
     else:
         gt["age_approximate"] = np.nan

@@ -119,14 +119,14 @@ def assign_folds(
         raise ValueError(f"--n-folds must be at least 2, got {n_folds}")
     for col in ("patient_id", "target"):
         if col not in df.columns:
-            raise ValueError(f"folds: missing column {col!r}")
+            raise ValueError(f"missing column {col!r}")
     if df["patient_id"].isna().any():
-        raise ValueError("folds: empty patient_id in the input (validate it with read_train_csv)")
+        raise ValueError("empty patient_id in the input (validate it with read_train_csv)")
     mask = _validated_rows(df, include_external)
     rows = df[mask]
     pat = patient_table(rows)
     if len(pat) < n_folds:
-        raise ValueError(f"folds: only {len(pat)} patient(s) for {n_folds} folds")
+        raise ValueError(f"only {len(pat)} patient(s) for {n_folds} folds")
     rng = np.random.default_rng(seed)
     patient_fold = _assign_patients(pat, n_folds, rng)
 
@@ -142,7 +142,7 @@ def assign_folds(
     if empty:
         n_pos = int(pat["has_malignant"].sum())
         raise ValueError(
-            f"folds: fold(s) {empty} would get no malignant image: only {n_pos} patient(s) "
+            f"fold(s) {empty} would get no malignant image: only {n_pos} patient(s) "
             f"with a malignant image for {n_folds} folds; use --n-folds {max(2, n_pos)} or fewer"
         )
     return out
@@ -205,7 +205,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     df = read_train_csv(args.train_csv)
-    out = assign_folds(df, args.n_folds, args.seed, args.include_external)
+    try:
+        out = assign_folds(df, args.n_folds, args.seed, args.include_external)
+    except ValueError as err:
+        raise ValueError(f"{args.train_csv}: {err}") from err
     write_csv(out, args.out)
     text = format_report(out, args.n_folds, args.seed, args.include_external)
     print(text, end="")

@@ -209,6 +209,18 @@ def check_targets(df: pd.DataFrame, name: str, column: str = "target") -> pd.Ser
     return values.astype(int)
 
 
+def check_age(df: pd.DataFrame, column: str, name: str) -> pd.Series:
+    """``df[column]`` as float after checking it is numeric and in AGE_RANGE (or empty)."""
+    age = numeric_column(df, column, name)
+    out = (age.notna() & ((age < AGE_RANGE[0]) | (age > AGE_RANGE[1]))).to_numpy()
+    if out.any():
+        raise ValueError(
+            f"{name}: {column} outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] at "
+            f"{describe_rows(df.assign(**{column: age}), out, column)}"
+        )
+    return age
+
+
 def validate_metadata(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """Check patient_id, sex, age_approx and site of a train/test frame; return a clean copy.
 
@@ -221,14 +233,7 @@ def validate_metadata(df: pd.DataFrame, name: str) -> pd.DataFrame:
     no_pid = (pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()
     if no_pid.any():
         raise ValueError(f"{name}: empty patient_id at {describe_rows(df, no_pid)}")
-    df["age_approx"] = numeric_column(df, "age_approx", name)
-    age = df["age_approx"]
-    out = (age.notna() & ((age < AGE_RANGE[0]) | (age > AGE_RANGE[1]))).to_numpy()
-    if out.any():
-        raise ValueError(
-            f"{name}: age_approx outside [{AGE_RANGE[0]:g}, {AGE_RANGE[1]:g}] at "
-            f"{describe_rows(df, out, 'age_approx')}"
-        )
+    df["age_approx"] = check_age(df, "age_approx", name)
     check_vocabulary(df, "sex", SEXES, name)
     check_vocabulary(df, SITE_COLUMN, SITES_2020, name)
     return df

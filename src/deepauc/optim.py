@@ -17,7 +17,9 @@ the dual step by p(1-p)::
     α ← max(0, α + η ∇_α F / (p(1-p)))      # ≈ α + η·2(m + b̂ - â - α)
 
 which keeps the true gradient direction (unlike a closed form in a and b) but makes its
-size independent of the class ratio. ``dual="paper"`` is Algorithm 1 as written.
+size independent of the class ratio. It contracts α by (1 - 2η) per step, so it needs
+η < 1 (it oscillates at η = 1 and diverges beyond); the paper's form has no such bound
+for any realistic η because its step carries the factor p(1-p) ≤ 1/4. ``dual="paper"`` is Algorithm 1 as written.
 Measured on imbalanced digits (5% positives, MLP, lr 0.1, 40 epochs, 5 seeds) the paper
 form reached 0.659 test AUC and the normalized one 0.733; with lr 0.5 and 100 epochs both
 reached 0.908 — the rescaling matters exactly when the budget is small, so it is the

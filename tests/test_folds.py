@@ -93,6 +93,13 @@ def test_too_few_positive_patients_names_fold_and_suggests_fewer():
     assert set(assign_folds(table, 2, seed=0)["fold"]) == {0, 1}
 
 
+def test_source_column_added_when_absent():
+    table = make_table(seed=8).drop(columns="source")
+    out = assign_folds(table, 3, seed=0)
+    assert (out["source"] == "competition").all() and (out["fold"] >= 0).all()
+    assert list(out.columns) == [*table.columns, "source", "fold"]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="at least 2"):
         assign_folds(make_table(), 1, seed=0)

@@ -65,3 +65,16 @@ def test_rerun_skips_every_finished_stage(pipeline_run):
     dry = make(work, "-n", "submissions/demo.csv", "reports/cv_demo.md")
     assert dry.returncode == 0
     assert "deepauc" not in dry.stdout, dry.stdout
+
+
+@pytest.mark.parametrize("notebook", ["eda.ipynb", "results.ipynb"])
+def test_notebooks_execute_headless_on_the_demo_outputs(pipeline_run, notebook, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    work, _ = pipeline_run
+    monkeypatch.setenv("DEEPAUC_ROOT", str(work))
+    nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert outputs  # the notebook printed or drew something

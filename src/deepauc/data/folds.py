@@ -21,6 +21,8 @@ Method (at patient level):
   images, then a random tie-break. Largest-first greedy on image counts, with the
   many small patients processed last filling the gaps, balances fold sizes.
 
+The output is the input plus ``fold`` (and ``source`` = "competition" when the
+input has no ``source`` column, as the competition's own train.csv).
 ``fold`` is -1 for rows kept out of validation: rows whose ``source`` is not
 "competition" (unless ``include_external``, in which case they are assigned by the
 same rule, grouped by their patient_id). Exception, to keep CV leak-free: an
@@ -134,6 +136,9 @@ def assign_folds(
     # every row whose patient has a fold takes it, and only the others get -1.
     fold = df["patient_id"].map(patient_fold).fillna(-1).to_numpy().astype(np.int64)
     out = df.copy()
+    if "source" not in out.columns:
+        # Later stages tell validated from external rows by `source`: make it explicit.
+        out["source"] = "competition"
     out["fold"] = fold
 
     valid = out[out["fold"] >= 0]

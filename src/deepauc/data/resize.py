@@ -17,7 +17,9 @@ Decisions:
   done by libjpeg inside the decoder) whenever the reduced short side still has at
   least the largest requested size; one decode serves all requested sizes.
 * Grayscale, palette, 16-bit and alpha images (PNG or JPEG content, whatever the
-  extension) are converted to 8-bit RGB by OpenCV's colour decode.
+  extension) are converted to 8-bit RGB by OpenCV's colour decode: **converted and
+  reported** (the run goes on; the first few such files and their count are printed),
+  since the cached copy is exactly what an RGB JPEG of the same picture would give.
 * Missing files are checked before any work: the first few names and the count
   are reported and nothing is written. An unreadable, zero-byte or truncated file
   (a JPEG without its end-of-image marker; OpenCV would silently return a
@@ -25,6 +27,8 @@ Decisions:
   finished so far stay cached (each is written atomically) and the index is not
   written, so a rerun after the fix only does the rest.
 * Existing cache files are skipped (``--overwrite`` redoes them).
+* ``deepauc train`` checks that every row of its table is cached (:func:`check_cached`)
+  before any work, listing the first few missing names and the count.
 """
 
 from __future__ import annotations
@@ -70,11 +74,29 @@ def load_cached(cache_dir: str | os.PathLike, size: int, image_name: str) -> np.
 
 def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) from a JPEG or PNG header without decoding; None if unknown."""
+    header = _header(path)
+    return None if header is None else header[1:3]
+
+
+def source_format(path: str | os.PathLike) -> str | None:
+    """None for an 8-bit RGB (3-component) JPEG, else what the file is instead:
+    ``"PNG"``, ``"grayscale JPEG"``, ``"CMYK JPEG"``, ``"not a JPEG or PNG"``."""
+    header = _header(path)
+    if header is None:
+        return "not a JPEG or PNG"
+    kind, _, _, components = header
+    if kind == "png":
+        return "PNG"
+    return {3: None, 1: "grayscale JPEG", 4: "CMYK JPEG"}.get(components, f"{components}-component JPEG")
+
+
+def _header(path: str | os.PathLike) -> tuple[str, int, int, int] | None:
+    """(kind, width, height, JPEG components or 0) from a JPEG or PNG header; None if unknown."""
     with open(path, "rb") as fh:
         head = fh.read(26)
         if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
             w, h = struct.unpack(">II", head[16:24])
-            return int(w), int(h)
+            return "png", int(w), int(h), 0
         if head[:2] != b"\xff\xd8":
             return None
         fh.seek(2)
@@ -95,11 +117,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
             (length,) = struct.unpack(">H", length_bytes)
             # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                data = fh.read(5)
-                if len(data) < 5:
+                data = fh.read(6)
+                if len(data) < 6:
                     return None
                 h, w = struct.unpack(">HH", data[1:5])
-                return int(w), int(h)
+                return "jpeg", int(w), int(h), int(data[5])
             fh.seek(length - 2, os.SEEK_CUR)
 
 
@@ -165,16 +187,21 @@ def _write_jpeg(bgr: np.ndarray, path: Path) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def _process(job: tuple[str, list[tuple[int, str]]]) -> str | None:
-    """Write every (size, destination) of one source image; return an error or None."""
+def _process(job: tuple[str, list[tuple[int, str]]]) -> tuple[str | None, str | None]:
+    """Write every (size, destination) of one source image.
+
+    Returns (error or None, note or None): the note says the source was not an RGB JPEG
+    (PNG, grayscale, ...) and was converted.
+    """
     src, targets = job
     try:
         img = _decode(Path(src), max(s for s, _ in targets))
         for size, dst in targets:
             _write_jpeg(_square(img, size), Path(dst))
+        kind = source_format(src)
     except (ImageError, OSError, cv2.error) as err:
-        return str(err)
-    return None
+        return str(err), None
+    return None, (f"{src} ({kind})" if kind else None)
 
 
 def _init_worker() -> None:
@@ -200,10 +227,12 @@ def resize_table(
     cache_dir: str | os.PathLike,
     workers: int = 1,
     overwrite: bool = False,
+    notes: list[str] | None = None,
 ) -> dict[int, int]:
     """Cache every image of ``csv`` at each size; return {size: images written}.
 
-    See the module docstring for the layout and the error policy.
+    See the module docstring for the layout and the error policy. Sources that were not
+    RGB JPEGs (converted) are appended to ``notes`` when it is given.
     """
     csv = Path(csv)
     sizes = sorted({int(s) for s in sizes})
@@ -236,9 +265,12 @@ def resize_table(
 
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            errors = [e for e in pool.map(_process, jobs, chunksize=16) if e]
+            results = list(pool.map(_process, jobs, chunksize=16))
     else:
-        errors = [e for e in map(_process, jobs) if e]
+        results = list(map(_process, jobs))
+    errors = [e for e, _ in results if e]
+    if notes is not None:
+        notes.extend(n for _, n in results if n)
     if errors:
         more = f"\n  ... and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
         raise ValueError(
@@ -271,9 +303,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="redo images already cached")
 
 
+def check_cached(
+    names, cache_dir: str | os.PathLike, size: int, table: str | os.PathLike
+) -> None:
+    """Raise FileNotFoundError listing the first few of ``names`` not cached at ``size``."""
+    missing = [n for n in names if not cache_path(cache_dir, size, n).is_file()]
+    if missing:
+        more = f" and {len(missing) - _SHOW} more" if len(missing) > _SHOW else ""
+        raise FileNotFoundError(
+            f"{table}: {len(missing)} of {len(names)} image(s) not cached at {size} px under "
+            f"{Path(cache_dir) / str(int(size))}: {', '.join(missing[:_SHOW])}{more} "
+            f"(run `deepauc resize --csv {table} --size {size} --out {cache_dir}` first)"
+        )
+
+
+def format_notes(notes: list[str]) -> str:
+    """The resize report line for sources that were converted (not RGB JPEGs)."""
+    more = f" and {len(notes) - _SHOW} more" if len(notes) > _SHOW else ""
+    return (f"note: {len(notes)} source image(s) were not RGB JPEGs and were converted to RGB: "
+            f"{', '.join(notes[:_SHOW])}{more}")
+
+
 def run(args: argparse.Namespace) -> int:
+    notes: list[str] = []
     written = resize_table(args.csv, args.image_root, args.size, args.out,
-                           workers=args.workers, overwrite=args.overwrite)
+                           workers=args.workers, overwrite=args.overwrite, notes=notes)
+    if notes:
+        print(format_notes(notes))
     for size, n in written.items():
         print(f"size {size}: {n} image(s) written, index {index_path(args.out, size, args.csv)}")
     return 0

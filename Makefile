@@ -8,6 +8,8 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
+# keep every stage output (cache indexes included): they are the stamps that let reruns skip work
+.SECONDARY:
 
 PYTHON ?= python3
 VENV := .venv

@@ -23,6 +23,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+
 from common import (
     Ctx,
     Table,
@@ -79,7 +80,9 @@ class Contenders:
 
         # bare: in-memory batch, BCE, SGD
         self.bare_model = fresh()
-        self.sgd = torch.optim.SGD(self.bare_model.parameters(), lr=0.01, momentum=0.9, foreach=True)
+        self.sgd = torch.optim.SGD(
+            self.bare_model.parameters(), lr=0.01, momentum=0.9, foreach=True
+        )
         fmt_ = torch.channels_last if self.cl else torch.contiguous_format
         self.x = torch.randn(b, 3, size, size, device=dev).contiguous(memory_format=fmt_)
         self.y = (torch.arange(b, device=dev) % 4 == 0).float()
@@ -100,7 +103,9 @@ class Contenders:
 
     def _autocast(self):
         dev = self.ctx.device
-        return torch.autocast(dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+        return torch.autocast(
+            dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+        )
 
     def bare(self) -> None:
         for _ in range(self.steps):
@@ -125,7 +130,9 @@ class Contenders:
 
         self.ds.set_epoch(epoch)
         cfg = self.cfg
-        return make_loader(self.ds, cfg.train.batch_size, cfg.train.num_workers, True, 0, epoch, drop_last=True)
+        return make_loader(
+            self.ds, cfg.train.batch_size, cfg.train.num_workers, True, 0, epoch, drop_last=True
+        )
 
     def data_only(self) -> None:
         for step, (x, y) in enumerate(self.loader(next(self.epochs))):
@@ -139,8 +146,17 @@ class Contenders:
 
         epoch = next(self.epochs)
         run_epoch(
-            self.cfg, self.pipe_model, self.pipe_model, self.pipe_loss, self.pipe_opt, self.scaler,
-            self.loader(epoch), self.ctx.device, self.amp, epoch, self.steps,
+            self.cfg,
+            self.pipe_model,
+            self.pipe_model,
+            self.pipe_loss,
+            self.pipe_opt,
+            self.scaler,
+            self.loader(epoch),
+            self.ctx.device,
+            self.amp,
+            epoch,
+            self.steps,
         )
 
 
@@ -155,8 +171,16 @@ def run(ctx: Ctx) -> list[Table]:
     table = Table(
         f"Training step: pipeline vs bare loop ({ctx.model}, batch {b}, {ctx.device.type}, "
         f"{ctx.workers} loader workers)",
-        ["resolution", "bare img/s", "bare+AUC-M/PESG img/s", "data-only img/s", "pipeline img/s",
-         "pipeline / bare", "bare GFLOP/s", f"goal ≥ {GOAL:.2f}"],
+        [
+            "resolution",
+            "bare img/s",
+            "bare+AUC-M/PESG img/s",
+            "data-only img/s",
+            "pipeline img/s",
+            "pipeline / bare",
+            "bare GFLOP/s",
+            f"goal ≥ {GOAL:.2f}",
+        ],
     )
     for size in default_sizes(ctx):
         steps = steps_per_call(ctx, size)
@@ -164,7 +188,9 @@ def run(ctx: Ctx) -> list[Table]:
         ctx.note(f"train_step {size}px: {steps} steps x batch {b} per call, {ctx.reps} rounds")
         t = compare(
             {"bare": c.bare, "pesg": c.bare_pesg, "data": c.data_only, "pipe": c.pipeline},
-            ctx.reps, ctx.warmup, ctx.device,
+            ctx.reps,
+            ctx.warmup,
+            ctx.device,
         )
         imgs = steps * b
         ips = {k: imgs / median(v) for k, v in t.items()}
@@ -172,8 +198,14 @@ def run(ctx: Ctx) -> list[Table]:
         gflops = c.flops * ips["bare"] / b / 1e9
         peak = f" ({gflops / 1e3 / ctx.peak_tflops:.1%} of peak)" if ctx.peak_tflops else ""
         table.add(
-            size, fmt(ips["bare"]), fmt(ips["pesg"]), fmt(ips["data"]), fmt(ips["pipe"]),
-            fmt_ratio(ratio), fmt(gflops) + peak, verdict(ratio[0] >= GOAL),
+            size,
+            fmt(ips["bare"]),
+            fmt(ips["pesg"]),
+            fmt(ips["data"]),
+            fmt(ips["pipe"]),
+            fmt_ratio(ratio),
+            fmt(gflops) + peak,
+            verdict(ratio[0] >= GOAL),
         )
         # the pipeline's time, decomposed (seconds per image)
         per = {k: median(v) / imgs for k, v in t.items()}

@@ -129,9 +129,16 @@ class ImbalancedSplit:
 
     def summary(self) -> dict:
         return dict(
-            dataset=self.name, seed=self.seed, imratio=self.imratio, requested_imratio=self.requested_imratio,
-            n_train=len(self.y_train), n_val=len(self.y_val), n_test=len(self.y_test),
-            pos_train=int(self.y_train.sum()), pos_val=int(self.y_val.sum()), pos_test=int(self.y_test.sum()),
+            dataset=self.name,
+            seed=self.seed,
+            imratio=self.imratio,
+            requested_imratio=self.requested_imratio,
+            n_train=len(self.y_train),
+            n_val=len(self.y_val),
+            n_test=len(self.y_test),
+            pos_train=int(self.y_train.sum()),
+            pos_val=int(self.y_val.sum()),
+            pos_test=int(self.y_test.sum()),
             image_shape=tuple(self.x_train.shape[1:]),
         )
 
@@ -140,7 +147,9 @@ class ImbalancedSplit:
 # the construction
 
 
-def binarize(y: np.ndarray, num_classes: int, positive_classes: list[int] | None = None) -> np.ndarray:
+def binarize(
+    y: np.ndarray, num_classes: int, positive_classes: list[int] | None = None
+) -> np.ndarray:
     """0/1 labels: class ids in ``positive_classes`` (default: the upper half) are positive."""
     if positive_classes is None:
         positive_classes = list(range(num_classes // 2, num_classes))
@@ -210,7 +219,9 @@ def make_imbalanced(
     )
 
 
-def fixed_test_split(y: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fixed_test_split(
+    y: np.ndarray, test_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Class-stratified (train_index, test_index) for sets that ship without a test split.
 
     Fixed by ``seed`` (not the study's seed), so every study seed sees the same test set.
@@ -257,7 +268,9 @@ def load_digits_images(test_fraction: float = 0.3) -> LabelledImages:
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     y = d.target.astype(np.int64)
     tr, te = fixed_test_split(y, test_fraction)
-    return LabelledImages("digits", x[tr], y[tr], x[te], y[te], 10, {"licence": "BSD-3-Clause (scikit-learn)"})
+    return LabelledImages(
+        "digits", x[tr], y[tr], x[te], y[te], 10, {"licence": "BSD-3-Clause (scikit-learn)"}
+    )
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -300,13 +313,22 @@ def load_fashion_mnist(root: str | Path | None = None) -> LabelledImages:
     xte = read_idx(_idx_file(root, "t10k-images-idx3-ubyte"))
     yte = read_idx(_idx_file(root, "t10k-labels-idx1-ubyte"))
     return LabelledImages(
-        "fashion_mnist", np.array(xtr[:, None]), ytr.astype(np.int64),
-        np.array(xte[:, None]), yte.astype(np.int64), 10, {"licence": "MIT"},
+        "fashion_mnist",
+        np.array(xtr[:, None]),
+        ytr.astype(np.int64),
+        np.array(xte[:, None]),
+        yte.astype(np.int64),
+        10,
+        {"licence": "MIT"},
     )
 
 
-def load_elpv(image_size: int | None = 32, test_fraction: float = 0.25, cache_dir: str | Path | None = None,
-              threshold: float = 0.5) -> LabelledImages:
+def load_elpv(
+    image_size: int | None = 32,
+    test_fraction: float = 0.25,
+    cache_dir: str | Path | None = None,
+    threshold: float = 0.5,
+) -> LabelledImages:
     """ELPV solar cells: defective (probability ≥ ``threshold``) = 1, downsampled to ``image_size``."""
     cache = None
     if cache_dir is not None:
@@ -408,7 +430,9 @@ def load_stl10(root: str | Path) -> LabelledImages:
     return LabelledImages("stl10", *out["train"], *out["test"], 10)
 
 
-def load_cats_vs_dogs(root: str | Path, image_size: int = 32, test_fraction: float = 0.2) -> LabelledImages:
+def load_cats_vs_dogs(
+    root: str | Path, image_size: int = 32, test_fraction: float = 0.2
+) -> LabelledImages:
     """Cats vs dogs from a folder of jpgs (Kaggle flat names or ``Cat/``, ``Dog/`` folders)."""
     from PIL import Image
 
@@ -441,7 +465,9 @@ def load_cats_vs_dogs(root: str | Path, image_size: int = 32, test_fraction: flo
         raise ValueError(f"{root}: found readable images of only one class")
     x, y = np.stack(xs), np.asarray(ys, np.int64)
     tr, te = fixed_test_split(y, test_fraction)
-    return LabelledImages("cats_vs_dogs", x[tr], y[tr], x[te], y[te], 2, {"skipped_unreadable": skipped})
+    return LabelledImages(
+        "cats_vs_dogs", x[tr], y[tr], x[te], y[te], 2, {"skipped_unreadable": skipped}
+    )
 
 
 DATASETS = {
@@ -455,8 +481,9 @@ DATASETS = {
 }
 
 
-def load_benchmark(name: str, root: str | None = None, image_size: int | None = None,
-                   cache_dir: str | None = None) -> LabelledImages:
+def load_benchmark(
+    name: str, root: str | None = None, image_size: int | None = None, cache_dir: str | None = None
+) -> LabelledImages:
     """Load data set ``name`` (a key of :data:`DATASETS`), resized to ``image_size`` if given."""
     if name == "digits":
         data = load_digits_images()
@@ -466,7 +493,9 @@ def load_benchmark(name: str, root: str | None = None, image_size: int | None = 
         return load_elpv(image_size=image_size or 32, cache_dir=cache_dir)
     elif name in ("cifar10", "cifar100", "stl10", "cats_vs_dogs"):
         if root is None:
-            raise DatasetUnavailable(f"{name}: set the data set's `root` (its files cannot be downloaded here)")
+            raise DatasetUnavailable(
+                f"{name}: set the data set's `root` (its files cannot be downloaded here)"
+            )
         if name == "cats_vs_dogs":
             return load_cats_vs_dogs(root, image_size=image_size or 32)
         data = {"cifar10": load_cifar10, "cifar100": load_cifar100, "stl10": load_stl10}[name](root)

@@ -49,7 +49,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -89,6 +88,14 @@ __all__ = [
 ]
 
 MAIN_LOSSES = ("ce", "focal", "auc_s", "auc_m")
+# ours with one LibAUC 2.0.1 design choice switched on at a time (LibAUC side by side)
+ATTRIBUTION_TWEAKS = (
+    ("vref_noise", "+ v_ref ~ N(0, 0.01)"),
+    ("batch_p", "+ per-batch p"),
+    ("clip", "+ grad clip ±1"),
+    ("libauc_alpha", "+ LibAUC α step"),
+    ("ema_momentum", "+ LibAUC EMA momentum"),
+)
 LOSS_TITLES = {"ce": "CE", "focal": "Focal", "auc_s": "AUC-S", "auc_m": "AUC-M"}
 
 # The paper's Table 1, ResNet20 rows, imratio = 1 % (test AUC mean ± std).
@@ -105,6 +112,23 @@ PAPER_TABLE1_R = {
 
 
 @dataclass
+class GridSpec:
+    """Hyper-parameter grids tuned on validation (the paper's, by default)."""
+
+    focal_alpha: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    focal_gamma: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0])
+    epoch_decay: list[float] = field(
+        default_factory=lambda: [1 / 100, 1 / 300, 1 / 500, 1 / 700, 1 / 1000]
+    )
+    margin: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 1.0])
+
+    def validate(self) -> None:
+        for k in ("focal_alpha", "focal_gamma", "epoch_decay", "margin"):
+            if not getattr(self, k):
+                raise ValueError(f"grids.{k} must not be empty")
+
+
+@dataclass
 class DatasetSpec:
     """One data set of the study and how it is trained."""
 
@@ -113,14 +137,17 @@ class DatasetSpec:
     image_size: int | None = None  # area-average resize; None = native size
     imratios: list[float] = field(default_factory=lambda: [0.01, 0.1])
     min_positives: int = 20  # raise a ratio that would leave fewer training positives
-    model: Literal["cnn", "resnet20"] = "cnn"
-    width: int = 16  # cnn: channels of the first stage (doubled at each stride-2 stage)
+    model: Literal["cnn", "resnet20", "mlp"] = "cnn"
+    width: int = (
+        16  # cnn: channels of the first stage (doubled at each stride-2 stage); mlp: hidden units
+    )
     depth: int = 3  # cnn: number of conv stages
     epochs: int = 20
     batch_size: int = 128
     lr: float | None = None  # None = train.lr
     flip: bool = False  # random horizontal flips
     tune_seeds: list[int] | None = None  # None = the first of `seeds`
+    grids: GridSpec | None = None  # None = the study's `grids`
 
     def validate(self) -> None:
         if not self.imratios or not all(0 < r <= 0.5 for r in self.imratios):
@@ -137,6 +164,7 @@ class TrainSpec:
     decay_factor: float = 10.0
     sgd_momentum: float = 0.9  # CE / focal optimiser
     pesg_momentum: float = 0.0  # PESG heavy-ball momentum (0 = Algorithm 1)
+    libauc_momentum: float | None = None  # LibAUC PESG's `momentum` (an EMA); None = pesg_momentum
     batch_score_norm: bool = True  # BSN before the AUC losses, as the paper
     dual: Literal["normalized", "paper"] = "normalized"
 
@@ -146,23 +174,11 @@ class TrainSpec:
 
 
 @dataclass
-class GridSpec:
-    """Hyper-parameter grids tuned on validation (the paper's, by default)."""
-
-    focal_alpha: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    focal_gamma: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0])
-    epoch_decay: list[float] = field(default_factory=lambda: [1 / 100, 1 / 300, 1 / 500, 1 / 700, 1 / 1000])
-    margin: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 1.0])
-
-    def validate(self) -> None:
-        for k in ("focal_alpha", "focal_gamma", "epoch_decay", "margin"):
-            if not getattr(self, k):
-                raise ValueError(f"grids.{k} must not be empty")
-
-
-@dataclass
 class AblationSpec:
     datasets: list[str] = field(default_factory=list)  # names from `datasets`; empty = none
+    libauc_datasets: list[str] = field(
+        default_factory=list
+    )  # extra data sets for the LibAUC column only
     imratio: float = 0.1  # run at each data set's ratio nearest this
     two_stage: bool = True
     two_stage_ce_fraction: float = 0.5  # share of the epochs spent on CE before AUC-M
@@ -172,6 +188,7 @@ class AblationSpec:
     noise_frac: float = 0.1
     alpha_projection: bool = True
     dual_step: bool = True
+    bsn: bool = True  # AUC-M with batch score normalisation switched off (paper appendix M)
     libauc: bool = True  # needs `pip install libauc==2.0.1`; skipped with a message otherwise
     attribution: bool = True  # ours with one LibAUC design choice at a time
     timing_steps: int = 100  # steps timed per optimiser for the per-step time table
@@ -211,7 +228,9 @@ class StudyConfig:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"data set names repeat: {names}")
-        missing = [d for d in self.ablations.datasets if d not in names]
+        missing = [
+            d for d in self.ablations.datasets + self.ablations.libauc_datasets if d not in names
+        ]
         if missing:
             raise ValueError(f"ablations.datasets {missing} are not among the datasets {names}")
 
@@ -229,8 +248,11 @@ class ELUCNN(nn.Module):
         layers, ch = [], in_ch
         for i in range(depth):
             out = width * 2**i
-            layers += [nn.Conv2d(ch, out, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
-                       nn.BatchNorm2d(out), nn.ELU(inplace=True)]
+            layers += [
+                nn.Conv2d(ch, out, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ELU(inplace=True),
+            ]
             ch = out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(ch, 1)
@@ -263,7 +285,9 @@ class ResNet20ELU(nn.Module):
 
     def __init__(self, in_ch: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_ch, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ELU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_ch, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ELU(inplace=True)
+        )
         blocks, cin = [], 16
         for cout, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(3):
@@ -277,13 +301,32 @@ class ResNet20ELU(nn.Module):
         return self.head(h.mean(dim=(2, 3))).squeeze(1)
 
 
-def build_model(spec: DatasetSpec, in_ch: int) -> nn.Module:
+class ELUMLP(nn.Module):
+    """One hidden ELU layer over the flattened image, a one-logit linear ``head``."""
+
+    def __init__(self, in_features: int, width: int = 64) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, width), nn.ELU(inplace=True)
+        )
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
+def build_model(spec: DatasetSpec, shape: tuple[int, ...]) -> nn.Module:
+    """The data set's network for images of shape ``(C, H, W)``."""
     if spec.model == "resnet20":
-        return ResNet20ELU(in_ch)
-    return ELUCNN(in_ch, spec.width, spec.depth)
+        return ResNet20ELU(shape[0])
+    if spec.model == "mlp":
+        return ELUMLP(int(np.prod(shape)), spec.width)
+    return ELUCNN(shape[0], spec.width, spec.depth)
 
 
 def model_title(spec: DatasetSpec) -> str:
+    if spec.model == "mlp":
+        return f"MLP-{spec.width}"
     return "ResNet20-ELU" if spec.model == "resnet20" else f"CNN{spec.depth}-{spec.width}"
 
 
@@ -311,6 +354,33 @@ class AUCMLossBatchP(AUCMLoss):
             self.p.copy_(y.mean(0).clamp(0.5 / n, 1 - 0.5 / n).to(self.p.dtype))
 
 
+class PESGEMAMomentum(PESG):
+    """Our PESG with LibAUC's "momentum": an EMA of the primal direction that weights the
+    newest direction by μ, ``buf ← (1-μ) buf + μ d`` (first step ``buf = d``), then
+    ``v ← (1 - ηλ) v - η buf``."""
+
+    def _primal_step(self, group: dict) -> None:
+        lr, gamma, lam, mu = (
+            group["lr"],
+            group["epoch_decay"],
+            group["weight_decay"],
+            group["momentum"],
+        )
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            st = self.state[p]
+            d = p.grad + gamma * (p - st["v_ref"])
+            if "ema_buffer" not in st:
+                st["ema_buffer"] = d.clone()
+            else:
+                st["ema_buffer"].mul_(1 - mu).add_(d, alpha=mu)
+            if lam:
+                p.mul_(1 - lr * lam)
+            p.add_(st["ema_buffer"], alpha=-lr)
+            st["stage_sum"].add_(p)
+
+
 class PESGClosedFormAlpha(PESG):
     """Our PESG with LibAUC's α step: α ← clip(α + η(2(m + b − a) − 2α), 0, 999)."""
 
@@ -329,7 +399,10 @@ def _import_libauc():
         from libauc.losses import AUCMLoss as LibAUCMLoss
         from libauc.optimizers import PESG as LibPESG
     except ImportError as err:  # pragma: no cover - depends on the environment
-        return None, f"LibAUC is not installed ({err}); `pip install libauc==2.0.1` (requirements-study.txt)"
+        return (
+            None,
+            f"LibAUC is not installed ({err}); `pip install libauc==2.0.1` (requirements-study.txt)",
+        )
     return (LibAUCMLoss, LibPESG), ""
 
 
@@ -347,9 +420,12 @@ def _standardize(split: ImbalancedSplit) -> dict[str, torch.Tensor]:
         return (torch.from_numpy(x).float().div_(255) - mean) / std
 
     return {
-        "x_train": (xtr - mean) / std, "y_train": torch.from_numpy(split.y_train).float(),
-        "x_val": prep(split.x_val), "y_val": torch.from_numpy(split.y_val).float(),
-        "x_test": prep(split.x_test), "y_test": torch.from_numpy(split.y_test).float(),
+        "x_train": (xtr - mean) / std,
+        "y_train": torch.from_numpy(split.y_train).float(),
+        "x_val": prep(split.x_val),
+        "y_val": torch.from_numpy(split.y_val).float(),
+        "x_test": prep(split.x_test),
+        "y_test": torch.from_numpy(split.y_test).float(),
     }
 
 
@@ -409,7 +485,9 @@ class Job:
     method: str  # ce | focal | auc_s | auc_m | auc_m_noproj | two_stage | libauc
     params: tuple = ()  # sorted (name, value) pairs
     variant: str = "clean"  # clean | easy | noisy
-    tweak: str = ""  # "" | dual_paper | vref_noise | batch_p | clip | libauc_alpha
+    tweak: str = (
+        ""  # "" | dual_paper | bsn_flip | vref_noise | batch_p | clip | libauc_alpha | ema_momentum
+    )
 
     def param(self, name: str, default=None):
         return dict(self.params).get(name, default)
@@ -450,7 +528,9 @@ def _make_loss_and_opt(job: Job, model: nn.Module, p: float, lr: float, tspec: T
     elif method == "focal":
         loss = FocalLoss(alpha=job.param("alpha"), gamma=job.param("gamma"))
     if method in ("ce", "focal"):
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=tspec.sgd_momentum, weight_decay=wd)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=tspec.sgd_momentum, weight_decay=wd
+        )
         return loss, opt, pre_step, "sgd"
     gamma = job.param("epoch_decay")
     if method == "libauc":
@@ -458,9 +538,21 @@ def _make_loss_and_opt(job: Job, model: nn.Module, p: float, lr: float, tspec: T
         if mods is None:
             raise RuntimeError(why)
         LibAUCMLoss, LibPESG = mods
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Input data has no positive sample")
         loss = LibAUCMLoss(margin=job.param("margin"), imratio=p, device=torch.device("cpu"))
-        opt = LibPESG(model.parameters(), loss_fn=loss, lr=lr, epoch_decay=gamma, weight_decay=wd,
-                      momentum=tspec.pesg_momentum, verbose=False, device=torch.device("cpu"))
+        mom = tspec.pesg_momentum if tspec.libauc_momentum is None else tspec.libauc_momentum
+        opt = LibPESG(
+            model.parameters(),
+            loss_fn=loss,
+            lr=lr,
+            epoch_decay=gamma,
+            weight_decay=wd,
+            momentum=mom,
+            verbose=False,
+            device=torch.device("cpu"),
+        )
         return loss, opt, pre_step, "libauc"
     if method == "auc_s":
         loss = AUCSLoss(imratio=p, batch_score_norm=bsn)
@@ -474,9 +566,17 @@ def _make_loss_and_opt(job: Job, model: nn.Module, p: float, lr: float, tspec: T
     else:
         raise ValueError(f"unknown method {method!r}")
     dual = "paper" if job.tweak == "dual_paper" else tspec.dual
-    cls = PESGClosedFormAlpha if job.tweak == "libauc_alpha" else PESG
-    opt = cls(model.parameters(), loss, lr=lr, epoch_decay=gamma, weight_decay=wd,
-              momentum=tspec.pesg_momentum, dual=dual)
+    cls = {"libauc_alpha": PESGClosedFormAlpha, "ema_momentum": PESGEMAMomentum}.get(
+        job.tweak, PESG
+    )
+    mom = tspec.pesg_momentum
+    if job.tweak == "ema_momentum" and tspec.libauc_momentum is not None:
+        mom = tspec.libauc_momentum
+    if job.tweak == "bsn_flip":
+        loss.batch_score_norm = not bsn
+    opt = cls(
+        model.parameters(), loss, lr=lr, epoch_decay=gamma, weight_decay=wd, momentum=mom, dual=dual
+    )
     if job.tweak == "vref_noise":
         with torch.no_grad():
             for group in opt.param_groups:
@@ -494,8 +594,19 @@ def _make_loss_and_opt(job: Job, model: nn.Module, p: float, lr: float, tspec: T
     return loss, opt, pre_step, "pesg"
 
 
-def _train(job: Job, model: nn.Module, data: dict, p: float, epochs: int, batch_size: int, lr: float,
-           tspec: TrainSpec, flip: bool, gen: torch.Generator, method_override: str | None = None) -> dict:
+def _train(
+    job: Job,
+    model: nn.Module,
+    data: dict,
+    p: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    tspec: TrainSpec,
+    flip: bool,
+    gen: torch.Generator,
+    method_override: str | None = None,
+) -> dict:
     """Train ``model`` in place; returns timing stats and whether the loss stayed finite."""
     if method_override is not None:
         job = dataclasses.replace(job, method=method_override)
@@ -546,8 +657,13 @@ def _train(job: Job, model: nn.Module, data: dict, p: float, epochs: int, batch_
                 for g in opt.param_groups:
                     g["lr"] /= tspec.decay_factor
     total = time.perf_counter() - t0
-    return {"steps": steps, "train_s": total, "ms_per_step": 1000 * total / max(steps, 1),
-            "opt_ms_per_step": 1000 * t_opt / max(steps, 1), "finite": finite}
+    return {
+        "steps": steps,
+        "train_s": total,
+        "ms_per_step": 1000 * total / max(steps, 1),
+        "opt_ms_per_step": 1000 * t_opt / max(steps, 1),
+        "finite": finite,
+    }
 
 
 _DATA_CACHE: dict = {}
@@ -557,12 +673,20 @@ def _load(spec: DatasetSpec, cache_dir: str | None):
     key = (spec.name, spec.root, spec.image_size)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one data set at a time per process keeps memory flat
-        _DATA_CACHE[key] = load_benchmark(spec.name, root=spec.root, image_size=spec.image_size, cache_dir=cache_dir)
+        _DATA_CACHE[key] = load_benchmark(
+            spec.name, root=spec.root, image_size=spec.image_size, cache_dir=cache_dir
+        )
     return _DATA_CACHE[key]
 
 
-def make_split(spec: DatasetSpec, imratio: float, seed: int, cache_dir: str | None, variant: str = "clean",
-               abl: AblationSpec | None = None) -> ImbalancedSplit:
+def make_split(
+    spec: DatasetSpec,
+    imratio: float,
+    seed: int,
+    cache_dir: str | None,
+    variant: str = "clean",
+    abl: AblationSpec | None = None,
+) -> ImbalancedSplit:
     split = make_imbalanced(_load(spec, cache_dir), imratio, seed, min_positives=spec.min_positives)
     if variant == "easy":
         split = add_easy_examples(split, (abl or AblationSpec()).easy_frac, seed)
@@ -573,34 +697,74 @@ def make_split(spec: DatasetSpec, imratio: float, seed: int, cache_dir: str | No
     return split
 
 
-def run_job(job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None) -> dict:
+def run_job(
+    job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None
+) -> dict:
     """Train and evaluate one run; returns a flat result row."""
     split = make_split(spec, job.imratio, job.seed, cache_dir, job.variant, abl)
     data = _standardize(split)
     p = float(split.y_train.mean())
     lr = spec.lr or tspec.lr
     torch.manual_seed(job.seed)
-    model = build_model(spec, data["x_train"].shape[1])
+    model = build_model(spec, tuple(data["x_train"].shape[1:]))
     gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
     if job.method == "two_stage":
         e1 = max(1, int(round(spec.epochs * abl.two_stage_ce_fraction)))
         e2 = max(1, spec.epochs - e1)
-        s1 = _train(job, model, data, p, e1, spec.batch_size, lr, tspec, spec.flip, gen, method_override="ce")
+        s1 = _train(
+            job,
+            model,
+            data,
+            p,
+            e1,
+            spec.batch_size,
+            lr,
+            tspec,
+            spec.flip,
+            gen,
+            method_override="ce",
+        )
         model.head.reset_parameters()  # fresh classifier layer for the AUC stage
-        s2 = _train(job, model, data, p, e2, spec.batch_size, abl.stage2_lr or lr, tspec, spec.flip, gen,
-                    method_override="auc_m")
-        stats = {"steps": s1["steps"] + s2["steps"], "train_s": s1["train_s"] + s2["train_s"],
-                 "ms_per_step": 1000 * (s1["train_s"] + s2["train_s"]) / max(1, s1["steps"] + s2["steps"]),
-                 "opt_ms_per_step": s2["opt_ms_per_step"], "finite": s1["finite"] and s2["finite"]}
+        s2 = _train(
+            job,
+            model,
+            data,
+            p,
+            e2,
+            spec.batch_size,
+            abl.stage2_lr or lr,
+            tspec,
+            spec.flip,
+            gen,
+            method_override="auc_m",
+        )
+        stats = {
+            "steps": s1["steps"] + s2["steps"],
+            "train_s": s1["train_s"] + s2["train_s"],
+            "ms_per_step": 1000
+            * (s1["train_s"] + s2["train_s"])
+            / max(1, s1["steps"] + s2["steps"]),
+            "opt_ms_per_step": s2["opt_ms_per_step"],
+            "finite": s1["finite"] and s2["finite"],
+        }
     else:
         stats = _train(job, model, data, p, spec.epochs, spec.batch_size, lr, tspec, spec.flip, gen)
     val = _auc(data["y_val"], _predict(model, data["x_val"]))
     test = _auc(data["y_test"], _predict(model, data["x_test"]))
     return {
-        "dataset": job.dataset, "requested_imratio": job.imratio, "imratio": split.imratio, "seed": job.seed,
-        "method": job.method, "params": json.dumps(dict(job.params), sort_keys=True), "variant": job.variant,
-        "tweak": job.tweak, "val_auc": val, "test_auc": test, "n_train": len(split.y_train),
-        "pos_train": int(split.y_train.sum()), **stats,
+        "dataset": job.dataset,
+        "requested_imratio": job.imratio,
+        "imratio": split.imratio,
+        "seed": job.seed,
+        "method": job.method,
+        "params": json.dumps(dict(job.params), sort_keys=True),
+        "variant": job.variant,
+        "tweak": job.tweak,
+        "val_auc": val,
+        "test_auc": test,
+        "n_train": len(split.y_train),
+        "pos_train": int(split.y_train.sum()),
+        **stats,
     }
 
 
@@ -608,15 +772,37 @@ def run_job(job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, ca
 # scheduling
 
 
-def _spec_hash(spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec) -> str:
-    blob = json.dumps([dataclasses.asdict(spec), dataclasses.asdict(tspec), dataclasses.asdict(abl)],
-                      sort_keys=True, default=str)
+def _spec_hash(spec: DatasetSpec, tspec: TrainSpec) -> str:
+    """What a run of ``spec`` depends on (not which runs the study asks for: grids, seeds)."""
+    d = dataclasses.asdict(spec)
+    for k in ("imratios", "tune_seeds", "grids"):
+        d.pop(k)
+    blob = json.dumps([d, dataclasses.asdict(tspec)], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def job_key(job: Job, spec_hash: str) -> str:
-    return json.dumps([job.dataset, job.imratio, job.seed, job.method, list(job.params), job.variant, job.tweak,
-                       spec_hash])
+def job_key(job: Job, spec_hash: str, abl: AblationSpec) -> str:
+    """The cache key of a run: the job, its data set's hash and the ablation knobs it uses."""
+    extra = []
+    if job.variant == "easy":
+        extra.append(abl.easy_frac)
+    elif job.variant == "noisy":
+        extra.append(abl.noise_frac)
+    if job.method == "two_stage":
+        extra += [abl.two_stage_ce_fraction, abl.stage2_lr]
+    return json.dumps(
+        [
+            job.dataset,
+            job.imratio,
+            job.seed,
+            job.method,
+            list(job.params),
+            job.variant,
+            job.tweak,
+            spec_hash,
+            *extra,
+        ]
+    )
 
 
 _WORKER: dict = {}
@@ -639,7 +825,7 @@ class Runner:
     def __init__(self, cfg: StudyConfig, runs_csv: Path, log: Callable[[str], None]) -> None:
         self.cfg, self.runs_csv, self.log = cfg, runs_csv, log
         self.specs = {d.name: d for d in cfg.datasets}
-        self.hashes = {d.name: _spec_hash(d, cfg.train, cfg.ablations) for d in cfg.datasets}
+        self.hashes = {d.name: _spec_hash(d, cfg.train) for d in cfg.datasets}
         self.rows: dict[str, dict] = {}
         if cfg.resume and runs_csv.is_file():
             import pandas as pd
@@ -652,7 +838,7 @@ class Runner:
         self._pool = None
 
     def key(self, job: Job) -> str:
-        return job_key(job, self.hashes[job.dataset])
+        return job_key(job, self.hashes[job.dataset], self.cfg.ablations)
 
     def result(self, job: Job) -> dict:
         return self.rows[self.key(job)]
@@ -681,15 +867,19 @@ class Runner:
         t0 = time.perf_counter()
         if self.cfg.workers == 1:
             _worker_init(self.cfg)
-            results = (( j, _worker_run(j)) for j in todo)
+            results = ((j, _worker_run(j)) for j in todo)
             self._collect(results, len(todo), t0)
         else:
             import concurrent.futures as cf
             import multiprocessing as mp
 
             if self._pool is None:
-                self._pool = cf.ProcessPoolExecutor(self.cfg.workers, mp_context=mp.get_context("spawn"),
-                                                    initializer=_worker_init, initargs=(self.cfg,))
+                self._pool = cf.ProcessPoolExecutor(
+                    self.cfg.workers,
+                    mp_context=mp.get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=(self.cfg,),
+                )
             futs = {self._pool.submit(_worker_run, j): j for j in todo}
             self._collect(((futs[f], f.result()) for f in cf.as_completed(futs)), len(todo), t0)
 
@@ -699,10 +889,12 @@ class Runner:
             self.rows[row["key"]] = row
             self._save()
             el = time.perf_counter() - t0
-            self.log(f"  [{i}/{total}] {job.dataset} r={job.imratio:g} s={job.seed} {job.method}"
-                     f"{'/' + job.variant if job.variant != 'clean' else ''}{'/' + job.tweak if job.tweak else ''} "
-                     f"{dict(job.params)} val={row['val_auc']:.4f} test={row['test_auc']:.4f} "
-                     f"({row['train_s']:.1f}s; {el:.0f}s elapsed, ~{el / i * (total - i):.0f}s left)")
+            self.log(
+                f"  [{i}/{total}] {job.dataset} r={job.imratio:g} s={job.seed} {job.method}"
+                f"{'/' + job.variant if job.variant != 'clean' else ''}{'/' + job.tweak if job.tweak else ''} "
+                f"{dict(job.params)} val={row['val_auc']:.4f} test={row['test_auc']:.4f} "
+                f"({row['train_s']:.1f}s; {el:.0f}s elapsed, ~{el / i * (total - i):.0f}s left)"
+            )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -714,8 +906,8 @@ class Runner:
 # the study
 
 
-def _grid(cfg: StudyConfig, loss: str) -> list[tuple]:
-    g = cfg.grids
+def _grid(cfg: StudyConfig, spec: DatasetSpec, loss: str) -> list[tuple]:
+    g = spec.grids or cfg.grids
     if loss == "ce":
         return [()]
     if loss == "focal":
@@ -746,7 +938,9 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> dict:
     available, skipped = [], {}
     for spec in cfg.datasets:
         try:
-            data = load_benchmark(spec.name, root=spec.root, image_size=spec.image_size, cache_dir=cfg.cache_dir)
+            data = load_benchmark(
+                spec.name, root=spec.root, image_size=spec.image_size, cache_dir=cfg.cache_dir
+            )
         except DatasetUnavailable as err:
             if cfg.on_missing == "error":
                 raise
@@ -754,11 +948,15 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> dict:
             log(f"skipping {spec.name}: {err}")
             continue
         available.append(spec)
-        log(f"{spec.name}: {len(data.y_train)} train / {len(data.y_test)} test images of shape "
-            f"{tuple(data.x_train.shape[1:])}, {data.num_classes} classes")
+        log(
+            f"{spec.name}: {len(data.y_train)} train / {len(data.y_test)} test images of shape "
+            f"{tuple(data.x_train.shape[1:])}, {data.num_classes} classes"
+        )
         del data
     if not available:
-        raise DatasetUnavailable("no data set of the study is available: " + "; ".join(skipped.values()))
+        raise DatasetUnavailable(
+            "no data set of the study is available: " + "; ".join(skipped.values())
+        )
 
     runner = Runner(cfg, runs_csv, log)
     try:
@@ -768,7 +966,7 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> dict:
             tseeds = spec.tune_seeds or cfg.seeds[:1]
             for r in spec.imratios:
                 for loss in cfg.losses:
-                    grid = _grid(cfg, loss)
+                    grid = _grid(cfg, spec, loss)
                     if len(grid) > 1:
                         tune_jobs[spec.name, r, loss] = {
                             prm: [Job(spec.name, r, s, loss, prm) for s in tseeds] for prm in grid
@@ -780,21 +978,33 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> dict:
                 for loss in cfg.losses:
                     if (spec.name, r, loss) in tune_jobs:
                         cands = tune_jobs[spec.name, r, loss]
-                        chosen[spec.name, r, loss] = max(cands, key=lambda prm, c=cands: _mean_val(runner, c[prm]))
+                        chosen[spec.name, r, loss] = max(
+                            cands, key=lambda prm, c=cands: _mean_val(runner, c[prm])
+                        )
                     else:
-                        chosen[spec.name, r, loss] = _grid(cfg, loss)[0]
+                        chosen[spec.name, r, loss] = _grid(cfg, spec, loss)[0]
 
         # 2. final runs and ablations (one pool submission)
-        final = {(spec.name, r, loss, s): Job(spec.name, r, s, loss, chosen[spec.name, r, loss])
-                 for spec in available for r in spec.imratios for loss in cfg.losses for s in cfg.seeds}
+        final = {
+            (spec.name, r, loss, s): Job(spec.name, r, s, loss, chosen[spec.name, r, loss])
+            for spec in available
+            for r in spec.imratios
+            for loss in cfg.losses
+            for s in cfg.seeds
+        }
         abl_jobs, abl_notes = _ablation_jobs(cfg, available, chosen)
-        runner.run(list(final.values()) + [j for js in abl_jobs.values() for j in js], "final runs and ablations")
+        runner.run(
+            list(final.values()) + [j for js in abl_jobs.values() for j in js],
+            "final runs and ablations",
+        )
     finally:
         runner.close()
 
-    timing = _step_timing(cfg, available, chosen) if cfg.ablations.libauc and cfg.ablations.datasets else None
+    timing = _step_timing(cfg, available, chosen) if cfg.ablations.libauc else None
     wall = time.perf_counter() - t_start
-    report = _report(cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs, abl_notes, timing, wall)
+    report = _report(
+        cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs, abl_notes, timing, wall
+    )
     md_path = write_text(report, out_dir / f"{cfg.name}.md")
     log(f"wrote {md_path} and {runs_csv} ({wall / 60:.1f} min)")
     return {"report": md_path, "runs": runs_csv, "wall_s": wall, "chosen": chosen}
@@ -816,9 +1026,11 @@ def _ablation_jobs(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict)
         if mods is None:
             lib_ok = False
             notes.append(f"LibAUC side by side skipped: {why}.")
-    for name in abl.datasets:
+    full = list(abl.datasets)
+    for name in full + [n for n in abl.libauc_datasets if n not in full]:
         if name not in names or not have_aucm:
             continue
+        only_libauc = name not in full
         spec = next(s for s in available if s.name == name)
         r = _ablation_ratio(cfg, spec)
         pm = chosen[name, r, "auc_m"]
@@ -827,6 +1039,10 @@ def _ablation_jobs(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict)
         def mk(method, params, variant="clean", tweak="", name=name, r=r):
             return [Job(name, r, s, method, params, variant, tweak) for s in cfg.seeds]
 
+        if abl.libauc and lib_ok:
+            jobs[f"libauc/{name}"] = mk("libauc", pm)
+        if only_libauc:
+            continue
         if abl.two_stage:
             jobs[f"two_stage/{name}"] = mk("two_stage", pm)
         if abl.robustness:
@@ -839,10 +1055,10 @@ def _ablation_jobs(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict)
                 jobs[f"alpha/{name}/easy"] = mk("auc_m_noproj", pm, "easy")
         if abl.dual_step:
             jobs[f"dual/{name}"] = mk("auc_m", pm, tweak="dual_paper")
-        if abl.libauc and lib_ok:
-            jobs[f"libauc/{name}"] = mk("libauc", pm)
+        if abl.bsn:
+            jobs[f"bsn/{name}"] = mk("auc_m", pm, tweak="bsn_flip")
         if abl.attribution:
-            for tw in ("vref_noise", "batch_p", "clip", "libauc_alpha"):
+            for tw, _ in ATTRIBUTION_TWEAKS:
                 jobs[f"attr/{name}/{tw}"] = mk("auc_m", pm, tweak=tw)
     return jobs, notes
 
@@ -854,7 +1070,8 @@ def _step_timing(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict) -
     if mods is None:
         return None
     out = []
-    for name in cfg.ablations.datasets:
+    abl = cfg.ablations
+    for name in abl.datasets + [n for n in abl.libauc_datasets if n not in abl.datasets]:
         spec = next((s for s in available if s.name == name), None)
         if spec is None:
             continue
@@ -865,8 +1082,10 @@ def _step_timing(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict) -
         for method in ("auc_m", "libauc"):
             job = Job(name, r, cfg.seeds[0], method, chosen[name, r, "auc_m"])
             torch.manual_seed(0)
-            model = build_model(spec, data["x_train"].shape[1])
-            loss_fn, opt, _, kind = _make_loss_and_opt(job, model, p, spec.lr or cfg.train.lr, cfg.train)
+            model = build_model(spec, tuple(data["x_train"].shape[1:]))
+            loss_fn, opt, _, kind = _make_loss_and_opt(
+                job, model, p, spec.lr or cfg.train.lr, cfg.train
+            )
             x = data["x_train"][: spec.batch_size]
             y = data["y_train"][: spec.batch_size].clone()
             y[0] = 1.0
@@ -931,6 +1150,13 @@ def _significant(a: list[float], b: list[float]) -> int:
     return int(np.sign(d.mean())) if abs(d.mean()) > 2 * se else 0
 
 
+def _grid_text(g: GridSpec) -> str:
+    return (
+        f"focal α ∈ {g.focal_alpha}, γ_f ∈ {g.focal_gamma}; PESG γ ∈ "
+        f"{{{', '.join(f'1/{round(1 / e)}' for e in g.epoch_decay)}}}; m ∈ {g.margin}"
+    )
+
+
 def _params_text(prm: tuple) -> str:
     names = {"alpha": "α", "gamma": "γ_f", "epoch_decay": "γ", "margin": "m"}
     parts = []
@@ -942,16 +1168,20 @@ def _params_text(prm: tuple) -> str:
     return ", ".join(parts) or "—"
 
 
-def _report(cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs, abl_notes, timing, wall) -> str:
+def _report(
+    cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs, abl_notes, timing, wall
+) -> str:
     losses = cfg.losses
     L = []
     L.append(f"# Benchmark study: {', '.join(LOSS_TITLES[x] for x in losses)} on imbalanced data\n")
-    L.append(f"Generated by `deepauc study` (config name `{cfg.name}`) in {wall / 60:.1f} minutes "
-             f"with {cfg.workers} worker process(es) × {cfg.threads} torch thread(s) "
-             f"(torch {torch.__version__}, CPU). Every number is a test AUC at the end of training, mean ± std "
-             f"over {len(cfg.seeds)} seeds (seeds {', '.join(map(str, cfg.seeds))}: each drops different "
-             f"positives and draws a different 10 % validation split; the test set is untouched). "
-             f"All runs: `{cfg.name}_runs.csv`.\n")
+    L.append(
+        f"Generated by `deepauc study` (config name `{cfg.name}`) in {wall / 60:.1f} minutes "
+        f"with {cfg.workers} worker process(es) × {cfg.threads} torch thread(s) "
+        f"(torch {torch.__version__}, CPU). Every number is a test AUC at the end of training, mean ± std "
+        f"over {len(cfg.seeds)} seeds (seeds {', '.join(map(str, cfg.seeds))}: each drops different "
+        f"positives and draws a different 10 % validation split; the test set is untouched). "
+        f"All runs: `{cfg.name}_runs.csv`.\n"
+    )
 
     # --- Table 1 layout
     L.append("## Table 1 layout: test AUC\n")
@@ -964,13 +1194,23 @@ def _report(cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs,
     orderings = []
     for spec in available:
         for r in spec.imratios:
-            cells = {loss: _tests(runner, [final[spec.name, r, loss, s] for s in cfg.seeds]) for loss in losses}
+            cells = {
+                loss: _tests(runner, [final[spec.name, r, loss, s] for s in cfg.seeds])
+                for loss in losses
+            }
             means = {k: np.nanmean(v) if np.isfinite(v).any() else -1 for k, v in cells.items()}
             best = max(means, key=means.get)
             achieved = runner.result(final[spec.name, r, losses[0], cfg.seeds[0]])["imratio"]
-            ratio = f"{achieved:.1%}" if abs(achieved - r) < 5e-4 else f"{achieved:.1%} (asked {r:.0%})"
-            row = f"| {spec.name} ({model_title(spec)}) | {ratio} | " + " | ".join(
-                (f"**{_fmt(cells[k])}**" if k == best else _fmt(cells[k])) for k in losses) + " |"
+            ratio = (
+                f"{achieved:.1%}" if abs(achieved - r) < 5e-4 else f"{achieved:.1%} (asked {r:.0%})"
+            )
+            row = (
+                f"| {spec.name} ({model_title(spec)}) | {ratio} | "
+                + " | ".join(
+                    (f"**{_fmt(cells[k])}**" if k == best else _fmt(cells[k])) for k in losses
+                )
+                + " |"
+            )
             if has_cm:
                 row += f" {_paired(cells['auc_m'], cells['ce'])} |"
             L.append(row)
@@ -979,25 +1219,28 @@ def _report(cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs,
     cap = []
     for spec in available:
         pos = runner.result(final[spec.name, spec.imratios[0], losses[0], cfg.seeds[0]])
-        cap.append(f"{spec.name}: {model_title(spec)}"
-                   f"{f' at {spec.image_size}×{spec.image_size} px' if spec.image_size else ''}, "
-                   f"{spec.epochs} epochs (paper: 100), batch {spec.batch_size}, lr {spec.lr or cfg.train.lr:g}"
-                   f"{', horizontal flips' if spec.flip else ''}, tuned on the mean validation AUC of seed(s) "
-                   f"{', '.join(map(str, spec.tune_seeds or cfg.seeds[:1]))}; "
-                   f"{pos['n_train']} training rows at the first ratio")
-    g = cfg.grids
-    L.append("*Caption.* " + "; ".join(cap) + ". "
-             f"Stagewise lr: ÷{cfg.train.decay_factor:g} at {', '.join(f'{f:.0%}' for f in cfg.train.decay_at)} "
-             f"of the epochs (PESG: each decay ends a stage, v_ref ← the stage's average); weight decay "
-             f"{cfg.train.weight_decay:g}; CE and focal by SGD with momentum {cfg.train.sgd_momentum:g}; AUC-S and "
-             f"AUC-M by our PESG (dual step `{cfg.train.dual}`, momentum {cfg.train.pesg_momentum:g}), BSN "
-             f"{'on' if cfg.train.batch_score_norm else 'off'}, p fixed at the training split's ratio. Grids: "
-             f"focal α ∈ {g.focal_alpha}, γ_f ∈ {g.focal_gamma}; PESG γ ∈ "
-             f"{{{', '.join(f'1/{round(1 / e)}' for e in g.epoch_decay)}}}; m ∈ {g.margin} "
-             f"(paper: α ∈ [0.25, 0.5, 0.75], γ_f ∈ [1, 2, 5], γ ∈ {{1/100, 1/300, 1/500, 1/700, 1/1000}}, "
-             f"m ∈ [0.1, 0.3, 0.5, 0.7, 1.0]). Ratios below `min_positives` positives are raised to it. "
-             "Bold: best mean in the row. The last column is the mean ± std over seeds of the per-seed "
-             "difference (same split and initial weights for both losses)." + (f" {cfg.notes}" if cfg.notes else ""))
+        cap.append(
+            f"{spec.name}: {model_title(spec)}"
+            f"{f' at {spec.image_size}×{spec.image_size} px' if spec.image_size else ''}, "
+            f"{spec.epochs} epochs (paper: 100), batch {spec.batch_size}, lr {spec.lr or cfg.train.lr:g}"
+            f"{', horizontal flips' if spec.flip else ''}, tuned on the mean validation AUC of seed(s) "
+            f"{', '.join(map(str, spec.tune_seeds or cfg.seeds[:1]))}"
+            f"{' over its own grids ' + _grid_text(spec.grids) if spec.grids else ''}; "
+            f"{pos['n_train']} training rows at the first ratio"
+        )
+    L.append(
+        "*Caption.* " + "; ".join(cap) + ". "
+        f"Stagewise lr: ÷{cfg.train.decay_factor:g} at {', '.join(f'{f:.0%}' for f in cfg.train.decay_at)} "
+        f"of the epochs (PESG: each decay ends a stage, v_ref ← the stage's average); weight decay "
+        f"{cfg.train.weight_decay:g}; CE and focal by SGD with momentum {cfg.train.sgd_momentum:g}; AUC-S and "
+        f"AUC-M by our PESG (dual step `{cfg.train.dual}`, momentum {cfg.train.pesg_momentum:g}), BSN "
+        f"{'on' if cfg.train.batch_score_norm else 'off'}, p fixed at the training split's ratio. Grids: "
+        f"{_grid_text(cfg.grids)} (paper: α ∈ [0.25, 0.5, 0.75], γ_f ∈ [1, 2, 5], γ ∈ {{1/100, 1/300, 1/500, 1/700, 1/1000}}, "
+        f"m ∈ [0.1, 0.3, 0.5, 0.7, 1.0]). Ratios below `min_positives` positives are raised to it. "
+        "Bold: best mean in the row. The last column is the mean ± std over seeds of the per-seed "
+        "difference (same split and initial weights for both losses)."
+        + (f" {cfg.notes}" if cfg.notes else "")
+    )
     L.append("")
     L.append("The paper's Table 1 (ResNet20-ELU rows, imratio 1 %, 100 epochs) for comparison:\n")
     L.append("| Dataset | CE | Focal | AUC-S | AUC-M |\n|---|---|---|---|---|")
@@ -1007,15 +1250,25 @@ def _report(cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs,
 
     # --- ordering
     L.append("## Does the paper's ordering hold?\n")
-    L.append("The paper's claim: AUC-M ≥ AUC-S > CE, Focal, most clearly at imratio 1 %. Per row, "
-             "a difference counts when the paired per-seed difference exceeds two standard errors.\n")
-    for spec, r, achieved, cells in orderings:
+    L.append(
+        "The paper's claim: AUC-M ≥ AUC-S > CE, Focal, most clearly at imratio 1 %. Per row, "
+        "a difference counts when the paired per-seed difference exceeds two standard errors.\n"
+    )
+    for spec, _r, achieved, cells in orderings:
         bits = []
-        for a, b in (("auc_m", "auc_s"), ("auc_m", "ce"), ("auc_m", "focal"), ("auc_s", "ce"), ("ce", "focal")):
+        for a, b in (
+            ("auc_m", "auc_s"),
+            ("auc_m", "ce"),
+            ("auc_m", "focal"),
+            ("auc_s", "ce"),
+            ("ce", "focal"),
+        ):
             if a in cells and b in cells:
                 sig = _significant(cells[a], cells[b])
                 word = {1: ">", -1: "<", 0: "≈"}[sig]
-                bits.append(f"{LOSS_TITLES[a]} {word} {LOSS_TITLES[b]} ({_paired(cells[a], cells[b])})")
+                bits.append(
+                    f"{LOSS_TITLES[a]} {word} {LOSS_TITLES[b]} ({_paired(cells[a], cells[b])})"
+                )
         L.append(f"- {spec.name} at {achieved:.1%}: " + "; ".join(bits) + ".")
     L.append("")
 
@@ -1038,7 +1291,9 @@ def _report(cfg, available, skipped, runner, final, chosen, tune_jobs, abl_jobs,
 
     # --- ablations
     if abl_jobs or abl_notes:
-        L.extend(_ablation_report(cfg, available, runner, final, chosen, abl_jobs, abl_notes, timing))
+        L.extend(
+            _ablation_report(cfg, available, runner, final, chosen, abl_jobs, abl_notes, timing)
+        )
     if skipped:
         L.append("## Data sets skipped\n")
         for k, v in skipped.items():
@@ -1059,11 +1314,18 @@ def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, tim
         r = _ablation_ratio(cfg, specs[name])
         return [final[name, r, loss, s] for s in cfg.seeds]
 
-    names = [n for n in a.datasets if n in specs and any(k.endswith(f"/{n}") or f"/{n}/" in k for k in abl_jobs)]
+    order = a.datasets + [n for n in a.libauc_datasets if n not in a.datasets]
+    names = [
+        n
+        for n in order
+        if n in specs and any(k.endswith(f"/{n}") or f"/{n}/" in k for k in abl_jobs)
+    ]
     ratio_of = {n: runner.result(main(n, "auc_m")[0])["imratio"] for n in names}
     if any(f"two_stage/{n}" in abl_jobs for n in names):
         L.append("### Two-stage vs one-stage (paper §3.4)\n")
-        L.append("| Dataset | imratio | CE | AUC-M from scratch | CE → AUC-M (fresh head) | two-stage − scratch (paired) |")
+        L.append(
+            "| Dataset | imratio | CE | AUC-M from scratch | CE → AUC-M (fresh head) | two-stage − scratch (paired) |"
+        )
         L.append("|---|---|---|---|---|---|")
         for n in names:
             if f"two_stage/{n}" not in abl_jobs:
@@ -1071,11 +1333,15 @@ def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, tim
             ts = _tests(runner, abl_jobs[f"two_stage/{n}"])
             sc = _tests(runner, main(n, "auc_m"))
             ce = _fmt(_tests(runner, main(n, "ce"))) if "ce" in cfg.losses else "—"
-            L.append(f"| {n} | {ratio_of[n]:.1%} | {ce} | {_fmt(sc)} | {_fmt(ts)} | {_paired(ts, sc)} |")
-        L.append(f"\nSame total epochs for all three: the two-stage run spends {a.two_stage_ce_fraction:.0%} of "
-                 "them on CE (SGD) and the rest on AUC-M (PESG, tuned γ and m, lr "
-                 f"{a.stage2_lr if a.stage2_lr else 'as the data set'}) after re-initialising the last "
-                 "linear layer; each stage has its own stagewise decays.\n")
+            L.append(
+                f"| {n} | {ratio_of[n]:.1%} | {ce} | {_fmt(sc)} | {_fmt(ts)} | {_paired(ts, sc)} |"
+            )
+        L.append(
+            f"\nSame total epochs for all three: the two-stage run spends {a.two_stage_ce_fraction:.0%} of "
+            "them on CE (SGD) and the rest on AUC-M (PESG, tuned γ and m, lr "
+            f"{a.stage2_lr if a.stage2_lr else 'as the data set'}) after re-initialising the last "
+            "linear layer; each stage has its own stagewise decays.\n"
+        )
     if any(f"robust/{n}/easy/auc_m" in abl_jobs for n in names):
         L.append("### Robustness to easy and noisy data (paper §3.2–3.3, appendix N)\n")
         L.append("| Dataset | training data | AUC-S | AUC-M | AUC-M − AUC-S (paired) |")
@@ -1083,36 +1349,52 @@ def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, tim
         for n in names:
             if f"robust/{n}/easy/auc_m" not in abl_jobs:
                 continue
-            rows = [("clean", main(n, "auc_s") if "auc_s" in cfg.losses else None, main(n, "auc_m"))]
-            rows += [(f"+{v}", abl_jobs[f"robust/{n}/{v}/auc_s"], abl_jobs[f"robust/{n}/{v}/auc_m"])
-                     for v in ("easy", "noisy")]
+            rows = [
+                ("clean", main(n, "auc_s") if "auc_s" in cfg.losses else None, main(n, "auc_m"))
+            ]
+            rows += [
+                (f"+{v}", abl_jobs[f"robust/{n}/{v}/auc_s"], abl_jobs[f"robust/{n}/{v}/auc_m"])
+                for v in ("easy", "noisy")
+            ]
             for label, js, jm in rows:
                 s = _tests(runner, js) if js else None
                 m = _tests(runner, jm)
-                L.append(f"| {n} ({ratio_of[n]:.1%}) | {label} | {_fmt(s) if s else '—'} | {_fmt(m)} | "
-                         f"{_paired(m, s) if s else '—'} |")
-        L.append(f"\n+easy: {a.easy_frac:.0%} more training rows, duplicates of rows that a pixel-space "
-                 "logistic regression places on their own side of their class's median score (class ratio "
-                 f"kept). +noisy: {a.noise_frac:.0%} of the positive labels flipped to negative and as many "
-                 "negative labels flipped to positive (class ratio kept). Validation and test sets clean; "
-                 "hyper-parameters as tuned on the clean data.\n")
+                L.append(
+                    f"| {n} ({ratio_of[n]:.1%}) | {label} | {_fmt(s) if s else '—'} | {_fmt(m)} | "
+                    f"{_paired(m, s) if s else '—'} |"
+                )
+        L.append(
+            f"\n+easy: {a.easy_frac:.0%} more training rows, duplicates of rows that a pixel-space "
+            "logistic regression places on their own side of their class's median score (class ratio "
+            f"kept). +noisy: {a.noise_frac:.0%} of the positive labels flipped to negative and as many "
+            "negative labels flipped to positive (class ratio kept). Validation and test sets clean; "
+            "hyper-parameters as tuned on the clean data.\n"
+        )
     if any(f"alpha/{n}/clean" in abl_jobs for n in names):
         L.append("### α ≥ 0: AUC-M with and without the projection\n")
-        L.append("| Dataset | training data | with α ≥ 0 (AUC-M) | α unconstrained | with − without (paired) |")
+        L.append(
+            "| Dataset | training data | with α ≥ 0 (AUC-M) | α unconstrained | with − without (paired) |"
+        )
         L.append("|---|---|---|---|---|")
         for n in names:
             for v in ("clean", "easy"):
                 k = f"alpha/{n}/{v}"
                 if k not in abl_jobs:
                     continue
-                w = _tests(runner, main(n, "auc_m") if v == "clean" else abl_jobs[f"robust/{n}/easy/auc_m"])
+                w = _tests(
+                    runner, main(n, "auc_m") if v == "clean" else abl_jobs[f"robust/{n}/easy/auc_m"]
+                )
                 wo = _tests(runner, abl_jobs[k])
-                L.append(f"| {n} ({ratio_of[n]:.1%}) | {v if v == 'clean' else '+easy'} | {_fmt(w)} | "
-                         f"{_fmt(wo)} | {_paired(w, wo)} |")
+                L.append(
+                    f"| {n} ({ratio_of[n]:.1%}) | {v if v == 'clean' else '+easy'} | {_fmt(w)} | "
+                    f"{_fmt(wo)} | {_paired(w, wo)} |"
+                )
         L.append("")
     if any(f"dual/{n}" in abl_jobs for n in names):
         L.append("### PESG dual step: normalized vs the paper's\n")
-        L.append("| Dataset | imratio | `dual='normalized'` | `dual='paper'` | normalized − paper (paired) |")
+        L.append(
+            "| Dataset | imratio | `dual='normalized'` | `dual='paper'` | normalized − paper (paired) |"
+        )
         L.append("|---|---|---|---|---|")
         for n in names:
             if f"dual/{n}" not in abl_jobs:
@@ -1122,26 +1404,51 @@ def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, tim
             if cfg.train.dual == "paper":
                 m, pp = pp, m
             L.append(f"| {n} | {ratio_of[n]:.1%} | {_fmt(m)} | {_fmt(pp)} | {_paired(m, pp)} |")
-        L.append("\nThe docstring of `deepauc.optim` cites a measurement on an MLP; `bench/dual_step.py` "
-                 "re-measures that exact setting (see `reports/study_dual_step.md`).\n")
+        L.append(
+            "\nThe docstring of `deepauc.optim` cites a measurement on an MLP; `bench/dual_step.py` "
+            "re-measures that exact setting (see `reports/study_dual_step.md`).\n"
+        )
+    if any(f"bsn/{n}" in abl_jobs for n in names):
+        L.append("### Batch score normalisation (paper appendix M)\n")
+        L.append(
+            "| Dataset | imratio | AUC-M with BSN | AUC-M without BSN | with − without (paired) |"
+        )
+        L.append("|---|---|---|---|---|")
+        for n in names:
+            if f"bsn/{n}" not in abl_jobs:
+                continue
+            m = _tests(runner, main(n, "auc_m"))
+            o = _tests(runner, abl_jobs[f"bsn/{n}"])
+            if not cfg.train.batch_score_norm:
+                m, o = o, m
+            L.append(f"| {n} | {ratio_of[n]:.1%} | {_fmt(m)} | {_fmt(o)} | {_paired(m, o)} |")
+        L.append("")
     lib_names = [n for n in names if f"libauc/{n}" in abl_jobs or f"attr/{n}/clip" in abl_jobs]
     if lib_names:
         L.append("### LibAUC side by side\n")
-        L.append("Same data, network, seeds, initial weights, batches, epochs and hyper-parameters (tuned γ, m; "
-                 "lr, weight decay, decays; BSN applied to the scores fed to both losses; momentum "
-                 f"{cfg.train.pesg_momentum:g} for both). LibAUC is called as its documentation shows: "
-                 "`AUCMLoss(margin, imratio)` then `loss(scores, labels)`, `PESG(model.parameters(), loss_fn=..., "
-                 "...)`, `update_regularizer(decay_factor)` at each decay. The middle columns are ours with "
-                 "one of LibAUC's design choices switched on.\n")
-        tw = [("vref_noise", "+ v_ref ~ N(0, 0.01)"), ("batch_p", "+ per-batch p"),
-              ("clip", "+ grad clip ±1"), ("libauc_alpha", "+ LibAUC α step")]
-        L.append("| Dataset | imratio | ours (AUC-M) | " + " | ".join(t for _, t in tw) + " | LibAUC 2.0.1 | ours − LibAUC (paired) |")
+        L.append(
+            "Same data, network, seeds, initial weights, batches, epochs and hyper-parameters (tuned γ, m; "
+            "lr, weight decay, decays; BSN applied to the scores fed to both losses; momentum "
+            f"{cfg.train.pesg_momentum:g} for both). LibAUC is called as its documentation shows: "
+            "`AUCMLoss(margin, imratio)` then `loss(scores, labels)`, `PESG(model.parameters(), loss_fn=..., "
+            "...)`, `update_regularizer(decay_factor)` at each decay. The middle columns are ours with "
+            "one of LibAUC's design choices switched on.\n"
+        )
+        tw = list(ATTRIBUTION_TWEAKS)
+        L.append(
+            "| Dataset | imratio | ours (AUC-M) | "
+            + " | ".join(t for _, t in tw)
+            + " | LibAUC 2.0.1 | ours − LibAUC (paired) |"
+        )
         L.append("|---|---|---|" + "---|" * len(tw) + "---|---|")
         for n in lib_names:
             ours = _tests(runner, main(n, "auc_m"))
             lib = _tests(runner, abl_jobs[f"libauc/{n}"]) if f"libauc/{n}" in abl_jobs else None
-            L.append(f"| {n} | {ratio_of[n]:.1%} | {_fmt(ours)} | " + " | ".join(cell(f"attr/{n}/{t}") for t, _ in tw)
-                     + f" | {_fmt(lib) if lib else 'skipped'} | {_paired(ours, lib) if lib else '—'} |")
+            L.append(
+                f"| {n} | {ratio_of[n]:.1%} | {_fmt(ours)} | "
+                + " | ".join(cell(f"attr/{n}/{t}") for t, _ in tw)
+                + f" | {_fmt(lib) if lib else 'skipped'} | {_paired(ours, lib) if lib else '—'} |"
+            )
         L.append("")
         for n in lib_names:
             ours = _tests(runner, main(n, "auc_m"))
@@ -1151,19 +1458,27 @@ def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, tim
                     other = _tests(runner, abl_jobs[f"attr/{n}/{t}"])
                     sig = _significant(ours, other)
                     verdict = {1: "hurts", -1: "helps", 0: "no difference beyond seed noise"}[sig]
-                    effects.append(f"{title.lstrip('+ ')}: {verdict} ({_paired(other, ours)} vs ours)")
+                    effects.append(
+                        f"{title.lstrip('+ ')}: {verdict} ({_paired(other, ours)} vs ours)"
+                    )
             if effects:
                 L.append(f"- {n}: " + "; ".join(effects) + ".")
         L.append("")
     if timing:
         L.append("### Time per training step (forward + backward + optimiser step)\n")
-        L.append("| Dataset | network | batch | ours: step ms | ours: optimiser ms | LibAUC: step ms | LibAUC: optimiser ms |")
+        L.append(
+            "| Dataset | network | batch | ours: step ms | ours: optimiser ms | LibAUC: step ms | LibAUC: optimiser ms |"
+        )
         L.append("|---|---|---|---|---|---|---|")
         for t in timing:
-            L.append(f"| {t['dataset']} | {t['model']} | {t['batch']} | {t['auc_m_step_ms']:.2f} | "
-                     f"{t['auc_m_opt_ms']:.3f} | {t['libauc_step_ms']:.2f} | {t['libauc_opt_ms']:.3f} |")
-        L.append(f"\nMedian over {cfg.ablations.timing_steps} steps in one process with {cfg.threads} torch "
-                 "thread(s), measured one optimiser after the other on a shared machine.\n")
+            L.append(
+                f"| {t['dataset']} | {t['model']} | {t['batch']} | {t['auc_m_step_ms']:.2f} | "
+                f"{t['auc_m_opt_ms']:.3f} | {t['libauc_step_ms']:.2f} | {t['libauc_opt_ms']:.3f} |"
+            )
+        L.append(
+            f"\nMedian over {cfg.ablations.timing_steps} steps in one process with {cfg.threads} torch "
+            "thread(s), measured one optimiser after the other on a shared machine.\n"
+        )
     for note in notes:
         L.append(f"- {note}")
     if notes:
@@ -1177,7 +1492,9 @@ def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, tim
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--workers", type=int, default=None, help="override the config's worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="override the config's worker processes"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
 
 

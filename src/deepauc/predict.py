@@ -21,6 +21,8 @@ import torch
 from deepauc.config import add_config_arguments
 from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import CachedImages, to_device_batch
+from deepauc.data.resize import check_cached
+from deepauc.data.tables import read_test_csv
 from deepauc.experiment import ExperimentConfig, load_experiment
 from deepauc.models import create_model
 from deepauc.preds import COMPETITION, write_pred_dir
@@ -84,7 +86,9 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
     """Score every fold's OOF rows and the test set; write the prediction directories."""
     device = device or pick_device()
     table = pd.read_csv(cfg.data.train_csv)
-    test = pd.read_csv(cfg.data.test_csv) if cfg.data.test_csv else None
+    test = read_test_csv(cfg.data.test_csv) if cfg.data.test_csv else None
+    if test is not None:  # fail before the first fold, not after it
+        check_cached(list(test["image_name"]), cfg.data.cache_dir, cfg.data.image_size, cfg.data.test_csv)
     oof_parts, plain_parts, test_cols, test_plain = [], [], {}, {}
     for fold in cfg.fold_ids():
         model = load_fold_model(cfg, fold, device)

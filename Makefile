@@ -21,6 +21,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 endif
 DEEPAUC := $(PY) -m deepauc
+# how `train` is launched: e.g. TRAIN_LAUNCH="$(VENV)/bin/torchrun --nproc_per_node=4 -m deepauc"
+TRAIN_LAUNCH ?= $(DEEPAUC)
 
 # ---- experiment set -----------------------------------------------------------------------
 EXP ?= demo
@@ -117,7 +119,7 @@ $(CACHE)/%/index_test.csv: $(DATA)/test.csv
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES
 models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
-	$(DEEPAUC) train --config $$< --fold $$* $(SETS)
+	$(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
 preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
 	$(DEEPAUC) predict --config $$< $(SETS)
 preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv

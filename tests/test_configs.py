@@ -10,8 +10,13 @@ from deepauc.experiment import load_experiment
 from deepauc.meta import MetaConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-EXPERIMENTS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name in ("demo", "siim")
-                     and p.stem not in ("ensemble",) and not p.stem.startswith("meta"))
+EXPERIMENTS = sorted(
+    p
+    for p in CONFIGS.glob("*/*.yaml")
+    if p.parent.name in ("demo", "siim")
+    and p.stem not in ("ensemble",)
+    and not p.stem.startswith("meta")
+)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -36,7 +41,12 @@ def test_meta_and_ensemble_configs_load(exp):
 
 def test_siim_configs_follow_the_paper_recipe():
     ce = load_experiment(CONFIGS / "siim/ce_b5_384.yaml")
-    assert (ce.schedule.name, ce.schedule.min_lr, ce.optim.lr, ce.schedule.cycle_epochs) == ("cyclic", 3e-5, 2.4e-4, 8)
+    assert (ce.schedule.name, ce.schedule.min_lr, ce.optim.lr, ce.schedule.cycle_epochs) == (
+        "cyclic",
+        3e-5,
+        2.4e-4,
+        8,
+    )
     assert ce.schedule.epochs == 16 and ce.optim.weight_decay == 1e-5
     aucm = load_experiment(CONFIGS / "siim/aucm_b5_384.yaml")
     assert aucm.optim.epoch_decay == pytest.approx(1 / 500) and aucm.optim.lr == 0.01

@@ -15,11 +15,23 @@ from deepauc.data.demo import (
 )
 from deepauc.data.tables import read_sample_submission, read_test_csv, read_train_csv
 
-SMALL = DemoSizes(n_train=300, n_patients=60, n_test=60, n_test_patients=12, n_isic2019=80,
-                  n_isic2018=20, n_isic2017=10, n_malignant=8, image_size=40,
-                  malignant_ratio=0.02)
+SMALL = DemoSizes(
+    n_train=300,
+    n_patients=60,
+    n_test=60,
+    n_test_patients=12,
+    n_isic2019=80,
+    n_isic2018=20,
+    n_isic2017=10,
+    n_malignant=8,
+    image_size=40,
+    malignant_ratio=0.02,
+)
 CSVS = [
-    "train.csv", "test.csv", "sample_submission.csv", "demo_solution.csv",
+    "train.csv",
+    "test.csv",
+    "sample_submission.csv",
+    "demo_solution.csv",
     "external/isic2019/ISIC_2019_Training_GroundTruth.csv",
     "external/isic2019/ISIC_2019_Training_Metadata.csv",
     "external/isic2018/HAM10000_metadata.csv",
@@ -64,19 +76,45 @@ def test_external_layout(demo):
     out, _ = demo
     gt = pd.read_csv(out / "external/isic2019/ISIC_2019_Training_GroundTruth.csv")
     meta = pd.read_csv(out / "external/isic2019/ISIC_2019_Training_Metadata.csv")
-    assert list(gt.columns) == ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+    assert list(gt.columns) == [
+        "image",
+        "MEL",
+        "NV",
+        "BCC",
+        "AK",
+        "BKL",
+        "DF",
+        "VASC",
+        "SCC",
+        "UNK",
+    ]
     assert list(meta.columns) == ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]
     assert (gt.iloc[:, 1:].sum(axis=1) == 1).all()
     assert list(gt["image"]) == list(meta["image"])
     assert gt["image"].str.endswith("_downsampled").any()
     assert meta["anatom_site_general"].isna().any()
     assert set(meta["anatom_site_general"].dropna()) <= {
-        "anterior torso", "posterior torso", "lateral torso", "upper extremity",
-        "lower extremity", "head/neck", "palms/soles", "oral/genital"}
+        "anterior torso",
+        "posterior torso",
+        "lateral torso",
+        "upper extremity",
+        "lower extremity",
+        "head/neck",
+        "palms/soles",
+        "oral/genital",
+    }
     for image in gt["image"]:
         assert (out / "external/isic2019/ISIC_2019_Training_Input" / f"{image}.jpg").is_file()
     ham = pd.read_csv(out / "external/isic2018/HAM10000_metadata.csv")
-    assert list(ham.columns) == ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+    assert list(ham.columns) == [
+        "lesion_id",
+        "image_id",
+        "dx",
+        "dx_type",
+        "age",
+        "sex",
+        "localization",
+    ]
     in_2019 = ham["image_id"].isin(gt["image"].str.replace("_downsampled", ""))
     assert in_2019.mean() >= 0.8 and not in_2019.all()
     mal = read_train_csv(out / "external/malignant/malignant.csv")
@@ -112,8 +150,13 @@ def test_deterministic_from_seed(tmp_path, demo):
     generate(again, seed=3, sizes=SMALL, workers=2)  # worker processes change nothing
     for rel in CSVS:
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
-    for folder in ["jpeg/train", "jpeg/test", "external/isic2019/ISIC_2019_Training_Input",
-                   "external/isic2018/images", "external/malignant/jpeg"]:
+    for folder in [
+        "jpeg/train",
+        "jpeg/test",
+        "external/isic2019/ISIC_2019_Training_Input",
+        "external/isic2018/images",
+        "external/malignant/jpeg",
+    ]:
         files = sorted((out / folder).glob("*.jpg"))
         assert [p.name for p in files] == [p.name for p in sorted((again / folder).glob("*.jpg"))]
         for path in files:
@@ -157,10 +200,31 @@ def test_render_signal_is_present_but_noisy():
 
 
 def test_cli_refuses_to_overwrite(tmp_path, capsys):
-    args = ["demo-data", "--out", str(tmp_path), "--seed", "1", "--n-train", "40",
-            "--n-patients", "10", "--n-test", "10", "--n-test-patients", "3",
-            "--n-isic2019", "20", "--n-isic2018", "5", "--n-isic2017", "4",
-            "--n-malignant", "4", "--image-size", "32"]
+    args = [
+        "demo-data",
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "1",
+        "--n-train",
+        "40",
+        "--n-patients",
+        "10",
+        "--n-test",
+        "10",
+        "--n-test-patients",
+        "3",
+        "--n-isic2019",
+        "20",
+        "--n-isic2018",
+        "5",
+        "--n-isic2017",
+        "4",
+        "--n-malignant",
+        "4",
+        "--image-size",
+        "32",
+    ]
     assert main(args) == 0
     assert "train images" in capsys.readouterr().out
     assert main(args) == 1

@@ -47,8 +47,13 @@ def data(tmp_path):
         jpeg(root / "jpeg" / "train" / f"{name}.jpg", i)
 
     d19 = tmp_path / "external" / "isic2019"
-    images19 = ["ISIC_0000001", "ISIC_0000002", "ISIC_0024306_downsampled", "ISIC_0000004",
-                "ISIC_0000005"]
+    images19 = [
+        "ISIC_0000001",
+        "ISIC_0000002",
+        "ISIC_0024306_downsampled",
+        "ISIC_0000004",
+        "ISIC_0000005",
+    ]
     labels19 = ["MEL", "NV", "BCC", "BKL", "NV"]
     gt = pd.DataFrame(onehot_rows(labels19), columns=CLASSES)
     gt.insert(0, "image", images19)
@@ -58,8 +63,13 @@ def data(tmp_path):
         {
             "image": images19,
             "age_approx": [55.0, np.nan, 70.0, 40.0, 30.0],
-            "anatom_site_general": ["anterior torso", "posterior torso", "lateral torso",
-                                    "head/neck", np.nan],
+            "anatom_site_general": [
+                "anterior torso",
+                "posterior torso",
+                "lateral torso",
+                "head/neck",
+                np.nan,
+            ],
             "lesion_id": ["BCN_0000001", np.nan, "HAM_0000001", "BCN_0000001", np.nan],
             "sex": ["male", "female", np.nan, "male", "female"],
         }
@@ -89,10 +99,25 @@ def data(tmp_path):
 
     dm = tmp_path / "external" / "malignant"
     mal = train.iloc[[1]].copy()  # same name as a competition image
-    mal = pd.concat([mal, pd.DataFrame([{
-        "image_name": "ISIC_2000001", "patient_id": np.nan, "sex": "male", "age_approx": 65.0,
-        "anatom_site_general_challenge": "anterior torso", "diagnosis": np.nan,
-        "benign_malignant": "malignant", "target": 1}])])
+    mal = pd.concat(
+        [
+            mal,
+            pd.DataFrame(
+                [
+                    {
+                        "image_name": "ISIC_2000001",
+                        "patient_id": np.nan,
+                        "sex": "male",
+                        "age_approx": 65.0,
+                        "anatom_site_general_challenge": "anterior torso",
+                        "diagnosis": np.nan,
+                        "benign_malignant": "malignant",
+                        "target": 1,
+                    }
+                ]
+            ),
+        ]
+    )
     jpeg(dm / "jpeg" / "ISIC_1000002.jpg", 300)
     jpeg(dm / "jpeg" / "ISIC_2000001.jpg", 301)
     mal.to_csv(dm / "malignant.csv", index=False)
@@ -115,11 +140,14 @@ def test_labels_sites_and_patient_ids_mapped(data):
     assert t.loc["ISIC_0024306", "anatom_site_general_challenge"] == "torso"
     assert t.loc["ISIC_0000004", "anatom_site_general_challenge"] == "head/neck"
     # patient id = lesion id, else one per image
-    assert t.loc["ISIC_0000001", "patient_id"] == t.loc["ISIC_0000004", "patient_id"] == "BCN_0000001"
+    assert (
+        t.loc["ISIC_0000001", "patient_id"] == t.loc["ISIC_0000004", "patient_id"] == "BCN_0000001"
+    )
     assert t.loc["ISIC_0000002", "patient_id"] == "ISIC2019_ISIC_0000002"
     # suffix stripped in the name, kept in the path; paths relative to the train.csv folder
     assert t.loc["ISIC_0024306", "image_path"] == (
-        "../external/isic2019/ISIC_2019_Training_Input/ISIC_0024306_downsampled.jpg")
+        "../external/isic2019/ISIC_2019_Training_Input/ISIC_0024306_downsampled.jpg"
+    )
     assert t.loc["ISIC_1000001", "image_path"] == "jpeg/train/ISIC_1000001.jpg"
     assert list(table.columns[:8]) == TRAIN_COLUMNS
     assert set(table["source"]) == {"competition", "isic2019"}
@@ -129,7 +157,8 @@ def test_labels_sites_and_patient_ids_mapped(data):
 
 def test_2018_overlap_counted_once_and_content_duplicate_dropped(data):
     table, report = build_training_table(
-        data["train_csv"], data["d19"], isic2018_dir=data["d18"], malignant_dir=data["dm"])
+        data["train_csv"], data["d19"], isic2018_dir=data["d18"], malignant_dir=data["dm"]
+    )
     assert table["image_name"].is_unique
     # ISIC_0024306 is in 2019 (as _downsampled) and in 2018: kept once, from 2019
     row = table[table["image_name"] == "ISIC_0024306"]
@@ -187,7 +216,9 @@ def test_unknown_2019_site_names_row(data):
     meta = pd.read_csv(path)
     meta.loc[3, "anatom_site_general"] = "elbow"
     meta.to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"Metadata.csv: unknown value.*line 5 \(ISIC_0000004\): 'elbow'"):
+    with pytest.raises(
+        ValueError, match=r"Metadata.csv: unknown value.*line 5 \(ISIC_0000004\): 'elbow'"
+    ):
         build_training_table(data["train_csv"], data["d19"])
 
 
@@ -204,15 +235,44 @@ def test_strip_suffix():
 
 def test_cli_on_demo_data(tmp_path, capsys):
     demo = tmp_path / "demo"
-    generate(demo, seed=5, sizes=DemoSizes(n_train=120, n_patients=30, n_test=12,
-                                           n_test_patients=4, n_isic2019=60, n_isic2018=20,
-                                           n_isic2017=10, n_malignant=6, image_size=32))
+    generate(
+        demo,
+        seed=5,
+        sizes=DemoSizes(
+            n_train=120,
+            n_patients=30,
+            n_test=12,
+            n_test_patients=4,
+            n_isic2019=60,
+            n_isic2018=20,
+            n_isic2017=10,
+            n_malignant=6,
+            image_size=32,
+        ),
+    )
     ext = demo / "external"
     out, report = tmp_path / "train_ext.csv", tmp_path / "ext.md"
-    code = main(["external", "--train-csv", str(demo / "train.csv"),
-                 "--isic2019-dir", str(ext / "isic2019"), "--isic2018-dir", str(ext / "isic2018"),
-                 "--isic2017-dir", str(ext / "isic2017"), "--malignant-dir", str(ext / "malignant"),
-                 "--out", str(out), "--report", str(report), "--workers", "2"])
+    code = main(
+        [
+            "external",
+            "--train-csv",
+            str(demo / "train.csv"),
+            "--isic2019-dir",
+            str(ext / "isic2019"),
+            "--isic2018-dir",
+            str(ext / "isic2018"),
+            "--isic2017-dir",
+            str(ext / "isic2017"),
+            "--malignant-dir",
+            str(ext / "malignant"),
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+            "--workers",
+            "2",
+        ]
+    )
     assert code == 0
     assert "External data merge" in capsys.readouterr().out
     table = read_train_csv(out)
@@ -228,8 +288,17 @@ def test_cli_on_demo_data(tmp_path, capsys):
     assert set(table.loc[table["source"] == "isic2018", "image_name"]) == only_2018
     assert "dropped_same_content" in report.read_text()
 
-    code = main(["external", "--train-csv", str(out), "--isic2019-dir", str(ext / "isic2019"),
-                 "--out", str(tmp_path / "again.csv")])
+    code = main(
+        [
+            "external",
+            "--train-csv",
+            str(out),
+            "--isic2019-dir",
+            str(ext / "isic2019"),
+            "--out",
+            str(tmp_path / "again.csv"),
+        ]
+    )
     assert code == 1
     assert "non-competition" in capsys.readouterr().err
 
@@ -239,19 +308,29 @@ def test_bad_2018_age_names_metadata_file_and_line(data):
     meta = pd.read_csv(path)
     meta.loc[1, "age"] = -10
     meta.to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"HAM10000_metadata.csv: age outside .*line 3 \(ISIC_0024307\): -10"):
+    with pytest.raises(
+        ValueError, match=r"HAM10000_metadata.csv: age outside .*line 3 \(ISIC_0024307\): -10"
+    ):
         build_training_table(data["train_csv"], data["d19"], isic2018_dir=data["d18"])
 
 
 def test_isic2017_labels_and_unknown_metadata(data, tmp_path):
     d17 = tmp_path / "external" / "isic2017"
     (d17 / "ISIC-2017_Training_Data").mkdir(parents=True)
-    pd.DataFrame({"image_id": ["ISIC_0000001", "ISIC_0000010", "ISIC_0000011"],
-                  "melanoma": [1.0, 0.0, 0.0], "seborrheic_keratosis": [0.0, 1.0, 0.0]}).to_csv(
-        d17 / "ISIC-2017_Training_Part3_GroundTruth.csv", index=False)
-    pd.DataFrame({"image_id": ["ISIC_0000010", "ISIC_0000011"], "age_approximate": ["unknown", "35"],
-                  "sex": ["female", "unknown"]}).to_csv(
-        d17 / "ISIC-2017_Training_Data" / "ISIC-2017_Training_Data_metadata.csv", index=False)
+    pd.DataFrame(
+        {
+            "image_id": ["ISIC_0000001", "ISIC_0000010", "ISIC_0000011"],
+            "melanoma": [1.0, 0.0, 0.0],
+            "seborrheic_keratosis": [0.0, 1.0, 0.0],
+        }
+    ).to_csv(d17 / "ISIC-2017_Training_Part3_GroundTruth.csv", index=False)
+    pd.DataFrame(
+        {
+            "image_id": ["ISIC_0000010", "ISIC_0000011"],
+            "age_approximate": ["unknown", "35"],
+            "sex": ["female", "unknown"],
+        }
+    ).to_csv(d17 / "ISIC-2017_Training_Data" / "ISIC-2017_Training_Data_metadata.csv", index=False)
     for i, name in enumerate(["ISIC_0000001", "ISIC_0000010", "ISIC_0000011"]):
         jpeg(d17 / "ISIC-2017_Training_Data" / f"{name}.jpg", 400 + i)
     table, report = build_training_table(data["train_csv"], data["d19"], isic2017_dir=d17)
@@ -259,7 +338,9 @@ def test_isic2017_labels_and_unknown_metadata(data, tmp_path):
     assert sorted(t.index) == ["ISIC_0000010", "ISIC_0000011"]  # ISIC_0000001 is in 2019
     assert t.loc["ISIC_0000010", "diagnosis"] == "seborrheic keratosis"
     assert t.loc["ISIC_0000011", "diagnosis"] == "nevus" and t["target"].sum() == 0
-    assert pd.isna(t.loc["ISIC_0000010", "age_approx"]) and t.loc["ISIC_0000011", "age_approx"] == 35
+    assert (
+        pd.isna(t.loc["ISIC_0000010", "age_approx"]) and t.loc["ISIC_0000011", "age_approx"] == 35
+    )
     assert pd.isna(t.loc["ISIC_0000011", "sex"]) and t.loc["ISIC_0000010", "sex"] == "female"
     assert t.loc["ISIC_0000010", "patient_id"] == "ISIC2017_ISIC_0000010"
     assert report["counts"].set_index("source").loc["isic2017", "dropped_same_name"] == 1

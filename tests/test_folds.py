@@ -18,15 +18,23 @@ def make_table(seed=0, n_patients=300, ratio=0.03, n_external=0):
     counts = np.clip(np.round(rng.lognormal(1.2, 1.1, n_patients)), 1, 80).astype(int)
     pid = np.repeat([f"IP_{i:07d}" for i in range(n_patients)], counts)
     target = (rng.uniform(size=len(pid)) < ratio).astype(int)
-    df = pd.DataFrame({"image_name": [f"ISIC_{i:07d}" for i in range(len(pid))],
-                       "patient_id": pid, "target": target, "source": "competition"})
+    df = pd.DataFrame(
+        {
+            "image_name": [f"ISIC_{i:07d}" for i in range(len(pid))],
+            "patient_id": pid,
+            "target": target,
+            "source": "competition",
+        }
+    )
     if n_external:
-        ext = pd.DataFrame({
-            "image_name": [f"ISIC_9{i:06d}" for i in range(n_external)],
-            "patient_id": [f"ISIC2019_{i // 2}" for i in range(n_external)],
-            "target": (rng.uniform(size=n_external) < 0.2).astype(int),
-            "source": "isic2019",
-        })
+        ext = pd.DataFrame(
+            {
+                "image_name": [f"ISIC_9{i:06d}" for i in range(n_external)],
+                "patient_id": [f"ISIC2019_{i // 2}" for i in range(n_external)],
+                "target": (rng.uniform(size=n_external) < 0.2).astype(int),
+                "source": "isic2019",
+            }
+        )
         df = pd.concat([df, ext], ignore_index=True)
     return df
 
@@ -44,14 +52,20 @@ def test_ratio_size_and_patient_balance():
     per_fold, total = stats.iloc[:-1], stats.iloc[-1]
     assert total["fold"] == "all" and total["images"] == len(df)
     # per-image and per-patient malignant ratio near the global one
-    assert (per_fold["malignant_ratio"] - total["malignant_ratio"]).abs().max() < 0.2 * total["malignant_ratio"]
-    assert (per_fold["malignant_patient_ratio"] - total["malignant_patient_ratio"]).abs().max() < 0.02
+    assert (per_fold["malignant_ratio"] - total["malignant_ratio"]).abs().max() < 0.2 * total[
+        "malignant_ratio"
+    ]
+    assert (
+        per_fold["malignant_patient_ratio"] - total["malignant_patient_ratio"]
+    ).abs().max() < 0.02
     # images and patients per fold balanced
     assert per_fold["images"].max() - per_fold["images"].min() <= 0.03 * per_fold["images"].mean()
     assert per_fold["patients"].max() - per_fold["patients"].min() <= 3
     assert per_fold["malignant_patients"].max() - per_fold["malignant_patients"].min() <= 1
     # images-per-patient distribution: each fold's mean near the global mean
-    assert (per_fold["mean_images_per_patient"] / total["mean_images_per_patient"] - 1).abs().max() < 0.1
+    assert (
+        per_fold["mean_images_per_patient"] / total["mean_images_per_patient"] - 1
+    ).abs().max() < 0.1
 
 
 def test_deterministic_and_seed_dependent():
@@ -88,7 +102,9 @@ def test_too_few_positive_patients_names_fold_and_suggests_fewer():
     table = make_table(seed=5, n_patients=50, ratio=0.0)
     table.loc[table["patient_id"] == "IP_0000003", "target"] = 1
     table.loc[table["patient_id"] == "IP_0000007", "target"] = 1
-    with pytest.raises(ValueError, match=r"fold\(s\) \[\d, \d, \d\] would get no malignant.*--n-folds 2"):
+    with pytest.raises(
+        ValueError, match=r"fold\(s\) \[\d, \d, \d\] would get no malignant.*--n-folds 2"
+    ):
         assign_folds(table, 5, seed=0)
     assert set(assign_folds(table, 2, seed=0)["fold"]) == {0, 1}
 
@@ -121,8 +137,24 @@ def test_cli(tmp_path, capsys):
     src = tmp_path / "train_ext.csv"
     table.to_csv(src, index=False)
     out, report = tmp_path / "folds.csv", tmp_path / "folds.md"
-    assert main(["folds", "--train-csv", str(src), "--out", str(out), "--n-folds", "4",
-                 "--seed", "3", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "folds",
+                "--train-csv",
+                str(src),
+                "--out",
+                str(out),
+                "--n-folds",
+                "4",
+                "--seed",
+                "3",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert "| all |" in capsys.readouterr().out
     written = pd.read_csv(out)
     assert len(written) == len(table) and list(written.columns) == [*table.columns, "fold"]

@@ -71,7 +71,9 @@ def test_hand_derived_gradients():
     dh = (2 * (1 - p) * (hn - a - alpha) * pos + 2 * p * (hn - b + alpha) * neg) / n
     da = np.mean(-2 * (1 - p) * (hn - a) * pos)
     db = np.mean(-2 * p * (hn - b) * neg)
-    dalpha = np.mean(2 * (p * (1 - p) * m + p * hn * neg - (1 - p) * hn * pos)) - 2 * p * (1 - p) * alpha
+    dalpha = (
+        np.mean(2 * (p * (1 - p) * m + p * hn * neg - (1 - p) * hn * pos)) - 2 * p * (1 - p) * alpha
+    )
     np.testing.assert_allclose(h.grad.numpy(), dh, rtol=1e-10)
     assert loss.a.grad.item() == pytest.approx(da, rel=1e-10)
     assert loss.b.grad.item() == pytest.approx(db, rel=1e-10)
@@ -115,7 +117,9 @@ def test_multilabel_is_mean_of_labels():
         loss.alpha.copy_(torch.tensor([0.5, 0.0, 0.2], dtype=torch.float64))
     got = loss(torch.tensor(h), torch.tensor(y)).item()
     refs = [
-        eq8_reference(h[:, k], y[:, k], [0.1, 0.2, 0.3][k], [0.0, 0.1, 0.2][k], [0.5, 0.0, 0.2][k], p[k], 0.7)
+        eq8_reference(
+            h[:, k], y[:, k], [0.1, 0.2, 0.3][k], [0.0, 0.1, 0.2][k], [0.5, 0.0, 0.2][k], p[k], 0.7
+        )
         for k in range(3)
     ]
     assert got == pytest.approx(np.mean(refs), rel=1e-6)  # p is stored in float32
@@ -187,7 +191,9 @@ def test_focal_matches_formula_and_reduces_to_bce():
     got = FocalLoss(0.25, 2.0)(torch.tensor(z), torch.tensor(y)).item()
     assert got == pytest.approx(ref, rel=1e-9)
     half_bce = FocalLoss(0.5, 0.0)(torch.tensor(z), torch.tensor(y)).item()
-    assert half_bce == pytest.approx(0.5 * BCELoss()(torch.tensor(z), torch.tensor(y)).item(), rel=1e-9)
+    assert half_bce == pytest.approx(
+        0.5 * BCELoss()(torch.tensor(z), torch.tensor(y)).item(), rel=1e-9
+    )
 
 
 def test_build_loss_switch_and_inputs():

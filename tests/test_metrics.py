@@ -49,4 +49,6 @@ def test_bad_inputs():
 
 
 def test_average_ranks():
-    np.testing.assert_array_equal(average_ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
+    np.testing.assert_array_equal(
+        average_ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0]
+    )

@@ -41,7 +41,9 @@ def train_steps(model, loss, opt, x, y, steps, start=0, stage_every=None):
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_one_step_equals_algorithm1(dual, momentum):
     x, y = tiny_problem()
-    model, loss, opt = make(lr=0.05, epoch_decay=0.01, weight_decay=1e-3, momentum=momentum, dual=dual)
+    model, loss, opt = make(
+        lr=0.05, epoch_decay=0.01, weight_decay=1e-3, momentum=momentum, dual=dual
+    )
     with torch.no_grad():
         loss.a.fill_(0.3)
         loss.b.fill_(0.1)
@@ -49,12 +51,18 @@ def test_one_step_equals_algorithm1(dual, momentum):
         for p in model.parameters():  # move away from v_ref so the γ term is non-zero
             p.add_(0.1)
     v_ref = [p.detach().clone() - 0.1 for p in model.parameters()]
-    before = [p.detach().clone() for p in model.parameters()] + [loss.a.detach().clone(), loss.b.detach().clone()]
+    before = [p.detach().clone() for p in model.parameters()] + [
+        loss.a.detach().clone(),
+        loss.b.detach().clone(),
+    ]
     refs = v_ref + [torch.zeros(1), torch.zeros(1)]
     alpha0 = loss.alpha.detach().clone()
     opt.zero_grad()
     loss(torch.sigmoid(model(x).squeeze(1)), y).backward()
-    grads = [p.grad.clone() for p in model.parameters()] + [loss.a.grad.clone(), loss.b.grad.clone()]
+    grads = [p.grad.clone() for p in model.parameters()] + [
+        loss.a.grad.clone(),
+        loss.b.grad.clone(),
+    ]
     g_alpha = loss.alpha.grad.clone()
     opt.step()
     after = list(model.parameters()) + [loss.a, loss.b]
@@ -63,7 +71,9 @@ def test_one_step_equals_algorithm1(dual, momentum):
         expected = v0 - 0.05 * (g + 0.01 * (v0 - r)) - 0.05 * 1e-3 * v0
         torch.testing.assert_close(v1.detach(), expected, rtol=1e-6, atol=1e-7)
     scale = 0.2 * 0.8 if dual == "normalized" else 1.0
-    torch.testing.assert_close(loss.alpha.detach(), torch.clamp(alpha0 + 0.05 * g_alpha / scale, min=0))
+    torch.testing.assert_close(
+        loss.alpha.detach(), torch.clamp(alpha0 + 0.05 * g_alpha / scale, min=0)
+    )
 
 
 def test_momentum_second_step_uses_buffer():
@@ -132,7 +142,9 @@ def test_save_load_continue_equals_uninterrupted_bit_for_bit():
     saved_model = copy.deepcopy(model_b.state_dict())
     saved_opt = copy.deepcopy(opt_b.state_dict())
 
-    model_c, loss_c, opt_c = make(seed=123, lr=0.1, momentum=0.9)  # different init: all must come from the checkpoint
+    model_c, loss_c, opt_c = make(
+        seed=123, lr=0.1, momentum=0.9
+    )  # different init: all must come from the checkpoint
     model_c.load_state_dict(saved_model)
     opt_c.load_state_dict(saved_opt)
     assert torch.equal(loss_c.alpha, loss_b.alpha) and torch.equal(loss_c.a, loss_b.a)

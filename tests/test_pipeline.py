@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepauc.preds import read_oof
 from deepauc.metrics import roc_auc
+from deepauc.preds import read_oof
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [
@@ -25,7 +25,16 @@ QUICK = [
 
 
 def make(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = ["make", "--no-print-directory", "-C", str(workdir), f"PY={sys.executable}", "EXP=demo", *QUICK, *args]
+    cmd = [
+        "make",
+        "--no-print-directory",
+        "-C",
+        str(workdir),
+        f"PY={sys.executable}",
+        "EXP=demo",
+        *QUICK,
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
@@ -46,7 +55,13 @@ def test_pipeline_writes_a_valid_submission_and_report(pipeline_run):
     assert list(sub["image_name"]) == list(sample["image_name"])
     assert sub["target"].between(0, 1).all()
     report = (work / "reports/cv_demo.md").read_text()
-    for name in ["demo_ce_lite0_64", "demo_aucm_lite0_64+meta", "demo_meta_mlp", "demo_ensemble", "notta"]:
+    for name in [
+        "demo_ce_lite0_64",
+        "demo_aucm_lite0_64+meta",
+        "demo_meta_mlp",
+        "demo_ensemble",
+        "notta",
+    ]:
         assert name in report
     assert (work / "reports/cv_demo_roc.png").stat().st_size > 0
     # the stage-2 model really started from the stage-1 run
@@ -74,7 +89,9 @@ def test_notebooks_execute_headless_on_the_demo_outputs(pipeline_run, notebook, 
     work, _ = pipeline_run
     monkeypatch.setenv("DEEPAUC_ROOT", str(work))
     nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}
+    ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert outputs  # the notebook printed or drew something

@@ -27,8 +27,8 @@ def stripes(h, w):
     """Left third blue, middle third green, right third red (RGB meaning), as BGR."""
     img = np.zeros((h, w, 3), np.uint8)
     img[:, : w // 3] = (255, 0, 0)
-    img[:, w // 3: 2 * w // 3] = (0, 255, 0)
-    img[:, 2 * w // 3:] = (0, 0, 255)
+    img[:, w // 3 : 2 * w // 3] = (0, 255, 0)
+    img[:, 2 * w // 3 :] = (0, 0, 255)
     return img
 
 
@@ -42,7 +42,8 @@ def images(tmp_path):
     write_bgr(root / "ISIC_0000004.jpg", np.full((50, 50, 3), (0, 0, 255), np.uint8), ".png")
     csv = tmp_path / "train.csv"
     pd.DataFrame({"image_name": [f"ISIC_000000{i}" for i in range(1, 5)], "target": 0}).to_csv(
-        csv, index=False)
+        csv, index=False
+    )
     return root, csv
 
 
@@ -88,15 +89,18 @@ def test_reduced_decode_of_large_jpeg(tmp_path, monkeypatch):
     assert resize_image(path, 900).shape == (900, 900, 3)  # upscaling, full decode
     assert flags == [cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_COLOR]
     out = resize_image(path, 64)  # decoded at 1/8 (100 px short side), then resized
-    full = cv2.cvtColor(cv2.resize(img[:, 200:1000], (64, 64), interpolation=cv2.INTER_AREA),
-                        cv2.COLOR_BGR2RGB)
+    full = cv2.cvtColor(
+        cv2.resize(img[:, 200:1000], (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+    )
     assert np.abs(out.astype(int) - full.astype(int)).mean() < 6
 
 
 def test_image_size_png_and_progressive(tmp_path):
     png = write_bgr(tmp_path / "x.png", np.zeros((7, 11, 3), np.uint8), ".png")
     assert image_size(png) == (11, 7)
-    ok, buf = cv2.imencode(".jpg", np.zeros((33, 21, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    ok, buf = cv2.imencode(
+        ".jpg", np.zeros((33, 21, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    )
     prog = tmp_path / "p.jpg"
     prog.write_bytes(buf.tobytes())
     assert image_size(prog) == (21, 33)
@@ -133,8 +137,9 @@ def test_resize_table_sizes_index_and_skip(images, tmp_path):
 def test_image_path_column_and_workers(images, tmp_path):
     root, _ = images
     csv = tmp_path / "ext.csv"
-    pd.DataFrame({"image_name": ["A", "B"],
-                  "image_path": ["img/ISIC_0000001.jpg", "img/ISIC_0000002.jpg"]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {"image_name": ["A", "B"], "image_path": ["img/ISIC_0000001.jpg", "img/ISIC_0000002.jpg"]}
+    ).to_csv(csv, index=False)
     cache = tmp_path / "cache"
     assert resize_table(csv, tmp_path, [24], cache, workers=2) == {24: 2}
     direct = resize_image(root / "ISIC_0000002.jpg", 24).astype(int)
@@ -157,8 +162,10 @@ def test_missing_files_listed(images, tmp_path):
     assert not cache_path(cache, 16, "ISIC_0000001").exists()  # nothing done
 
 
-@pytest.mark.parametrize("content, words", [(b"", "empty file"), (None, "truncated JPEG"),
-                                            (b"\xff\xd8garbage\xff\xd9", "cannot decode")])
+@pytest.mark.parametrize(
+    "content, words",
+    [(b"", "empty file"), (None, "truncated JPEG"), (b"\xff\xd8garbage\xff\xd9", "cannot decode")],
+)
 def test_unreadable_file_stops_with_its_name(images, tmp_path, content, words):
     root, csv = images
     bad = root / "ISIC_0000003.jpg"
@@ -182,8 +189,21 @@ def test_load_cached_missing(tmp_path):
 def test_cli(images, tmp_path, capsys):
     root, csv = images
     cache = tmp_path / "cache"
-    args = ["resize", "--csv", str(csv), "--image-root", str(root), "--size", "16",
-            "--size", "8", "--out", str(cache), "--workers", "1"]
+    args = [
+        "resize",
+        "--csv",
+        str(csv),
+        "--image-root",
+        str(root),
+        "--size",
+        "16",
+        "--size",
+        "8",
+        "--out",
+        str(cache),
+        "--workers",
+        "1",
+    ]
     assert main(args) == 0
     assert "size 8: 4 image(s) written" in capsys.readouterr().out
     (root / "ISIC_0000004.jpg").unlink()

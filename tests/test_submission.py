@@ -35,8 +35,11 @@ def test_column_order_free_but_names_exact(sample):
 
 
 def test_missing_ids_named_with_count(sample):
-    with pytest.raises(ValueError, match=r"7 of 12 image_name\(s\) of the sample are missing: "
-                                         r"ISIC_0000005, .* and 2 more"):
+    with pytest.raises(
+        ValueError,
+        match=r"7 of 12 image_name\(s\) of the sample are missing: "
+        r"ISIC_0000005, .* and 2 more",
+    ):
         validate_submission(good().iloc[:5], sample)
 
 
@@ -106,5 +109,7 @@ def test_cli_exit_codes(sample, tmp_path, capsys):
     assert main(["validate-submission", "--sample", str(sample_path), str(empty_cell)]) == 1
     assert "NaN/empty" in capsys.readouterr().err
 
-    assert main(["validate-submission", "--sample", str(sample_path), str(tmp_path / "no.csv")]) == 1
+    assert (
+        main(["validate-submission", "--sample", str(sample_path), str(tmp_path / "no.csv")]) == 1
+    )
     assert "no such file" in capsys.readouterr().err

@@ -72,14 +72,29 @@ def test_duplicate_names_listed_with_lines(tmp_path):
 @pytest.mark.parametrize(
     "row, pattern",
     [
-        ("ISIC_0000009,IP_1,male,45,torso,unknown,benign,2", r"target.*0 or 1.*line 5 \(ISIC_0000009\)"),
+        (
+            "ISIC_0000009,IP_1,male,45,torso,unknown,benign,2",
+            r"target.*0 or 1.*line 5 \(ISIC_0000009\)",
+        ),
         ("ISIC_0000009,IP_1,male,45,torso,unknown,benign,yes", r"not numeric.*line 5.*'yes'"),
-        ("ISIC_0000009,,male,45,torso,unknown,benign,0", r"empty patient_id at line 5 \(ISIC_0000009\)"),
+        (
+            "ISIC_0000009,,male,45,torso,unknown,benign,0",
+            r"empty patient_id at line 5 \(ISIC_0000009\)",
+        ),
         ("ISIC_0000009,IP_1,male,130,torso,unknown,benign,0", r"age_approx outside.*line 5.*130"),
         ("ISIC_0000009,IP_1,male,-5,torso,unknown,benign,0", r"age_approx outside.*line 5"),
-        ("ISIC_0000009,IP_1,M,45,torso,unknown,benign,0", r"column 'sex' at line 5 \(ISIC_0000009\): 'M'"),
-        ("ISIC_0000009,IP_1,male,45,chest,unknown,benign,0", r"anatom_site_general_challenge.*line 5.*'chest'"),
-        ("ISIC_0000009,IP_1,male,45,torso,melanoma,malignant,0", r"benign_malignant disagrees.*line 5"),
+        (
+            "ISIC_0000009,IP_1,M,45,torso,unknown,benign,0",
+            r"column 'sex' at line 5 \(ISIC_0000009\): 'M'",
+        ),
+        (
+            "ISIC_0000009,IP_1,male,45,chest,unknown,benign,0",
+            r"anatom_site_general_challenge.*line 5.*'chest'",
+        ),
+        (
+            "ISIC_0000009,IP_1,male,45,torso,melanoma,malignant,0",
+            r"benign_malignant disagrees.*line 5",
+        ),
     ],
 )
 def test_bad_values_name_line_and_value(tmp_path, row, pattern):
@@ -91,19 +106,33 @@ def test_bad_values_name_line_and_value(tmp_path, row, pattern):
 
 def test_test_csv(tmp_path):
     header = "image_name,patient_id,sex,age_approx,anatom_site_general_challenge"
-    df = read_test_csv(write(tmp_path, [header, "ISIC_0000010,IP_5,female,30,oral/genital",
-                                        "ISIC_0000011,IP_5,female,,"], "test.csv"))
+    df = read_test_csv(
+        write(
+            tmp_path,
+            [header, "ISIC_0000010,IP_5,female,30,oral/genital", "ISIC_0000011,IP_5,female,,"],
+            "test.csv",
+        )
+    )
     assert len(df) == 2 and "target" not in df.columns
     with pytest.raises(ValueError, match="line 3.*'feet'"):
-        read_test_csv(write(tmp_path, [header, "ISIC_0000010,IP_5,female,30,torso",
-                                       "ISIC_0000011,IP_5,female,30,feet"], "test.csv"))
+        read_test_csv(
+            write(
+                tmp_path,
+                [header, "ISIC_0000010,IP_5,female,30,torso", "ISIC_0000011,IP_5,female,30,feet"],
+                "test.csv",
+            )
+        )
 
 
 def test_sample_submission(tmp_path):
-    df = read_sample_submission(write(tmp_path, ["image_name,target", "ISIC_1,0", "ISIC_2,0"], "s.csv"))
+    df = read_sample_submission(
+        write(tmp_path, ["image_name,target", "ISIC_1,0", "ISIC_2,0"], "s.csv")
+    )
     assert list(df["image_name"]) == ["ISIC_1", "ISIC_2"]
     with pytest.raises(ValueError, match="duplicated"):
-        read_sample_submission(write(tmp_path, ["image_name,target", "ISIC_1,0", "ISIC_1,0"], "s.csv"))
+        read_sample_submission(
+            write(tmp_path, ["image_name,target", "ISIC_1,0", "ISIC_1,0"], "s.csv")
+        )
 
 
 def test_sites_vocabulary():

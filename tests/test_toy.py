@@ -126,7 +126,10 @@ def test_reduced_run_writes_png_and_md(reduced_run):
     md = out / "toy_figure1.md"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert md.exists()
-    assert sorted(p.name for p in out.iterdir()) == ["toy_figure1.md", "toy_figure1.png"]  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == [
+        "toy_figure1.md",
+        "toy_figure1.png",
+    ]  # no temp files
 
 
 def test_table_has_all_six_cells_with_auc_in_unit_interval(reduced_run):
@@ -139,7 +142,11 @@ def test_table_has_all_six_cells_with_auc_in_unit_interval(reduced_run):
     summ = toy.summarize(df)
     assert list(summ.index) == list(toy.LOSS_NAMES)
     # the markdown table: one row per loss, three panel cells "mean ± std" in [0, 1]
-    rows = [line for line in (out / "toy_figure1.md").read_text().splitlines() if line.startswith("| AUC-")]
+    rows = [
+        line
+        for line in (out / "toy_figure1.md").read_text().splitlines()
+        if line.startswith("| AUC-")
+    ]
     assert len(rows) == 2
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")][1:4]
@@ -152,7 +159,10 @@ def test_same_seed_reproduces_the_same_numbers(reduced_run):
     df, out = reduced_run
     again = toy.run_toy(seeds=2, epochs=EPOCHS, seed=5, out_dir=None, cfg=SMALL)
     np.testing.assert_array_equal(df.auc.to_numpy(), again.auc.to_numpy())
-    assert toy.summary_markdown(again, replace(SMALL, epochs=EPOCHS), 5) + "\n" == (out / "toy_figure1.md").read_text()
+    assert (
+        toy.summary_markdown(again, replace(SMALL, epochs=EPOCHS), 5) + "\n"
+        == (out / "toy_figure1.md").read_text()
+    )
 
 
 def test_warm_start_runs():
@@ -186,13 +196,36 @@ def test_config_validation():
 
 def test_cli_flags_parse():
     args = build_parser(only="toy").parse_args(
-        ["toy", "--out-dir", "x", "--seeds", "3", "--epochs", "7", "--seed", "2", "--margin", "0.3", "--warm-start"]
+        [
+            "toy",
+            "--out-dir",
+            "x",
+            "--seeds",
+            "3",
+            "--epochs",
+            "7",
+            "--seed",
+            "2",
+            "--margin",
+            "0.3",
+            "--warm-start",
+        ]
     )
-    assert (args.out_dir, args.seeds, args.epochs, args.seed, args.margin, args.warm_start) == ("x", 3, 7, 2, 0.3, True)
+    assert (args.out_dir, args.seeds, args.epochs, args.seed, args.margin, args.warm_start) == (
+        "x",
+        3,
+        7,
+        2,
+        0.3,
+        True,
+    )
 
 
 def test_cli_runs_and_prints_the_table(tmp_path, capsys):
-    assert cli_main(["toy", "--out-dir", str(tmp_path), "--seeds", "1", "--epochs", "3", "--quiet"]) == 0
+    assert (
+        cli_main(["toy", "--out-dir", str(tmp_path), "--seeds", "1", "--epochs", "3", "--quiet"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| AUC-S |" in printed and "| AUC-M (m = 0.5) |" in printed
     assert (tmp_path / "toy_figure1.png").exists() and (tmp_path / "toy_figure1.md").exists()

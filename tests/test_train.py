@@ -49,17 +49,24 @@ def test_two_stage_swaps_head_and_loss(tiny_data):
     ce = load_experiment(write_experiment(tiny_data, "stage1", folds=[0]))
     train_fold(ce, 0, torch.device("cpu"))
     stage1 = torch.load(ce.run_dir(0) / "model.pt", weights_only=True)["model"]
-    aucm = load_experiment(write_experiment(
-        tiny_data, "stage2", folds=[0],
-        model={"init_from": str(ce.run_dir(0).parent)},
-        loss={"name": "auc_m", "margin": 0.5},
-        optim={"name": "pesg", "lr": 1e-9, "weight_decay": 0.0, "epoch_decay": 0.0},
-    ))
+    aucm = load_experiment(
+        write_experiment(
+            tiny_data,
+            "stage2",
+            folds=[0],
+            model={"init_from": str(ce.run_dir(0).parent)},
+            loss={"name": "auc_m", "margin": 0.5},
+            optim={"name": "pesg", "lr": 1e-9, "weight_decay": 0.0, "epoch_decay": 0.0},
+        )
+    )
     path = train_fold(aucm, 0, torch.device("cpu"))
     stage2 = torch.load(path, weights_only=True)["model"]
     head = [k for k in stage1 if k.startswith("classifier.")]
-    body = [k for k in stage1 if not k.startswith("classifier.") and stage1[k].is_floating_point()
-            and "running" not in k]
+    body = [
+        k
+        for k in stage1
+        if not k.startswith("classifier.") and stage1[k].is_floating_point() and "running" not in k
+    ]
     assert head and body
     # with lr ~ 0 the backbone barely moves, while the head is a fresh draw
     for k in body:
@@ -70,7 +77,9 @@ def test_two_stage_swaps_head_and_loss(tiny_data):
 
 
 def test_two_stage_without_stage1_is_a_clear_error(tiny_data):
-    cfg = load_experiment(write_experiment(tiny_data, "orphan", folds=[0], model={"init_from": "models/none"}))
+    cfg = load_experiment(
+        write_experiment(tiny_data, "orphan", folds=[0], model={"init_from": "models/none"})
+    )
     with pytest.raises(FileNotFoundError, match="stage-1 weights not found"):
         train_fold(cfg, 0, torch.device("cpu"))
 
@@ -110,10 +119,15 @@ def test_cyclic_schedule_goes_up_and_down():
     from deepauc.config import from_dict
     from deepauc.experiment import ExperimentConfig
 
-    cfg = from_dict(ExperimentConfig, {
-        "name": "x", "data": {"train_csv": "f.csv"}, "optim": {"lr": 2.4e-4},
-        "schedule": {"name": "cyclic", "epochs": 16, "min_lr": 3e-5, "cycle_epochs": 8},
-    })
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "name": "x",
+            "data": {"train_csv": "f.csv"},
+            "optim": {"lr": 2.4e-4},
+            "schedule": {"name": "cyclic", "epochs": 16, "min_lr": 3e-5, "cycle_epochs": 8},
+        },
+    )
     assert lr_at(cfg, 0) == pytest.approx(3e-5)
     assert lr_at(cfg, 4) == pytest.approx(2.4e-4)
     assert lr_at(cfg, 8) == pytest.approx(3e-5)
@@ -138,8 +152,12 @@ def test_bad_config_rejected_naming_the_key(tiny_data, section, value, match):
 
 
 def test_resume_after_interruption_equals_uninterrupted(tiny_data, monkeypatch):
-    common = dict(folds=[0], schedule={"name": "stagewise", "epochs": 3, "decay_epochs": [1]},
-                  loss={"name": "auc_m"}, optim={"name": "pesg", "lr": 0.05, "momentum": 0.5})
+    common = dict(
+        folds=[0],
+        schedule={"name": "stagewise", "epochs": 3, "decay_epochs": [1]},
+        loss={"name": "auc_m"},
+        optim={"name": "pesg", "lr": 0.05, "momentum": 0.5},
+    )
     straight = load_experiment(write_experiment(tiny_data, "straight", **common))
     train_fold(straight, 0, torch.device("cpu"))
 
@@ -167,7 +185,9 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_data, monkeypatch):
 
 
 def test_checkpoint_from_other_config_refused(tiny_data):
-    cfg = load_experiment(write_experiment(tiny_data, "resumable", folds=[0], schedule={"epochs": 2}))
+    cfg = load_experiment(
+        write_experiment(tiny_data, "resumable", folds=[0], schedule={"epochs": 2})
+    )
     run_dir = cfg.run_dir(0)
     run_dir.mkdir(parents=True)
     torch.save({"fingerprint": "0000", "epoch": 1}, run_dir / "checkpoint.pt")

@@ -14,15 +14,24 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("deepauc.data.demo", "write the demo data set in the competition layout"),
-    "external": ("deepauc.data.external", "merge ISIC 2019/2018/2017 + extra malignant images into the training table"),
+    "external": (
+        "deepauc.data.external",
+        "merge ISIC 2019/2018/2017 + extra malignant images into the training table",
+    ),
     "folds": ("deepauc.data.folds", "patient-leak-free triple-stratified k-fold assignment"),
     "resize": ("deepauc.data.resize", "cache every image at the configured resolutions"),
-    "train": ("deepauc.train", "train one model (CE/focal pretraining or AUC fine-tuning) from a YAML config"),
+    "train": (
+        "deepauc.train",
+        "train one model (CE/focal pretraining or AUC fine-tuning) from a YAML config",
+    ),
     "predict": ("deepauc.predict", "TTA inference on out-of-fold and test images"),
     "meta": ("deepauc.meta", "metadata model (MLP or LightGBM) per fold"),
     "blend": ("deepauc.blend", "blend CNN and metadata predictions with an OOF-chosen weight"),
     "ensemble": ("deepauc.ensemble", "average models into a submission CSV"),
-    "validate-submission": ("deepauc.submission", "check a submission against the sample submission"),
+    "validate-submission": (
+        "deepauc.submission",
+        "check a submission against the sample submission",
+    ),
     "report": ("deepauc.report", "cross-validation report: tables, ROC and score histograms"),
     "toy": ("deepauc.toy", "the paper's Figure 1: AUC-S vs AUC-M on 2-D data"),
     "study": ("deepauc.study", "the paper's benchmark study (CE/Focal/AUC-S/AUC-M)"),

@@ -106,7 +106,9 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"missing required key(s) {[f'{prefix}.{m}' if prefix else m for m in missing]}")
+        raise ConfigError(
+            f"missing required key(s) {[f'{prefix}.{m}' if prefix else m for m in missing]}"
+        )
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:
@@ -141,7 +143,11 @@ def add_config_arguments(parser) -> None:
     """The ``--config`` and ``--set`` flags shared by every config-driven subcommand."""
     parser.add_argument("--config", required=True, help="experiment YAML")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set data.root=data/raw (repeatable)",
     )
 

@@ -85,7 +85,9 @@ class ScheduleConfig:
     epochs: int = 1
     min_lr: float = 0.0  # cyclic: the low end of the cycle
     cycle_epochs: float = 8.0  # cyclic: one up-and-down cycle
-    decay_epochs: list[int] = field(default_factory=list)  # stagewise: epochs where lr /= decay_factor
+    decay_epochs: list[int] = field(
+        default_factory=list
+    )  # stagewise: epochs where lr /= decay_factor
     decay_factor: float = 2.0
 
     def validate(self) -> None:
@@ -94,7 +96,9 @@ class ScheduleConfig:
         if self.decay_factor <= 0 or self.cycle_epochs <= 0 or self.min_lr < 0:
             raise ValueError("schedule.decay_factor and cycle_epochs must be > 0, min_lr >= 0")
         if any(not 0 < e < self.epochs for e in self.decay_epochs):
-            raise ValueError(f"schedule.decay_epochs must lie in 1..epochs-1, got {self.decay_epochs}")
+            raise ValueError(
+                f"schedule.decay_epochs must lie in 1..epochs-1, got {self.decay_epochs}"
+            )
 
 
 @dataclass
@@ -114,8 +118,15 @@ class LoopConfig:
     def validate(self) -> None:
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
-        if self.num_workers < 0 or self.max_steps_per_epoch < 0 or self.threads < 0 or self.eval_every < 1:
-            raise ValueError("train.num_workers/max_steps_per_epoch/threads must be >= 0, eval_every >= 1")
+        if (
+            self.num_workers < 0
+            or self.max_steps_per_epoch < 0
+            or self.threads < 0
+            or self.eval_every < 1
+        ):
+            raise ValueError(
+                "train.num_workers/max_steps_per_epoch/threads must be >= 0, eval_every >= 1"
+            )
 
 
 @dataclass
@@ -171,7 +182,9 @@ class ExperimentConfig:
         for key in ["models_dir", "preds_dir", "tta", "folds"]:
             d.pop(key)
         d["data"].pop("cache_dir")
-        d["train"] = {k: v for k, v in d["train"].items() if k not in ("num_workers", "threads", "eval_every")}
+        d["train"] = {
+            k: v for k, v in d["train"].items() if k not in ("num_workers", "threads", "eval_every")
+        }
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

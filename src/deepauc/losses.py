@@ -114,7 +114,9 @@ class _AUCMinMaxLoss(nn.Module):
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean of F over rows (and labels); ``scores`` in [0, 1], ``targets`` 0/1, same shape."""
         if scores.shape != targets.shape:
-            raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ in shape")
+            raise ValueError(
+                f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ in shape"
+            )
         h = _as_2d(scores)
         # half-precision scores (autocast) are promoted: squares of small gaps underflow in fp16
         h = h.to(torch.promote_types(h.dtype, torch.float32))
@@ -157,7 +159,9 @@ class AUCSLoss(_AUCMinMaxLoss):
         num_labels: int = 1,
         batch_score_norm: bool = False,
     ) -> None:
-        super().__init__(margin=1.0, imratio=imratio, num_labels=num_labels, batch_score_norm=batch_score_norm)
+        super().__init__(
+            margin=1.0, imratio=imratio, num_labels=num_labels, batch_score_norm=batch_score_norm
+        )
 
 
 class FocalLoss(nn.Module):
@@ -195,7 +199,9 @@ class BCELoss(nn.Module):
         self.pos_weight = pos_weight
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        pw = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        pw = (
+            None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        )
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
 
 

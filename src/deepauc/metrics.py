@@ -36,7 +36,9 @@ def _binary_auc(y: np.ndarray, s: np.ndarray, label: str) -> float:
     n_pos = int(pos.sum())
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"roc_auc: {label} has only one class ({n_pos} positive, {n_neg} negative); AUC is undefined")
+        raise ValueError(
+            f"roc_auc: {label} has only one class ({n_pos} positive, {n_neg} negative); AUC is undefined"
+        )
     rank_sum = average_ranks(s)[pos].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -63,4 +65,6 @@ def roc_auc(y_true, y_score) -> float:
         raise ValueError(f"roc_auc: y_true must be 0/1, got values {np.unique(y)[:5].tolist()}")
     if y.ndim == 1:
         return _binary_auc(y, s, "the label")
-    return float(np.mean([_binary_auc(y[:, k], s[:, k], f"label column {k}") for k in range(y.shape[1])]))
+    return float(
+        np.mean([_binary_auc(y[:, k], s[:, k], f"label column {k}") for k in range(y.shape[1])])
+    )

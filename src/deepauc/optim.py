@@ -44,8 +44,12 @@ from torch import nn
 __all__ = ["PESG"]
 
 
-def _group_by_device_dtype(tensors_lists: list[list[torch.Tensor]]) -> list[list[list[torch.Tensor]]]:
-    buckets: dict[tuple, list[list[torch.Tensor]]] = defaultdict(lambda: [[] for _ in tensors_lists])
+def _group_by_device_dtype(
+    tensors_lists: list[list[torch.Tensor]],
+) -> list[list[list[torch.Tensor]]]:
+    buckets: dict[tuple, list[list[torch.Tensor]]] = defaultdict(
+        lambda: [[] for _ in tensors_lists]
+    )
     for i in range(len(tensors_lists[0])):
         key = (tensors_lists[0][i].device, tensors_lists[0][i].dtype)
         for j, lst in enumerate(tensors_lists):
@@ -85,7 +89,13 @@ class PESG(torch.optim.Optimizer):
             raise ValueError("epoch_decay and weight_decay must be >= 0 and momentum in [0, 1)")
         if dual not in ("normalized", "paper"):
             raise ValueError(f"dual must be 'normalized' or 'paper', got {dual!r}")
-        defaults = dict(lr=lr, epoch_decay=epoch_decay, weight_decay=weight_decay, momentum=momentum, role="primal")
+        defaults = dict(
+            lr=lr,
+            epoch_decay=epoch_decay,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            role="primal",
+        )
         groups = list(params)
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
@@ -104,12 +114,18 @@ class PESG(torch.optim.Optimizer):
             if group["role"] == "primal":
                 for p in group["params"]:
                     self.state[p]["v_ref"] = p.detach().clone()
-                    self.state[p]["stage_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self.state[p]["stage_sum"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
 
     # -- distributed -------------------------------------------------------------------
     def _sync_loss_grads(self) -> None:
         """Average the gradients of a, b, α over DDP ranks (no-op without a process group)."""
-        if self.loss_fn is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        if (
+            self.loss_fn is None
+            or not torch.distributed.is_available()
+            or not torch.distributed.is_initialized()
+        ):
             return
         world = torch.distributed.get_world_size()
         if world == 1:
@@ -147,7 +163,12 @@ class PESG(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
-        lr, gamma, lam, mu = group["lr"], group["epoch_decay"], group["weight_decay"], group["momentum"]
+        lr, gamma, lam, mu = (
+            group["lr"],
+            group["epoch_decay"],
+            group["weight_decay"],
+            group["momentum"],
+        )
         grads = [p.grad for p in params]
         refs = [self.state[p]["v_ref"] for p in params]
         sums = [self.state[p]["stage_sum"] for p in params]
@@ -217,7 +238,9 @@ class PESG(torch.optim.Optimizer):
         loss_state = state_dict.pop("loss_state", None)
         dual = state_dict.pop("dual", self.dual)
         if dual != self.dual:
-            raise ValueError(f"checkpoint was saved with dual={dual!r}, this PESG has dual={self.dual!r}")
+            raise ValueError(
+                f"checkpoint was saved with dual={dual!r}, this PESG has dual={self.dual!r}"
+            )
         super().load_state_dict(state_dict)
         if loss_state is not None and self.loss_fn is not None:
             self.loss_fn.load_state_dict(loss_state)

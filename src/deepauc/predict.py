@@ -35,10 +35,14 @@ def load_fold_model(cfg: ExperimentConfig, fold: int, device: torch.device) -> t
     """The trained network of ``fold``, in eval mode on ``device``."""
     path = cfg.run_dir(fold) / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no trained model for fold {fold}: {path} (run `deepauc train` first)")
+        raise FileNotFoundError(
+            f"no trained model for fold {fold}: {path} (run `deepauc train` first)"
+        )
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("fingerprint") != cfg.fingerprint():
-        raise ValueError(f"{path} was trained with a different config than {cfg.name}'s current one")
+        raise ValueError(
+            f"{path} was trained with a different config than {cfg.name}'s current one"
+        )
     model = create_model(cfg.model.backbone, pretrained=False)
     model.load_state_dict(saved["model"])
     model.to(device).eval()
@@ -48,7 +52,9 @@ def load_fold_model(cfg: ExperimentConfig, fold: int, device: torch.device) -> t
 
 
 @torch.no_grad()
-def tta_predict(model, table: pd.DataFrame, cfg: ExperimentConfig, device) -> tuple[np.ndarray, np.ndarray]:
+def tta_predict(
+    model, table: pd.DataFrame, cfg: ExperimentConfig, device
+) -> tuple[np.ndarray, np.ndarray]:
     """(TTA score, identity-view score) per row of ``table``.
 
     The TTA score is the mean sigmoid over the dihedral views and the random copies.
@@ -69,14 +75,22 @@ def tta_predict(model, table: pd.DataFrame, cfg: ExperimentConfig, device) -> tu
     total = torch.cat(sums).cpu().numpy().astype(np.float64) if sums else np.zeros(0)
     identity = torch.cat(plain).cpu().numpy().astype(np.float64) if plain else np.zeros(0)
     if cfg.tta.n_random:
-        aug = CachedImages(table, cfg.data.cache_dir, cfg.data.image_size, build_train_transform(cfg.augment), seed=cfg.train.seed)
+        aug = CachedImages(
+            table,
+            cfg.data.cache_dir,
+            cfg.data.image_size,
+            build_train_transform(cfg.augment),
+            seed=cfg.train.seed,
+        )
         for copy in range(cfg.tta.n_random):
             aug.set_epoch(10_000 + copy)  # seeds apart from any training epoch
             loader = make_loader(aug, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
             parts = []
             for x, _ in loader:
                 x = to_device_batch(x, device, cfg.train.channels_last)
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                with torch.autocast(
+                    device.type, dtype=amp or torch.float32, enabled=amp is not None
+                ):
                     parts.append(torch.sigmoid(model(x).float().squeeze(1)))
             total += torch.cat(parts).cpu().numpy()
     return total / (n_views + cfg.tta.n_random), identity
@@ -88,7 +102,9 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
     table = pd.read_csv(cfg.data.train_csv)
     test = read_test_csv(cfg.data.test_csv) if cfg.data.test_csv else None
     if test is not None:  # fail before the first fold, not after it
-        check_cached(list(test["image_name"]), cfg.data.cache_dir, cfg.data.image_size, cfg.data.test_csv)
+        check_cached(
+            list(test["image_name"]), cfg.data.cache_dir, cfg.data.image_size, cfg.data.test_csv
+        )
     oof_parts, plain_parts, test_cols, test_plain = [], [], {}, {}
     for fold in cfg.fold_ids():
         model = load_fold_model(cfg, fold, device)
@@ -97,24 +113,41 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
         tta, plain = tta_predict(model, valid, cfg, device)
         oof_parts.append(valid[cols].assign(pred=tta))
         plain_parts.append(valid[cols].assign(pred=plain))
-        log.info("%s fold %d: OOF AUC %.4f (TTA) %.4f (no TTA)", cfg.name, fold,
-                 safe_auc(valid["target"].to_numpy(), tta), safe_auc(valid["target"].to_numpy(), plain))
+        log.info(
+            "%s fold %d: OOF AUC %.4f (TTA) %.4f (no TTA)",
+            cfg.name,
+            fold,
+            safe_auc(valid["target"].to_numpy(), tta),
+            safe_auc(valid["target"].to_numpy(), plain),
+        )
         if test is not None:
-            test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(model, test, cfg, device)
+            test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(
+                model, test, cfg, device
+            )
     out = Path(cfg.preds_dir) / cfg.name
-    for directory, parts, tests in [(out, oof_parts, test_cols), (Path(f"{out}-notta"), plain_parts, test_plain)]:
+    for directory, parts, tests in [
+        (out, oof_parts, test_cols),
+        (Path(f"{out}-notta"), plain_parts, test_plain),
+    ]:
         write_predictions(directory, pd.concat(parts, ignore_index=True), test, tests)
     return out
 
 
-def write_predictions(directory: Path, oof: pd.DataFrame, test: pd.DataFrame | None, fold_preds: dict) -> None:
+def write_predictions(
+    directory: Path, oof: pd.DataFrame, test: pd.DataFrame | None, fold_preds: dict
+) -> None:
     """Write one prediction directory (see :mod:`deepauc.preds`); test = mean over folds."""
     if "source" not in oof:
         oof = oof.assign(source=COMPETITION)
     folds = mean = None
     if test is not None:
         folds = pd.DataFrame({"image_name": test["image_name"].to_numpy(), **fold_preds})
-        mean = pd.DataFrame({"image_name": folds["image_name"], "pred": folds.drop(columns="image_name").mean(axis=1)})
+        mean = pd.DataFrame(
+            {
+                "image_name": folds["image_name"],
+                "pred": folds.drop(columns="image_name").mean(axis=1),
+            }
+        )
     write_pred_dir(directory, oof, mean, folds)
 
 

@@ -29,6 +29,7 @@ OOF_COLUMNS = ["image_name", "fold", "source", "target", "pred"]
 TEST_PRED_COLUMNS = ["image_name", "pred"]
 COMPETITION = "competition"
 
+
 def _numeric_column(df: pd.DataFrame, column: str, name: str) -> np.ndarray:
     """``df[column]`` as float64; a missing or non-numeric cell raises ValueError naming it."""
     values = pd.to_numeric(df[column], errors="coerce")

@@ -53,9 +53,7 @@ def validate_submission(
         )
     extra = pd.Index(ids).difference(expected, sort=False)
     if len(extra):
-        raise ValueError(
-            f"{name}: {len(extra)} image_name(s) not in the sample: {_some(extra)}"
-        )
+        raise ValueError(f"{name}: {len(extra)} image_name(s) not in the sample: {_some(extra)}")
     raw = sub["target"]
     target = pd.to_numeric(raw, errors="coerce")
     nonnum = (target.isna() & raw.notna()).to_numpy()

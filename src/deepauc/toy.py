@@ -206,7 +206,9 @@ def _draw(rng: np.random.Generator, n: int, positive: bool, spread: float = 1.0)
     return centres + rng.normal(scale=SIGMA * spread, size=(n, 2))
 
 
-def _draw_where(rng: np.random.Generator, n: int, positive: bool, keep, spread: float = 1.0) -> np.ndarray:
+def _draw_where(
+    rng: np.random.Generator, n: int, positive: bool, keep, spread: float = 1.0
+) -> np.ndarray:
     """``n`` draws of a class (its spread widened by ``spread``) that satisfy ``keep``."""
     out, have = [], 0
     while have < n:
@@ -222,7 +224,9 @@ def _shuffle(rng: np.random.Generator, *arrays: np.ndarray) -> tuple[np.ndarray,
     return tuple(a[order] for a in arrays)
 
 
-def sample_clean(rng: np.random.Generator, n: int, pos_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+def sample_clean(
+    rng: np.random.Generator, n: int, pos_ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` rows of the base distribution with exactly ``round(n * pos_ratio)`` positives."""
     n_pos = int(round(n * pos_ratio))
     if not 0 < n_pos < n:
@@ -232,7 +236,9 @@ def sample_clean(rng: np.random.Generator, n: int, pos_ratio: float) -> tuple[np
     return _shuffle(rng, x, y)
 
 
-def sample_easy(rng: np.random.Generator, n_pos: int, n_neg: int, min_llr: float) -> tuple[np.ndarray, np.ndarray]:
+def sample_easy(
+    rng: np.random.Generator, n_pos: int, n_neg: int, min_llr: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Easy rows: correctly labelled, ``LLR ≥ min_llr`` (positives) or ``≤ -min_llr``
     (negatives), hence at least ``min_llr / L`` (:func:`llr_lipschitz`) from the Bayes
     boundary on the right side. Drawn from each class with twice its spread and kept
@@ -272,7 +278,9 @@ def make_datasets(seed: int, cfg: ToyConfig) -> dict[str, dict[str, np.ndarray]]
     training sets are the clean training set followed by the added rows (``extra``
     marks them; ``y_true`` holds the true labels, ``y`` the observed ones).
     """
-    r_train, r_easy, r_noisy, r_test = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
+    r_train, r_easy, r_noisy, r_test = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    )
     x, y = sample_clean(r_train, cfg.n_train, cfg.pos_ratio)
     n_easy = int(round(cfg.easy_frac * cfg.n_train))
     n_easy_pos = int(round(n_easy * y.mean()))
@@ -415,7 +423,15 @@ def run_toy(
                     if panel == "clean":
                         clean_state = _state(model)
                     auc = roc_auc(data["test"]["y"], model.score(data["test"]["x"]))
-                    rows.append({"seed": s, "loss": loss_name, "panel": panel, "auc": auc, "bayes_auc": bayes})
+                    rows.append(
+                        {
+                            "seed": s,
+                            "loss": loss_name,
+                            "panel": panel,
+                            "auc": auc,
+                            "bayes_auc": bayes,
+                        }
+                    )
                     if verbose:
                         print(f"  seed {s}  {loss_name}  {panel:<7} test AUC {auc:.4f}", flush=True)
                     if s == seed:
@@ -466,7 +482,10 @@ def summary_markdown(df, cfg: ToyConfig, seed: int = 0) -> str:
     for name in summ.index:
         r = summ.loc[name]
         cells = [_pm(r[(p, "mean")], r[(p, "std")]) for p in PANELS]
-        cells += [_pm(r[(c, "mean")], r[(c, "std")], signed=True) for c in ("+easy - clean", "+noisy - clean")]
+        cells += [
+            _pm(r[(c, "mean")], r[(c, "std")], signed=True)
+            for c in ("+easy - clean", "+noisy - clean")
+        ]
         lines.append(f"| {label[name]} | " + " | ".join(cells) + " |")
     bayes = df.groupby("seed").bayes_auc.first()
     lines += [
@@ -527,19 +546,39 @@ def plot_figure(data: dict, models: dict, df_seed, cfg: ToyConfig, path: str | P
             model = models[loss_name, panel]
             s_grid = model.score(grid).reshape(gx.shape)
             ax.contourf(gx, gy, s_grid, levels=np.linspace(0, 1, 21), cmap="RdBu_r", alpha=0.55)
-            ax.contour(gx, gy, bayes_grid, levels=[bayes_level], colors="0.35", linestyles=":", linewidths=1.2)
+            ax.contour(
+                gx,
+                gy,
+                bayes_grid,
+                levels=[bayes_level],
+                colors="0.35",
+                linestyles=":",
+                linewidths=1.2,
+            )
             if panel != "clean":
-                ax.contour(gx, gy, clean_grid, levels=[clean_level], colors="k", linestyles="--", linewidths=1.2)
+                ax.contour(
+                    gx,
+                    gy,
+                    clean_grid,
+                    levels=[clean_level],
+                    colors="k",
+                    linestyles="--",
+                    linewidths=1.2,
+                )
             ax.contour(gx, gy, s_grid, levels=[level(model.score)], colors="k", linewidths=2.0)
             d = data[panel]
             base, extra = ~d["extra"], d["extra"]
             for mask, y_val, colour in [(base, 0, "tab:blue"), (base, 1, "tab:red")]:
                 sel = mask & (d["y"] == y_val)
-                ax.scatter(*d["x"][sel].T, s=5 if y_val == 0 else 9, c=colour, alpha=0.6, linewidths=0)
+                ax.scatter(
+                    *d["x"][sel].T, s=5 if y_val == 0 else 9, c=colour, alpha=0.6, linewidths=0
+                )
             for y_val, colour in [(0, "tab:blue"), (1, "tab:red")]:
                 sel = extra & (d["y"] == y_val)
                 if panel == "+easy":
-                    ax.scatter(*d["x"][sel].T, s=16, facecolors="none", edgecolors=colour, linewidths=0.8)
+                    ax.scatter(
+                        *d["x"][sel].T, s=16, facecolors="none", edgecolors=colour, linewidths=0.8
+                    )
                 else:
                     ax.scatter(*d["x"][sel].T, s=14, c=colour, edgecolors="k", linewidths=1.0)
             name = "AUC-S" if loss_name == "AUC-S" else f"AUC-M (m={cfg.margin:g})"
@@ -566,33 +605,59 @@ def plot_figure(data: dict, models: dict, df_seed, cfg: ToyConfig, path: str | P
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = ToyConfig()
-    parser.add_argument("--out-dir", default="reports", help="where toy_figure1.png/.md go (default reports)")
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"full-batch PESG steps (default {d.epochs})")
-    parser.add_argument("--seed", type=int, default=0, help="first seed; the figure shows it (default 0)")
-    parser.add_argument("--margin", type=float, default=d.margin, help=f"AUC-M margin m (default {d.margin})")
     parser.add_argument(
-        "--noise-frac", type=float, default=d.noise_frac, help=f"wrong-label fraction of +noisy (default {d.noise_frac})"
+        "--out-dir", default="reports", help="where toy_figure1.png/.md go (default reports)"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    parser.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"full-batch PESG steps (default {d.epochs})"
     )
     parser.add_argument(
-        "--warm-start", action="store_true", help="retrain +easy/+noisy from the clean model (the paper's protocol)"
+        "--seed", type=int, default=0, help="first seed; the figure shows it (default 0)"
+    )
+    parser.add_argument(
+        "--margin", type=float, default=d.margin, help=f"AUC-M margin m (default {d.margin})"
+    )
+    parser.add_argument(
+        "--noise-frac",
+        type=float,
+        default=d.noise_frac,
+        help=f"wrong-label fraction of +noisy (default {d.noise_frac})",
+    )
+    parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="retrain +easy/+noisy from the clean model (the paper's protocol)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-panel progress lines")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = replace(ToyConfig(), margin=args.margin, noise_frac=args.noise_frac, warm_start=args.warm_start)
+    cfg = replace(
+        ToyConfig(), margin=args.margin, noise_frac=args.noise_frac, warm_start=args.warm_start
+    )
     start = time.perf_counter()
-    df = run_toy(seeds=args.seeds, epochs=args.epochs, seed=args.seed, out_dir=args.out_dir, cfg=cfg, verbose=not args.quiet)
+    df = run_toy(
+        seeds=args.seeds,
+        epochs=args.epochs,
+        seed=args.seed,
+        out_dir=args.out_dir,
+        cfg=cfg,
+        verbose=not args.quiet,
+    )
     print()
     print(summary_markdown(df, replace(cfg, epochs=args.epochs), args.seed))
     out = Path(args.out_dir)
-    print(f"\nwrote {out / (FIGURE_NAME + '.png')} and {out / (FIGURE_NAME + '.md')} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"\nwrote {out / (FIGURE_NAME + '.png')} and {out / (FIGURE_NAME + '.md')} in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepauc.toy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deepauc.toy", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -68,12 +68,17 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def split_fold(table: pd.DataFrame, fold: int, use_external: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_fold(
+    table: pd.DataFrame, fold: int, use_external: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training rows (other folds, plus fold -1 rows when ``use_external``) and fold ``fold``."""
     if "fold" not in table:
         raise KeyError("training table has no 'fold' column: run `deepauc folds` first")
     in_train = (table["fold"] != fold) & ((table["fold"] >= 0) | use_external)
-    train, valid = table[in_train].reset_index(drop=True), table[table["fold"] == fold].reset_index(drop=True)
+    train, valid = (
+        table[in_train].reset_index(drop=True),
+        table[table["fold"] == fold].reset_index(drop=True),
+    )
     if train.empty or valid.empty:
         raise ValueError(f"fold {fold}: {len(train)} training and {len(valid)} validation rows")
     if train["target"].nunique() < 2:
@@ -91,12 +96,19 @@ def build_optimizer(cfg: ExperimentConfig, model: torch.nn.Module, loss_fn: torc
     o = cfg.optim
     if o.name == "pesg":
         return PESG(
-            model.parameters(), loss_fn, lr=o.lr, epoch_decay=o.epoch_decay,
-            weight_decay=o.weight_decay, momentum=o.momentum, dual=o.dual,
+            model.parameters(),
+            loss_fn,
+            lr=o.lr,
+            epoch_decay=o.epoch_decay,
+            weight_decay=o.weight_decay,
+            momentum=o.momentum,
+            dual=o.dual,
         )
     params = list(model.parameters()) + list(loss_fn.parameters())
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=True)
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=True
+        )
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, weight_decay=o.weight_decay, foreach=True)
 
@@ -109,7 +121,9 @@ def lr_at(cfg: ExperimentConfig, epoch_progress: float) -> float:
     """
     s, top = cfg.schedule, cfg.optim.lr
     if s.name == "cosine":
-        return s.min_lr + (top - s.min_lr) * 0.5 * (1 + math.cos(math.pi * epoch_progress / s.epochs))
+        return s.min_lr + (top - s.min_lr) * 0.5 * (
+            1 + math.cos(math.pi * epoch_progress / s.epochs)
+        )
     if s.name == "cyclic":
         phase = (epoch_progress % s.cycle_epochs) / s.cycle_epochs
         return s.min_lr + (top - s.min_lr) * (1 - abs(2 * phase - 1))
@@ -155,12 +169,26 @@ class EpochShard(Sampler[int]):
         return len(range(self.rank, self.n, self.world))
 
 
-def make_loader(ds, batch_size: int, workers: int, shuffle: bool, seed: int = 0, epoch: int = 0, drop_last=False,
-                rank: int = 0, world: int = 1):
+def make_loader(
+    ds,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last=False,
+    rank: int = 0,
+    world: int = 1,
+):
     sampler = EpochShard(len(ds), seed, epoch, rank, world) if shuffle else None
     return DataLoader(
-        ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
     )
 
 
@@ -246,7 +274,9 @@ def check_ranks_agree(loss_fn, fold: int, epoch: int) -> list[list[float]] | Non
 
 # -- inference used for validation -----------------------------------------------------------
 @torch.no_grad()
-def predict_probs(model, loader, device, n_views: int = 1, amp: torch.dtype | None = None, channels_last=True):
+def predict_probs(
+    model, loader, device, n_views: int = 1, amp: torch.dtype | None = None, channels_last=True
+):
     """Mean sigmoid score over ``n_views`` dihedral views for every row of ``loader``."""
     from deepauc.data.augment import dihedral_views
 
@@ -282,10 +312,14 @@ def load_stage1(model: torch.nn.Module, cfg: ExperimentConfig, fold: int) -> Non
     """Two-stage DAM: start from the stage-1 run's weights of ``fold``, with a fresh head."""
     path = Path(cfg.model.init_from) / f"fold{fold}" / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"stage-1 weights not found: {path} (train {cfg.model.init_from} first)")
+        raise FileNotFoundError(
+            f"stage-1 weights not found: {path} (train {cfg.model.init_from} first)"
+        )
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("backbone") != cfg.model.backbone:
-        raise ValueError(f"{path} holds a {saved.get('backbone')} but this config trains a {cfg.model.backbone}")
+        raise ValueError(
+            f"{path} holds a {saved.get('backbone')} but this config trains a {cfg.model.backbone}"
+        )
     model.load_state_dict(saved["model"])
     reset_head(model, 1)
 
@@ -318,7 +352,9 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
     torch.manual_seed(seed)
     rank, world = dist_info()
     if cfg.train.batch_size % world:
-        raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {world} DDP ranks")
+        raise ValueError(
+            f"train.batch_size {cfg.train.batch_size} is not divisible by the {world} DDP ranks"
+        )
     table = pd.read_csv(cfg.data.train_csv)
     check_columns(table, ["image_name", "target", "fold"], cfg.data.train_csv)
     table["target"] = check_targets(table, cfg.data.train_csv)
@@ -326,11 +362,17 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
         train_df, valid_df = split_fold(table, fold, cfg.data.use_external)
     except ValueError as err:
         raise ValueError(f"{cfg.data.train_csv}: {err}") from None
-    check_cached(list(train_df["image_name"]) + list(valid_df["image_name"]), cfg.data.cache_dir,
-                 cfg.data.image_size, cfg.data.train_csv)
+    check_cached(
+        list(train_df["image_name"]) + list(valid_df["image_name"]),
+        cfg.data.cache_dir,
+        cfg.data.image_size,
+        cfg.data.train_csv,
+    )
     imratio = cfg.loss.imratio or float(train_df["target"].mean())
 
-    model = create_model(cfg.model.backbone, cfg.model.pretrained, cfg.model.drop_rate, cfg.model.drop_path_rate)
+    model = create_model(
+        cfg.model.backbone, cfg.model.pretrained, cfg.model.drop_rate, cfg.model.drop_path_rate
+    )
     if cfg.model.init_from:
         load_stage1(model, cfg, fold)
     model.to(device)
@@ -339,7 +381,9 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
     if world > 1 and device.type == "cuda":  # batch statistics over the global batch
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_kwargs = {
-        "auc_m": dict(margin=cfg.loss.margin, imratio=imratio, batch_score_norm=cfg.loss.batch_score_norm),
+        "auc_m": dict(
+            margin=cfg.loss.margin, imratio=imratio, batch_score_norm=cfg.loss.batch_score_norm
+        ),
         "auc_s": dict(imratio=imratio, batch_score_norm=cfg.loss.batch_score_norm),
         "focal": dict(alpha=cfg.loss.focal_alpha, gamma=cfg.loss.focal_gamma),
     }.get(cfg.loss.name, {})
@@ -351,41 +395,83 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
     start_epoch, best_auc, best_state = 0, -1.0, None
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        start_epoch, best_auc, best_state = resume(ckpt_path, cfg, model, loss_fn, optimizer, scaler)
+        start_epoch, best_auc, best_state = resume(
+            ckpt_path, cfg, model, loss_fn, optimizer, scaler
+        )
         log.info("resumed %s at epoch %d", ckpt_path, start_epoch)
     step_model = model
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     step_model = torch.compile(step_model) if cfg.train.compile else step_model
 
     size = cfg.data.image_size
-    train_ds = CachedImages(train_df, cfg.data.cache_dir, size, build_train_transform(cfg.augment), seed)
+    train_ds = CachedImages(
+        train_df, cfg.data.cache_dir, size, build_train_transform(cfg.augment), seed
+    )
     valid_ds = CachedImages(valid_df.iloc[rank::world], cfg.data.cache_dir, size)
     valid_loader = make_loader(valid_ds, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
     steps_per_epoch = len(train_ds) // cfg.train.batch_size
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
     if steps_per_epoch == 0:
-        raise ValueError(f"fold {fold}: {len(train_ds)} training rows < batch_size {cfg.train.batch_size}")
+        raise ValueError(
+            f"fold {fold}: {len(train_ds)} training rows < batch_size {cfg.train.batch_size}"
+        )
     log.info(
         "fold %d: %d train rows (%.2f%% positive), %d validation rows; %s on %s, amp=%s",
-        fold, len(train_df), 100 * imratio, len(valid_df), cfg.model.backbone, device, amp,
+        fold,
+        len(train_df),
+        100 * imratio,
+        len(valid_df),
+        cfg.model.backbone,
+        device,
+        amp,
     )
-    history = pd.read_csv(run_dir / "log.csv").iloc[:start_epoch].to_dict("records") if start_epoch else []
+    history = (
+        pd.read_csv(run_dir / "log.csv").iloc[:start_epoch].to_dict("records")
+        if start_epoch
+        else []
+    )
 
     for epoch in range(start_epoch, cfg.schedule.epochs):
-        torch.manual_seed(seed * 7919 + epoch + 1_000_003 * rank)  # dropout / drop-path, reproducible per epoch
+        torch.manual_seed(
+            seed * 7919 + epoch + 1_000_003 * rank
+        )  # dropout / drop-path, reproducible per epoch
         train_ds.set_epoch(epoch)
-        loader = make_loader(train_ds, cfg.train.batch_size // world, cfg.train.num_workers, True, seed, epoch,
-                             drop_last=True, rank=rank, world=world)
+        loader = make_loader(
+            train_ds,
+            cfg.train.batch_size // world,
+            cfg.train.num_workers,
+            True,
+            seed,
+            epoch,
+            drop_last=True,
+            rank=rank,
+            world=world,
+        )
         t0 = time.perf_counter()
         try:
-            mean_loss = run_epoch(cfg, step_model, model, loss_fn, optimizer, scaler, loader, device, amp, epoch,
-                                  steps_per_epoch)
+            mean_loss = run_epoch(
+                cfg,
+                step_model,
+                model,
+                loss_fn,
+                optimizer,
+                scaler,
+                loader,
+                device,
+                amp,
+                epoch,
+                steps_per_epoch,
+            )
         except NonFiniteLoss as err:
-            kept = (f"the last good checkpoint {ckpt_path} (end of epoch {epoch}) is kept" if epoch
-                    else "no checkpoint yet (first epoch)")
+            kept = (
+                f"the last good checkpoint {ckpt_path} (end of epoch {epoch}) is kept"
+                if epoch
+                else "no checkpoint yet (first epoch)"
+            )
             raise NonFiniteLoss(f"{err}; {kept}, {run_dir / 'model.pt'} is not written") from None
         seconds = time.perf_counter() - t0
         end_of_epoch_schedule(cfg, optimizer, epoch)
@@ -396,8 +482,11 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
             probs = gather_rows(probs, len(valid_df), device)
             val_auc = safe_auc(valid_df["target"].to_numpy(), probs)
         row = {
-            "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": mean_loss,
-            "val_auc": val_auc, "seconds": seconds,
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": mean_loss,
+            "val_auc": val_auc,
+            "seconds": seconds,
             "images_per_s": steps_per_epoch * cfg.train.batch_size / seconds,
         }
         if hasattr(loss_fn, "alpha"):
@@ -408,15 +497,23 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
         if per_rank is not None and last:
             log.info("fold %d: a, b, alpha on each of the %d ranks: %s", fold, world, per_rank)
         if cfg.train.checkpoint == "best" and val_auc > best_auc:
-            best_auc, best_state = val_auc, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_auc, best_state = (
+                val_auc,
+                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            )
         if rank == 0:
             write_csv(pd.DataFrame(history), run_dir / "log.csv")
         if not last and rank == 0:
             save_torch(
                 {
-                    "fingerprint": cfg.fingerprint(), "epoch": epoch + 1, "model": model.state_dict(),
-                    "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "best_auc": best_auc, "best_model": best_state,
+                    "fingerprint": cfg.fingerprint(),
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "loss": loss_fn.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "best_auc": best_auc,
+                    "best_model": best_state,
                 },
                 ckpt_path,
             )
@@ -426,8 +523,13 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
     final = run_dir / "model.pt"
     if rank == 0:
         save_torch(
-            {"model": weights, "backbone": cfg.model.backbone, "image_size": cfg.data.image_size,
-             "fingerprint": cfg.fingerprint(), "config": to_dict(cfg)},
+            {
+                "model": weights,
+                "backbone": cfg.model.backbone,
+                "image_size": cfg.data.image_size,
+                "fingerprint": cfg.fingerprint(),
+                "config": to_dict(cfg),
+            },
             final,
         )
         if ckpt_path.exists():
@@ -457,7 +559,9 @@ def resume(path: Path, cfg: ExperimentConfig, model, loss_fn, optimizer, scaler=
     return state["epoch"], state["best_auc"], state["best_model"]
 
 
-def run_epoch(cfg, step_model, model, loss_fn, optimizer, scaler, loader, device, amp, epoch, steps) -> float:
+def run_epoch(
+    cfg, step_model, model, loss_fn, optimizer, scaler, loader, device, amp, epoch, steps
+) -> float:
     """One pass over ``steps`` batches; returns the mean training loss.
 
     The loss stays on the device (no per-step ``.item()``); finiteness is checked every
@@ -471,8 +575,13 @@ def run_epoch(cfg, step_model, model, loss_fn, optimizer, scaler, loader, device
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     per_step_lr = cfg.schedule.name in ("cyclic", "cosine")
     rank, world = dist_info()
-    bar = tqdm(total=steps, desc=f"{cfg.name} e{epoch + 1}", leave=False, mininterval=5,
-               disable=os.environ.get("DEEPAUC_PROGRESS", "1") == "0" or rank != 0)
+    bar = tqdm(
+        total=steps,
+        desc=f"{cfg.name} e{epoch + 1}",
+        leave=False,
+        mininterval=5,
+        disable=os.environ.get("DEEPAUC_PROGRESS", "1") == "0" or rank != 0,
+    )
     for step, (x, y) in enumerate(loader):
         if step >= steps:
             break
@@ -520,7 +629,9 @@ def run_epoch(cfg, step_model, model, loss_fn, optimizer, scaler, loader, device
 # -- CLI ---------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--fold", type=int, action="append", help="fold(s) to train (default: the config's)")
+    parser.add_argument(
+        "--fold", type=int, action="append", help="fold(s) to train (default: the config's)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -529,7 +640,9 @@ def run(args) -> int:
     device = init_distributed()
     rank, world = dist_info()
     prefix = f"[rank {rank}/{world}] " if world > 1 else ""
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=prefix + "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format=prefix + "%(message)s"
+    )
     try:
         for fold in args.fold or cfg.fold_ids():
             path = train_fold(cfg, fold, device)

@@ -31,11 +31,20 @@ class AugmentConfig:
     hue_saturation: float = 0.0
 
     def validate(self) -> None:
-        for name in ["hflip", "vflip", "affine", "coarse_dropout", "brightness_contrast", "hue_saturation"]:
+        for name in [
+            "hflip",
+            "vflip",
+            "affine",
+            "coarse_dropout",
+            "brightness_contrast",
+            "hue_saturation",
+        ]:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} is a probability, got {getattr(self, name)}")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"augment.scale must be [low, high] with 0 < low <= high, got {self.scale}")
+            raise ValueError(
+                f"augment.scale must be [low, high] with 0 < low <= high, got {self.scale}"
+            )
         if not 0 < self.dropout_size < 1 or self.dropout_holes < 1:
             raise ValueError("augment.dropout_size must lie in (0, 1) and dropout_holes be >= 1")
 

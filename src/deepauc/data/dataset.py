@@ -29,10 +29,14 @@ class CachedImages(Dataset):
     epoch regardless of ``num_workers``; call :meth:`set_epoch` before each epoch.
     """
 
-    def __init__(self, table: pd.DataFrame, cache_dir: str, size: int, transform=None, seed: int = 0) -> None:
+    def __init__(
+        self, table: pd.DataFrame, cache_dir: str, size: int, transform=None, seed: int = 0
+    ) -> None:
         self.names = table["image_name"].astype(str).tolist()
         self.targets = (
-            table["target"].to_numpy(np.float32) if "target" in table else np.zeros(len(table), np.float32)
+            table["target"].to_numpy(np.float32)
+            if "target" in table
+            else np.zeros(len(table), np.float32)
         )
         self.cache_dir, self.size, self.transform, self.seed = cache_dir, size, transform, seed
         self.epoch = 0
@@ -52,7 +56,9 @@ class CachedImages(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.targets[i]
 
 
-def to_device_batch(x: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
+def to_device_batch(
+    x: torch.Tensor, device: torch.device, channels_last: bool = True
+) -> torch.Tensor:
     """uint8 (B, C, H, W) -> normalised float32 on ``device`` (ImageNet mean/std)."""
     x = x.to(device, non_blocking=True)
     if channels_last:

@@ -84,12 +84,15 @@ class DemoSizes:
         if self.n_test > self.n_test_patients * self.max_images_per_patient:
             raise ValueError(f"--n-test > --n-test-patients * {self.max_images_per_patient}")
         if not 10 <= self.n_isic2019 <= 20_000 or self.n_isic2018 > 5000 or self.n_isic2017 > 5000:
-            raise ValueError("need 10 <= --n-isic2019 <= 20000, --n-isic2018 and "
-                             "--n-isic2017 <= 5000")
+            raise ValueError(
+                "need 10 <= --n-isic2019 <= 20000, --n-isic2018 and --n-isic2017 <= 5000"
+            )
         if self.n_train > self.n_patients * self.max_images_per_patient:
             raise ValueError(f"--n-train > --n-patients * {self.max_images_per_patient}")
         if not 0 < self.malignant_ratio < 0.5 or not 0 < self.isic2019_mel_ratio < 1:
-            raise ValueError("--malignant-ratio must be in (0, 0.5), --isic2019-mel-ratio in (0, 1)")
+            raise ValueError(
+                "--malignant-ratio must be in (0, 0.5), --isic2019-mel-ratio in (0, 1)"
+            )
         if self.image_size < 32:
             raise ValueError("--image-size must be >= 32")
 
@@ -237,8 +240,9 @@ def render_lesion(rng: np.random.Generator, look_malignant: bool, style: Style) 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of an RGB uint8 image."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
@@ -272,8 +276,9 @@ def patient_image_counts(
         weights = counts * ok
         if weights.sum() == 0:
             weights = ok.astype(float)
-        chosen = rng.choice(n_patients, size=min(abs(diff), int(ok.sum())), replace=False,
-                            p=weights / weights.sum())
+        chosen = rng.choice(
+            n_patients, size=min(abs(diff), int(ok.sum())), replace=False, p=weights / weights.sum()
+        )
         counts[chosen] += step
         diff -= step * len(chosen)
     return counts
@@ -331,7 +336,9 @@ def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> np.nda
     return rng.permutation(np.fromiter(ids, dtype=np.int64, count=len(ids)))
 
 
-def _fresh_names(rng: np.random.Generator, n: int, low: int, high: int, taken: set[str]) -> list[str]:
+def _fresh_names(
+    rng: np.random.Generator, n: int, low: int, high: int, taken: set[str]
+) -> list[str]:
     """n distinct ISIC_xxxxxxx names with ids in [low, high), none of them in ``taken``."""
     free = np.setdiff1d(np.arange(low, high), [int(t[5:12]) for t in taken])
     if n > len(free):
@@ -384,16 +391,33 @@ def competition_table(
 ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 _ISIC2019_OTHER_P = np.array([0.0, 0.58, 0.16, 0.05, 0.13, 0.03, 0.03, 0.015, 0.005])
 _SITES_2019 = [
-    "anterior torso", "posterior torso", "lateral torso", "upper extremity",
-    "lower extremity", "head/neck", "palms/soles", "oral/genital",
+    "anterior torso",
+    "posterior torso",
+    "lateral torso",
+    "upper extremity",
+    "lower extremity",
+    "head/neck",
+    "palms/soles",
+    "oral/genital",
 ]
 _SITES_2019_P = [0.18, 0.2, 0.03, 0.16, 0.2, 0.17, 0.04, 0.02]
-_HAM_DX = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "BKL": "bkl",
-           "DF": "df", "VASC": "vasc"}
+_HAM_DX = {
+    "MEL": "mel",
+    "NV": "nv",
+    "BCC": "bcc",
+    "AK": "akiec",
+    "BKL": "bkl",
+    "DF": "df",
+    "VASC": "vasc",
+}
 _HAM_LOCALIZATION = {
-    "anterior torso": ["chest", "abdomen"], "posterior torso": ["back"], "lateral torso": ["trunk"],
-    "upper extremity": ["upper extremity", "hand"], "lower extremity": ["lower extremity", "foot"],
-    "head/neck": ["face", "scalp", "neck", "ear"], "palms/soles": ["acral"],
+    "anterior torso": ["chest", "abdomen"],
+    "posterior torso": ["back"],
+    "lateral torso": ["trunk"],
+    "upper extremity": ["upper extremity", "hand"],
+    "lower extremity": ["lower extremity", "foot"],
+    "head/neck": ["face", "scalp", "neck", "ear"],
+    "palms/soles": ["acral"],
     "oral/genital": ["genital"],
 }
 
@@ -479,8 +503,12 @@ class _ImageWriter:
 
     def remove_stale(self) -> int:
         """Delete .jpg files left by an earlier run in the folders this run wrote to."""
-        stale = [p for folder in {p.parent for p in self.written} for p in folder.glob("*.jpg")
-                 if p not in self.written]
+        stale = [
+            p
+            for folder in {p.parent for p in self.written}
+            for p in folder.glob("*.jpg")
+            if p not in self.written
+        ]
         for path in stale:
             path.unlink()
         return len(stale)
@@ -527,10 +555,14 @@ def _generate(out: Path, seed: int, sizes: DemoSizes, writer: _ImageWriter) -> d
     stale = writer.remove_stale()
     test = comp.test.sort_values("image_name", kind="stable")
     usage = np.where(rng.uniform(size=len(test)) < 0.3, "Public", "Private")
-    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": test["target"],
-                            "Usage": usage}), out / "demo_solution.csv")
-    write_csv(pd.DataFrame({"image_name": test["image_name"], "target": 0.0}),
-              out / "sample_submission.csv")
+    write_csv(
+        pd.DataFrame({"image_name": test["image_name"], "target": test["target"], "Usage": usage}),
+        out / "demo_solution.csv",
+    )
+    write_csv(
+        pd.DataFrame({"image_name": test["image_name"], "target": 0.0}),
+        out / "sample_submission.csv",
+    )
     write_csv(test[TEST_COLUMNS], out / "test.csv")
     write_text(README_TEXT.format(seed=seed, sizes=dataclasses.asdict(sizes)), out / "README.txt")
     train = comp.train.sort_values("image_name", kind="stable")
@@ -567,19 +599,27 @@ def _competition(rng: np.random.Generator, sizes: DemoSizes, writer: _ImageWrite
     """Competition train and test rows (disjoint patients) and their images."""
     side = sizes.image_size
     n_names = sizes.n_train + sizes.n_test + sizes.n_malignant
-    names = np.array([f"ISIC_{i:07d}" for i in _unique_ids(rng, n_names, 100_000, 10_000_000)],
-                     dtype=object)
+    names = np.array(
+        [f"ISIC_{i:07d}" for i in _unique_ids(rng, n_names, 100_000, 10_000_000)], dtype=object
+    )
     n_pat = sizes.n_patients + sizes.n_test_patients + sizes.n_malignant
     pids = np.array([f"IP_{i:07d}" for i in _unique_ids(rng, n_pat, 0, 10_000_000)], dtype=object)
     frames = {}
     bytes_of: dict[str, bytes] = {}
     start_img = start_pat = 0
-    splits = [("train", sizes.n_train, sizes.n_patients), ("test", sizes.n_test, sizes.n_test_patients)]
+    splits = [
+        ("train", sizes.n_train, sizes.n_patients),
+        ("test", sizes.n_test, sizes.n_test_patients),
+    ]
     for stream, (split, n_img, n_pat_split) in enumerate(splits, start=1):
         counts = patient_image_counts(rng, n_img, n_pat_split, sizes.max_images_per_patient)
-        df = competition_table(rng, names[start_img: start_img + n_img],
-                               pids[start_pat: start_pat + n_pat_split], counts,
-                               sizes.malignant_ratio)
+        df = competition_table(
+            rng,
+            names[start_img : start_img + n_img],
+            pids[start_pat : start_pat + n_pat_split],
+            counts,
+            sizes.malignant_ratio,
+        )
         start_img, start_pat = start_img + n_img, start_pat + n_pat_split
         styles = [patient_style(rng, side, side, 0.05) for _ in range(n_pat_split)]
         looks = _looks(rng, df["target"].to_numpy())
@@ -589,12 +629,16 @@ def _competition(rng: np.random.Generator, sizes: DemoSizes, writer: _ImageWrite
             if split == "train":
                 bytes_of[name] = data
         frames[split] = df
-    return _Competition(frames["train"], frames["test"], bytes_of, names[start_img:],
-                        pids[start_pat:])
+    return _Competition(
+        frames["train"], frames["test"], bytes_of, names[start_img:], pids[start_pat:]
+    )
 
 
 def _isic2019(
-    rng: np.random.Generator, seed: int, sizes: DemoSizes, writer: _ImageWriter,
+    rng: np.random.Generator,
+    seed: int,
+    sizes: DemoSizes,
+    writer: _ImageWriter,
     comp: _Competition,
 ) -> tuple[pd.DataFrame, dict[str, bytes], set[str]]:
     """ISIC 2019 tables and images; returns (rows, bytes by image name, names of the
@@ -611,7 +655,7 @@ def _isic2019(
     # Byte-identical copies of competition train images under new 2019 names, same label.
     train = comp.train
     n_copy = min(4, len(train), len(isic) // 10)
-    copies = list(isic.index[len(isic) - n_copy:])
+    copies = list(isic.index[len(isic) - n_copy :])
     sources = train.sample(n=n_copy, random_state=seed, weights=1 + 20 * train["target"])
     for k, src in zip(copies, sources.itertuples(index=False)):
         isic.loc[k, "label"] = "MEL" if src.target == 1 else "NV"
@@ -623,8 +667,10 @@ def _isic2019(
         onehot[c] = (isic["label"] == c).astype(float)
     meta = isic[["file_image", "age_approx", "anatom_site_general", "lesion_id", "sex"]]
     write_csv(onehot, writer.root / folder / "ISIC_2019_Training_GroundTruth.csv")
-    write_csv(meta.rename(columns={"file_image": "image"}),
-              writer.root / folder / "ISIC_2019_Training_Metadata.csv")
+    write_csv(
+        meta.rename(columns={"file_image": "image"}),
+        writer.root / folder / "ISIC_2019_Training_Metadata.csv",
+    )
     return isic, isic_bytes, set(isic.loc[copies, "image"])
 
 
@@ -634,20 +680,36 @@ def _wide(sizes: DemoSizes) -> tuple[int, int]:
 
 
 def _write_new_or_shared(
-    writer: _ImageWriter, stream: int, folder: str, names: list[str], looks: np.ndarray,
-    rng: np.random.Generator, sizes: DemoSizes, isic_bytes: dict[str, bytes],
+    writer: _ImageWriter,
+    stream: int,
+    folder: str,
+    names: list[str],
+    looks: np.ndarray,
+    rng: np.random.Generator,
+    sizes: DemoSizes,
+    isic_bytes: dict[str, bytes],
 ) -> None:
     """Write one image per name: the 2019 bytes when the name is a 2019 image, else new."""
-    jobs = [(i, looks[i], patient_style(rng, *_wide(sizes), 0.3))
-            for i, name in enumerate(names) if name not in isic_bytes]
+    jobs = [
+        (i, looks[i], patient_style(rng, *_wide(sizes), 0.3))
+        for i, name in enumerate(names)
+        if name not in isic_bytes
+    ]
     fresh = iter(writer.render_many(stream, jobs))
     for name in names:
-        writer.write(f"{folder}/{name}.jpg", isic_bytes[name] if name in isic_bytes else next(fresh))
+        writer.write(
+            f"{folder}/{name}.jpg", isic_bytes[name] if name in isic_bytes else next(fresh)
+        )
 
 
 def _isic2018(
-    rng: np.random.Generator, seed: int, sizes: DemoSizes, writer: _ImageWriter,
-    isic: pd.DataFrame, isic_bytes: dict[str, bytes], copy_names: set[str],
+    rng: np.random.Generator,
+    seed: int,
+    sizes: DemoSizes,
+    writer: _ImageWriter,
+    isic: pd.DataFrame,
+    isic_bytes: dict[str, bytes],
+    copy_names: set[str],
 ) -> None:
     """HAM10000-style set: ~90% the HAM-range 2019 images (same names), the rest new."""
     folder = EXTERNAL / "isic2018"
@@ -659,30 +721,42 @@ def _isic2018(
     new_label = rng.choice(list(_HAM_DX), size=n_new, p=[0.2, 0.6, 0.06, 0.04, 0.08, 0.01, 0.01])
     ham = pd.DataFrame(
         {
-            "lesion_id": [*shared["lesion_id"], *(f"HAM_{9_000_000 + k:07d}" for k in range(n_new))],
+            "lesion_id": [
+                *shared["lesion_id"],
+                *(f"HAM_{9_000_000 + k:07d}" for k in range(n_new)),
+            ],
             "image_id": [*shared["image"], *new_names],
             "label": [*shared["label"], *new_label],
-            "age": [*shared["age_approx"],
-                    *np.clip(np.round(rng.normal(52, 16, n_new) / 5) * 5, 0, 85)],
+            "age": [
+                *shared["age_approx"],
+                *np.clip(np.round(rng.normal(52, 16, n_new) / 5) * 5, 0, 85),
+            ],
             "sex": [*shared["sex"], *rng.choice(SEXES_ARR, size=n_new)],
-            "site": [*shared["anatom_site_general"],
-                     *rng.choice(_SITES_2019, size=n_new, p=_SITES_2019_P)],
+            "site": [
+                *shared["anatom_site_general"],
+                *rng.choice(_SITES_2019, size=n_new, p=_SITES_2019_P),
+            ],
         }
     )
     looks = _looks(rng, (ham["label"] == "MEL").to_numpy().astype(int))
-    _write_new_or_shared(writer, 4, f"{folder}/images", list(ham["image_id"]), looks, rng,
-                         sizes, isic_bytes)
+    _write_new_or_shared(
+        writer, 4, f"{folder}/images", list(ham["image_id"]), looks, rng, sizes, isic_bytes
+    )
     meta = pd.DataFrame(
         {
             "lesion_id": ham["lesion_id"],
             "image_id": ham["image_id"],
             "dx": ham["label"].map(_HAM_DX),
-            "dx_type": np.where(ham["label"] == "MEL", "histo",
-                                rng.choice(["histo", "follow_up", "consensus"], size=len(ham))),
+            "dx_type": np.where(
+                ham["label"] == "MEL",
+                "histo",
+                rng.choice(["histo", "follow_up", "consensus"], size=len(ham)),
+            ),
             "age": ham["age"].astype(float),
             "sex": ham["sex"].fillna("unknown"),
             "localization": [
-                "unknown" if not isinstance(s, str)
+                "unknown"
+                if not isinstance(s, str)
                 else _HAM_LOCALIZATION[s][int(rng.integers(len(_HAM_LOCALIZATION[s])))]
                 for s in ham["site"]
             ],
@@ -692,24 +766,36 @@ def _isic2018(
 
 
 def _isic2017(
-    rng: np.random.Generator, seed: int, sizes: DemoSizes, writer: _ImageWriter,
-    isic: pd.DataFrame, isic_bytes: dict[str, bytes], copy_names: set[str],
+    rng: np.random.Generator,
+    seed: int,
+    sizes: DemoSizes,
+    writer: _ImageWriter,
+    isic: pd.DataFrame,
+    isic_bytes: dict[str, bytes],
+    copy_names: set[str],
 ) -> None:
     """ISIC 2017 part 3 style: ~80% low-id 2019 images (MEL/NV/BKL), the rest new."""
     folder = EXTERNAL / "isic2017"
-    pool = isic[~isic["ham"] & isic["label"].isin(["MEL", "NV", "BKL"])
-                & ~isic["image"].isin(copy_names)]
+    pool = isic[
+        ~isic["ham"] & isic["label"].isin(["MEL", "NV", "BKL"]) & ~isic["image"].isin(copy_names)
+    ]
     n_shared = min(len(pool), int(round(0.8 * sizes.n_isic2017)))
     shared = pool.sample(n=n_shared, random_state=seed + 1)
     n_new = sizes.n_isic2017 - n_shared
     names = [*shared["image"], *_fresh_names(rng, n_new, 0, 24306, set(isic["image"]))]
-    labels = np.array([*shared["label"],
-                       *rng.choice(["MEL", "NV", "BKL"], size=n_new, p=[0.2, 0.65, 0.15])])
+    labels = np.array(
+        [*shared["label"], *rng.choice(["MEL", "NV", "BKL"], size=n_new, p=[0.2, 0.65, 0.15])]
+    )
     looks = _looks(rng, (labels == "MEL").astype(int))
     data_dir = f"{folder}/ISIC-2017_Training_Data"
     _write_new_or_shared(writer, 5, data_dir, names, looks, rng, sizes, isic_bytes)
-    gt = pd.DataFrame({"image_id": names, "melanoma": (labels == "MEL").astype(float),
-                       "seborrheic_keratosis": (labels == "BKL").astype(float)})
+    gt = pd.DataFrame(
+        {
+            "image_id": names,
+            "melanoma": (labels == "MEL").astype(float),
+            "seborrheic_keratosis": (labels == "BKL").astype(float),
+        }
+    )
     ages = np.clip(np.round(rng.normal(50, 16, len(names)) / 5) * 5, 5, 85)
     unknown_age = rng.uniform(size=len(names)) < 0.05
     unknown_sex = rng.uniform(size=len(names)) < 0.05
@@ -725,8 +811,13 @@ def _isic2017(
 
 
 def _malignant(
-    rng: np.random.Generator, sizes: DemoSizes, writer: _ImageWriter, comp: _Competition,
-    isic: pd.DataFrame, isic_bytes: dict[str, bytes], copy_names: set[str],
+    rng: np.random.Generator,
+    sizes: DemoSizes,
+    writer: _ImageWriter,
+    comp: _Competition,
+    isic: pd.DataFrame,
+    isic_bytes: dict[str, bytes],
+    copy_names: set[str],
 ) -> None:
     """Extra malignant set (ISIC archive style, competition columns, target 1).
 
@@ -745,7 +836,8 @@ def _malignant(
                 rng, np.clip(np.round(rng.normal(60, 14, m) / 5) * 5, 15, 90), 0.03
             ).astype(float),
             "anatom_site_general_challenge": _with_missing(
-                rng, rng.choice(np.array(SITES_2020, dtype=object), size=m, p=_SITE_P_MALIGNANT),
+                rng,
+                rng.choice(np.array(SITES_2020, dtype=object), size=m, p=_SITE_P_MALIGNANT),
                 0.04,
             ),
             "diagnosis": "melanoma",
@@ -755,8 +847,12 @@ def _malignant(
     )
     looks = _looks(rng, np.ones(m, dtype=int))
     data = writer.render_many(
-        6, [(i, looks[i], patient_style(rng, sizes.image_size, sizes.image_size, 0.1))
-            for i in range(m)])
+        6,
+        [
+            (i, looks[i], patient_style(rng, sizes.image_size, sizes.image_size, 0.1))
+            for i in range(m)
+        ],
+    )
     train_mal = comp.train[comp.train["target"] == 1]
     mel2019 = isic.loc[(isic["label"] == "MEL") & ~isic["image"].isin(copy_names), "image"]
     if m >= 3 and len(train_mal) >= 2 and len(mel2019):
@@ -804,12 +900,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-isic2018", type=int, default=d.n_isic2018)
     parser.add_argument("--n-isic2017", type=int, default=d.n_isic2017)
     parser.add_argument("--n-malignant", type=int, default=d.n_malignant)
-    parser.add_argument("--image-size", type=int, default=d.image_size,
-                        help="side of competition images in pixels (ISIC 2019/2018 are 4:3)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes drawing images (default: CPU count); output is the same")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write even if OUT/train.csv already exists")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        help="side of competition images in pixels (ISIC 2019/2018 are 4:3)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes drawing images (default: CPU count); output is the same",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write even if OUT/train.csv already exists"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -817,11 +922,17 @@ def run(args: argparse.Namespace) -> int:
     if (out / "train.csv").exists() and not args.overwrite:
         raise ValueError(f"{out / 'train.csv'} already exists (use --overwrite to regenerate)")
     sizes = DemoSizes(
-        n_train=args.n_train, n_patients=args.n_patients, n_test=args.n_test,
-        n_test_patients=args.n_test_patients, malignant_ratio=args.malignant_ratio,
-        n_isic2019=args.n_isic2019, isic2019_mel_ratio=args.isic2019_mel_ratio,
-        n_isic2018=args.n_isic2018, n_isic2017=args.n_isic2017,
-        n_malignant=args.n_malignant, image_size=args.image_size,
+        n_train=args.n_train,
+        n_patients=args.n_patients,
+        n_test=args.n_test,
+        n_test_patients=args.n_test_patients,
+        malignant_ratio=args.malignant_ratio,
+        n_isic2019=args.n_isic2019,
+        isic2019_mel_ratio=args.isic2019_mel_ratio,
+        n_isic2018=args.n_isic2018,
+        n_isic2017=args.n_isic2017,
+        n_malignant=args.n_malignant,
+        image_size=args.image_size,
     )
     start = time.perf_counter()
     summary = generate(out, args.seed, sizes, workers=args.workers)

@@ -191,7 +191,9 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _finish(df: pd.DataFrame, source: str, files: list[Path], root: Path, name: str) -> pd.DataFrame:
+def _finish(
+    df: pd.DataFrame, source: str, files: list[Path], root: Path, name: str
+) -> pd.DataFrame:
     """Add source, image_path and the private ``_file`` column; validate as a train table."""
     df = df.reset_index(drop=True)
     df["benign_malignant"] = np.where(df["target"] == 1, "malignant", "benign")
@@ -215,7 +217,9 @@ def load_competition(train_csv: str | os.PathLike) -> pd.DataFrame:
     train_csv = Path(train_csv)
     df = read_train_csv(train_csv)
     if "source" in df.columns and (df["source"].fillna("competition") != "competition").any():
-        raise ValueError(f"{train_csv}: has non-competition 'source' rows; pass the original train.csv")
+        raise ValueError(
+            f"{train_csv}: has non-competition 'source' rows; pass the original train.csv"
+        )
     extras = [c for c in df.columns if c not in TRAIN_COLUMNS and c not in ("source", "image_path")]
     out = df[TRAIN_COLUMNS + extras].copy()
     out["source"] = "competition"
@@ -253,7 +257,8 @@ def load_isic2019(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
 
     meta_path = find_file(folder, ISIC2019_METADATA)
     meta = read_csv_table(
-        meta_path, ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"],
+        meta_path,
+        ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"],
         text_columns=["anatom_site_general", "lesion_id"],
     )
     check_unique_names(meta, str(meta_path), "image")
@@ -290,7 +295,8 @@ def load_isic2018(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
     folder = Path(folder)
     path = find_file(folder, HAM_METADATA)
     meta = read_csv_table(
-        path, ["lesion_id", "image_id", "dx", "age", "sex", "localization"],
+        path,
+        ["lesion_id", "image_id", "dx", "age", "sex", "localization"],
         text_columns=["lesion_id", "dx", "localization"],
     )
     check_unique_names(meta, str(path), "image_id")
@@ -308,8 +314,9 @@ def load_isic2018(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
             "patient_id": meta["lesion_id"],
             "sex": _sex(meta, "sex", str(path)),
             "age_approx": check_age(meta, "age", str(path)),
-            SITE_COLUMN: map_vocabulary(meta.assign(localization=loc), "localization",
-                                        HAM_SITE_TO_2020, str(path)),
+            SITE_COLUMN: map_vocabulary(
+                meta.assign(localization=loc), "localization", HAM_SITE_TO_2020, str(path)
+            ),
             "diagnosis": dx.map(HAM_DIAGNOSIS),
             "target": (dx == "mel").astype(int),
         }
@@ -332,17 +339,22 @@ def _isic2017_metadata(path: Path) -> pd.DataFrame:
     meta = read_csv_table(path, ["image_id", "age_approximate", "sex"])
     check_unique_names(meta, str(path), "image_id")
     unknown = meta["age_approximate"].astype(str).str.strip().str.lower() == "unknown"
-    age = check_age(meta.assign(age_approximate=meta["age_approximate"].mask(unknown)),
-                    "age_approximate", str(path))
-    return pd.DataFrame({"image_id": meta["image_id"], "age_approximate": age,
-                         "sex": _sex(meta, "sex", str(path))})
+    age = check_age(
+        meta.assign(age_approximate=meta["age_approximate"].mask(unknown)),
+        "age_approximate",
+        str(path),
+    )
+    return pd.DataFrame(
+        {"image_id": meta["image_id"], "age_approximate": age, "sex": _sex(meta, "sex", str(path))}
+    )
 
 
 def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
     """ISIC 2017 part 3 (all ``*GroundTruth*.csv`` found below ``folder``) as train rows."""
     folder = Path(folder)
     gt_paths = sorted(
-        p for p in folder.rglob("*GroundTruth*.csv")
+        p
+        for p in folder.rglob("*GroundTruth*.csv")
         if {"image_id", "melanoma", "seborrheic_keratosis"} <= set(pd.read_csv(p, nrows=0).columns)
     )
     if not gt_paths:
@@ -358,7 +370,8 @@ def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         values = _check_onehot_or_none(part, table)
         mel[rows], sk[rows] = values[:, 0], values[:, 1]
     meta_paths = sorted(
-        p for p in folder.rglob("*metadata*.csv")
+        p
+        for p in folder.rglob("*metadata*.csv")
         if {"image_id", "age_approximate", "sex"} <= set(pd.read_csv(p, nrows=0).columns)
     )
     if meta_paths:
@@ -370,7 +383,9 @@ def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         gt["sex"] = np.nan
     dup = gt["image_id"].duplicated().to_numpy()
     if dup.any():
-        raise ValueError(f"{folder}: image_id in several ground-truth files: {describe_rows(gt, dup)}")
+        raise ValueError(
+            f"{folder}: image_id in several ground-truth files: {describe_rows(gt, dup)}"
+        )
     df = pd.DataFrame(
         {
             "image_name": gt["image_id"],
@@ -378,8 +393,9 @@ def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
             "sex": gt["sex"],
             "age_approx": gt["age_approximate"],
             SITE_COLUMN: np.nan,
-            "diagnosis": np.select([mel == 1, sk == 1], ["melanoma", "seborrheic keratosis"],
-                                   "nevus"),
+            "diagnosis": np.select(
+                [mel == 1, sk == 1], ["melanoma", "seborrheic keratosis"], "nevus"
+            ),
             "target": (mel == 1).astype(int),
         }
     )
@@ -420,7 +436,9 @@ def load_malignant(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
     df[SITE_COLUMN] = map_vocabulary(df, SITE_COLUMN, SITE_TO_2020, str(path))
     df["sex"] = _sex(df, "sex", str(path))
     target = numeric_column(df, "target", str(path))
-    df["diagnosis"] = df["diagnosis"].fillna(pd.Series(np.where(target == 1, "melanoma", "unknown")))
+    df["diagnosis"] = df["diagnosis"].fillna(
+        pd.Series(np.where(target == 1, "melanoma", "unknown"))
+    )
     files = resolve_images(df["image_name"], index_images(folder), str(path))
     return _finish(df, "malignant", files, root, str(path))
 
@@ -488,10 +506,18 @@ def deduplicate(
             rows["kept_source"] = df.loc[kept_idx[~is_comp], "source"].to_numpy()
             dropped.append(rows)
             df = df.drop(index=drop_idx).reset_index(drop=True)
-    cols = ["image_name", "source", "target", "image_path", "reason", "kept_image_name",
-            "kept_source"]
-    dropped_df = (pd.concat(dropped, ignore_index=True)[cols] if dropped
-                  else pd.DataFrame(columns=cols))
+    cols = [
+        "image_name",
+        "source",
+        "target",
+        "image_path",
+        "reason",
+        "kept_image_name",
+        "kept_source",
+    ]
+    dropped_df = (
+        pd.concat(dropped, ignore_index=True)[cols] if dropped else pd.DataFrame(columns=cols)
+    )
     return df, dropped_df, internal
 
 
@@ -538,24 +564,31 @@ def build_training_table(
         {
             "source": present,
             "images_in": [int(before.get(s, 0)) for s in present],
-            "dropped_same_name": [int(((dropped["source"] == s)
-                                       & (dropped["reason"] == "same image name")).sum())
-                                  for s in present],
-            "dropped_same_content": [int(((dropped["source"] == s)
-                                          & (dropped["reason"] == "same image content")).sum())
-                                     for s in present],
+            "dropped_same_name": [
+                int(((dropped["source"] == s) & (dropped["reason"] == "same image name")).sum())
+                for s in present
+            ],
+            "dropped_same_content": [
+                int(((dropped["source"] == s) & (dropped["reason"] == "same image content")).sum())
+                for s in present
+            ],
             "images_out": [int(after.get(s, 0)) for s in present],
             "malignant_out": [int(mal.get(s, 0)) for s in present],
         }
     )
     total = counts.drop(columns="source").sum()
-    counts = pd.concat([counts, pd.DataFrame([{"source": "total", **total.to_dict()}])],
-                       ignore_index=True)
+    counts = pd.concat(
+        [counts, pd.DataFrame([{"source": "total", **total.to_dict()}])], ignore_index=True
+    )
     counts["malignant_ratio"] = counts["malignant_out"] / counts["images_out"].clip(lower=1)
     table = kept.drop(columns="_file")
     cols = TRAIN_COLUMNS + [c for c in table.columns if c not in TRAIN_COLUMNS]
-    report = {"counts": counts, "dropped": dropped, "competition_content_duplicates": internal,
-              "content_dedup": content_dedup}
+    report = {
+        "counts": counts,
+        "dropped": dropped,
+        "competition_content_duplicates": internal,
+        "content_dedup": content_dedup,
+    }
     return table[cols], report
 
 
@@ -580,8 +613,12 @@ def format_report(report: dict, examples: int = 10) -> str:
         )
     dropped = report["dropped"]
     if len(dropped):
-        lines += ["", f"## Dropped duplicates (first {min(examples, len(dropped))} of {len(dropped)})",
-                  "", markdown_table(dropped.head(examples))]
+        lines += [
+            "",
+            f"## Dropped duplicates (first {min(examples, len(dropped))} of {len(dropped)})",
+            "",
+            markdown_table(dropped.head(examples)),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -589,19 +626,34 @@ def format_report(report: dict, examples: int = 10) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-csv", required=True,
-                        help="competition train.csv; its folder is the data root for image_path")
-    parser.add_argument("--isic2019-dir", required=True,
-                        help="folder with ISIC_2019_Training_GroundTruth.csv, _Metadata.csv, images")
+    parser.add_argument(
+        "--train-csv",
+        required=True,
+        help="competition train.csv; its folder is the data root for image_path",
+    )
+    parser.add_argument(
+        "--isic2019-dir",
+        required=True,
+        help="folder with ISIC_2019_Training_GroundTruth.csv, _Metadata.csv, images",
+    )
     parser.add_argument("--isic2018-dir", help="folder with HAM10000_metadata.csv and images")
-    parser.add_argument("--isic2017-dir", help="folder with ISIC 2017 part 3 ground truth and images")
+    parser.add_argument(
+        "--isic2017-dir", help="folder with ISIC 2017 part 3 ground truth and images"
+    )
     parser.add_argument("--malignant-dir", help="folder with malignant.csv and images")
     parser.add_argument("--out", required=True, help="merged training table (CSV)")
     parser.add_argument("--report", help="also write the merge report here (markdown)")
-    parser.add_argument("--no-content-dedup", action="store_true",
-                        help="skip the byte-identical image check (no image reads)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="threads for hashing (default: CPU count, at most 8)")
+    parser.add_argument(
+        "--no-content-dedup",
+        action="store_true",
+        help="skip the byte-identical image check (no image reads)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="threads for hashing (default: CPU count, at most 8)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

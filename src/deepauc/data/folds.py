@@ -203,8 +203,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output CSV: the input rows plus 'fold'")
     parser.add_argument("--n-folds", type=int, default=5, help="number of folds (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--include-external", action="store_true",
-                        help="give non-competition rows folds too (default: fold -1)")
+    parser.add_argument(
+        "--include-external",
+        action="store_true",
+        help="give non-competition rows folds too (default: fold -1)",
+    )
     parser.add_argument("--report", help="also write the fold statistics here (markdown)")
 
 

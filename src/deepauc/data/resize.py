@@ -47,8 +47,11 @@ from ..io import atomic_path, write_csv
 from .tables import check_unique_names, read_csv_table
 
 JPEG_QUALITY = 95
-_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
-            (2, cv2.IMREAD_REDUCED_COLOR_2))
+_REDUCED = (
+    (8, cv2.IMREAD_REDUCED_COLOR_8),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+)
 _SHOW = 5
 
 
@@ -87,7 +90,9 @@ def source_format(path: str | os.PathLike) -> str | None:
     kind, _, _, components = header
     if kind == "png":
         return "PNG"
-    return {3: None, 1: "grayscale JPEG", 4: "CMYK JPEG"}.get(components, f"{components}-component JPEG")
+    return {3: None, 1: "grayscale JPEG", 4: "CMYK JPEG"}.get(
+        components, f"{components}-component JPEG"
+    )
 
 
 def _header(path: str | os.PathLike) -> tuple[str, int, int, int] | None:
@@ -165,7 +170,7 @@ def _square(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    crop = img[top: top + side, left: left + side]
+    crop = img[top : top + side, left : left + side]
     if side == size:
         return np.ascontiguousarray(crop)
     # INTER_AREA is the right filter for shrinking; upscaling (tiny images) is rare.
@@ -215,8 +220,10 @@ def source_paths(df: pd.DataFrame, image_root: str | os.PathLike) -> list[Path]:
     if "image_path" in df.columns and df["image_path"].notna().all():
         return [root / p for p in df["image_path"]]
     if "image_path" in df.columns:
-        return [root / p if isinstance(p, str) else root / f"{n}.jpg"
-                for n, p in zip(df["image_name"], df["image_path"])]
+        return [
+            root / p if isinstance(p, str) else root / f"{n}.jpg"
+            for n, p in zip(df["image_name"], df["image_path"])
+        ]
     return [root / f"{n}.jpg" for n in df["image_name"]]
 
 
@@ -275,13 +282,12 @@ def resize_table(
         more = f"\n  ... and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
         raise ValueError(
             f"{len(errors)} image(s) could not be read (fix or remove them, then rerun):\n  "
-            + "\n  ".join(errors[:_SHOW]) + more
+            + "\n  ".join(errors[:_SHOW])
+            + more
         )
 
     for s in sizes:
-        index = pd.DataFrame(
-            {"image_name": names, "path": [f"{s}/{n}.jpg" for n in names]}
-        )
+        index = pd.DataFrame({"image_name": names, "path": [f"{s}/{n}.jpg" for n in names]})
         write_csv(index, index_path(cache_dir, s, csv))
     return written
 
@@ -293,19 +299,29 @@ def index_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike) 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", required=True, help="table with image_name (and image_path)")
-    parser.add_argument("--image-root", required=True,
-                        help="folder that image_path (or <image_name>.jpg) is relative to")
-    parser.add_argument("--size", type=int, action="append", required=True,
-                        help="output side in pixels; repeat for several sizes")
+    parser.add_argument(
+        "--image-root",
+        required=True,
+        help="folder that image_path (or <image_name>.jpg) is relative to",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        action="append",
+        required=True,
+        help="output side in pixels; repeat for several sizes",
+    )
     parser.add_argument("--out", required=True, help="cache folder (CACHE_DIR)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (default: CPU count)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: CPU count)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo images already cached")
 
 
-def check_cached(
-    names, cache_dir: str | os.PathLike, size: int, table: str | os.PathLike
-) -> None:
+def check_cached(names, cache_dir: str | os.PathLike, size: int, table: str | os.PathLike) -> None:
     """Raise FileNotFoundError listing the first few of ``names`` not cached at ``size``."""
     missing = [n for n in names if not cache_path(cache_dir, size, n).is_file()]
     if missing:
@@ -320,14 +336,23 @@ def check_cached(
 def format_notes(notes: list[str]) -> str:
     """The resize report line for sources that were converted (not RGB JPEGs)."""
     more = f" and {len(notes) - _SHOW} more" if len(notes) > _SHOW else ""
-    return (f"note: {len(notes)} source image(s) were not RGB JPEGs and were converted to RGB: "
-            f"{', '.join(notes[:_SHOW])}{more}")
+    return (
+        f"note: {len(notes)} source image(s) were not RGB JPEGs and were converted to RGB: "
+        f"{', '.join(notes[:_SHOW])}{more}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
-    written = resize_table(args.csv, args.image_root, args.size, args.out,
-                           workers=args.workers, overwrite=args.overwrite, notes=notes)
+    written = resize_table(
+        args.csv,
+        args.image_root,
+        args.size,
+        args.out,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        notes=notes,
+    )
     if notes:
         print(format_notes(notes))
     for size, n in written.items():

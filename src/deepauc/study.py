@@ -181,16 +181,19 @@ class AblationSpec:
     )  # extra data sets for the LibAUC column only
     imratio: float = 0.1  # run at each data set's ratio nearest this
     two_stage: bool = True
+    two_stage_datasets: list[str] = field(default_factory=list)  # extra data sets, two-stage only
     two_stage_ce_fraction: float = 0.5  # share of the epochs spent on CE before AUC-M
     stage2_lr: float | None = None  # None = the data set's lr
     robustness: bool = True
     easy_frac: float = 0.5
     noise_frac: float = 0.1
+    small_margin: float | None = 0.1  # also run AUC-M at this margin (None = only the tuned one)
     alpha_projection: bool = True
     dual_step: bool = True
     bsn: bool = True  # AUC-M with batch score normalisation switched off (paper appendix M)
     libauc: bool = True  # needs `pip install libauc==2.0.1`; skipped with a message otherwise
     attribution: bool = True  # ours with one LibAUC design choice at a time
+    libauc_no_momentum: bool = True  # also ours vs LibAUC with momentum 0 for both
     timing_steps: int = 100  # steps timed per optimiser for the per-step time table
 
     def validate(self) -> None:
@@ -228,8 +231,9 @@ class StudyConfig:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"data set names repeat: {names}")
+        a = self.ablations
         missing = [
-            d for d in self.ablations.datasets + self.ablations.libauc_datasets if d not in names
+            d for d in a.datasets + a.libauc_datasets + a.two_stage_datasets if d not in names
         ]
         if missing:
             raise ValueError(f"ablations.datasets {missing} are not among the datasets {names}")
@@ -371,7 +375,9 @@ class PESGEMAMomentum(PESG):
                 continue
             st = self.state[p]
             d = p.grad + gamma * (p - st["v_ref"])
-            if "ema_buffer" not in st:
+            if mu == 0:  # LibAUC skips its EMA when momentum is 0
+                st["ema_buffer"] = d
+            elif "ema_buffer" not in st:
                 st["ema_buffer"] = d.clone()
             else:
                 st["ema_buffer"].mul_(1 - mu).add_(d, alpha=mu)
@@ -485,9 +491,8 @@ class Job:
     method: str  # ce | focal | auc_s | auc_m | auc_m_noproj | two_stage | libauc
     params: tuple = ()  # sorted (name, value) pairs
     variant: str = "clean"  # clean | easy | noisy
-    tweak: str = (
-        ""  # "" | dual_paper | bsn_flip | vref_noise | batch_p | clip | libauc_alpha | ema_momentum
-    )
+    # "" | dual_paper | bsn_flip | no_momentum | vref_noise | batch_p | clip | libauc_alpha | ema_momentum
+    tweak: str = ""
 
     def param(self, name: str, default=None):
         return dict(self.params).get(name, default)
@@ -543,6 +548,8 @@ def _make_loss_and_opt(job: Job, model: nn.Module, p: float, lr: float, tspec: T
         warnings.filterwarnings("ignore", message="Input data has no positive sample")
         loss = LibAUCMLoss(margin=job.param("margin"), imratio=p, device=torch.device("cpu"))
         mom = tspec.pesg_momentum if tspec.libauc_momentum is None else tspec.libauc_momentum
+        if job.tweak == "no_momentum":
+            mom = 0.0
         opt = LibPESG(
             model.parameters(),
             loss_fn=loss,
@@ -572,6 +579,8 @@ def _make_loss_and_opt(job: Job, model: nn.Module, p: float, lr: float, tspec: T
     mom = tspec.pesg_momentum
     if job.tweak == "ema_momentum" and tspec.libauc_momentum is not None:
         mom = tspec.libauc_momentum
+    if job.tweak == "no_momentum":
+        mom = 0.0
     if job.tweak == "bsn_flip":
         loss.batch_score_norm = not bsn
     opt = cls(
@@ -1015,52 +1024,86 @@ def _ablation_ratio(cfg: StudyConfig, spec: DatasetSpec) -> float:
 
 
 def _ablation_jobs(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict):
+    """The ablation runs, keyed ``<ablation>/<data set>/<ratio>/<row>``."""
     abl = cfg.ablations
     jobs: dict[str, list[Job]] = {}
     notes: list[str] = []
-    names = {s.name for s in available}
-    have_aucm = "auc_m" in cfg.losses
+    specs = {s.name: s for s in available}
+    if "auc_m" not in cfg.losses:
+        return jobs, ["Ablations skipped: they need `auc_m` among the losses."]
     lib_ok = True
     if abl.libauc:
         mods, why = _import_libauc()
         if mods is None:
             lib_ok = False
             notes.append(f"LibAUC side by side skipped: {why}.")
-    full = list(abl.datasets)
-    for name in full + [n for n in abl.libauc_datasets if n not in full]:
-        if name not in names or not have_aucm:
+
+    def mk(name, r, method, params, variant="clean", tweak=""):
+        return [Job(name, r, s, method, params, variant, tweak) for s in cfg.seeds]
+
+    if abl.two_stage:
+        for name in _unique(abl.datasets + abl.two_stage_datasets):
+            if name in specs:
+                for r in specs[name].imratios:
+                    jobs[f"two_stage/{name}/{r}/two_stage"] = mk(
+                        name, r, "two_stage", chosen[name, r, "auc_m"]
+                    )
+    for name in _unique(abl.datasets + abl.libauc_datasets):
+        if name not in specs:
             continue
-        only_libauc = name not in full
-        spec = next(s for s in available if s.name == name)
-        r = _ablation_ratio(cfg, spec)
+        r = _ablation_ratio(cfg, specs[name])
         pm = chosen[name, r, "auc_m"]
-        ps = chosen.get((name, r, "auc_s"), _params(epoch_decay=dict(pm)["epoch_decay"]))
-
-        def mk(method, params, variant="clean", tweak="", name=name, r=r):
-            return [Job(name, r, s, method, params, variant, tweak) for s in cfg.seeds]
-
         if abl.libauc and lib_ok:
-            jobs[f"libauc/{name}"] = mk("libauc", pm)
-        if only_libauc:
+            jobs[f"libauc/{name}/{r}/libauc"] = mk(name, r, "libauc", pm)
+        if name not in abl.datasets:
             continue
-        if abl.two_stage:
-            jobs[f"two_stage/{name}"] = mk("two_stage", pm)
+        ps = chosen.get((name, r, "auc_s"), _params(epoch_decay=dict(pm)["epoch_decay"]))
+        small = (
+            _params(epoch_decay=dict(pm)["epoch_decay"], margin=abl.small_margin)
+            if abl.small_margin
+            else None
+        )
         if abl.robustness:
             for v in ("easy", "noisy"):
-                jobs[f"robust/{name}/{v}/auc_s"] = mk("auc_s", ps, v)
-                jobs[f"robust/{name}/{v}/auc_m"] = mk("auc_m", pm, v)
+                jobs[f"robust/{name}/{r}/{v}/auc_s"] = mk(name, r, "auc_s", ps, v)
+                jobs[f"robust/{name}/{r}/{v}/auc_m"] = mk(name, r, "auc_m", pm, v)
+            if small:
+                for v in ("clean", "easy", "noisy"):
+                    jobs[f"robust/{name}/{r}/{v}/auc_m_small"] = mk(name, r, "auc_m", small, v)
         if abl.alpha_projection:
-            jobs[f"alpha/{name}/clean"] = mk("auc_m_noproj", pm)
-            if abl.robustness:
-                jobs[f"alpha/{name}/easy"] = mk("auc_m_noproj", pm, "easy")
+            variants = ("clean", "easy") if abl.robustness else ("clean",)
+            for v in variants:
+                jobs[f"alpha/{name}/{r}/{v}/noproj"] = mk(name, r, "auc_m_noproj", pm, v)
+                if small:
+                    jobs[f"alpha/{name}/{r}/{v}/small"] = mk(name, r, "auc_m", small, v)
+                    jobs[f"alpha/{name}/{r}/{v}/small_noproj"] = mk(
+                        name, r, "auc_m_noproj", small, v
+                    )
         if abl.dual_step:
-            jobs[f"dual/{name}"] = mk("auc_m", pm, tweak="dual_paper")
+            jobs[f"dual/{name}/{r}/paper"] = mk(name, r, "auc_m", pm, tweak="dual_paper")
         if abl.bsn:
-            jobs[f"bsn/{name}"] = mk("auc_m", pm, tweak="bsn_flip")
+            jobs[f"bsn/{name}/{r}/flip"] = mk(name, r, "auc_m", pm, tweak="bsn_flip")
         if abl.attribution:
             for tw, _ in ATTRIBUTION_TWEAKS:
-                jobs[f"attr/{name}/{tw}"] = mk("auc_m", pm, tweak=tw)
+                jobs[f"attr/{name}/{r}/{tw}"] = mk(name, r, "auc_m", pm, tweak=tw)
+        lib_mom = (
+            cfg.train.pesg_momentum
+            if cfg.train.libauc_momentum is None
+            else cfg.train.libauc_momentum
+        )
+        if (
+            abl.libauc
+            and lib_ok
+            and abl.libauc_no_momentum
+            and (cfg.train.pesg_momentum or lib_mom)
+        ):
+            jobs[f"nomom/{name}/{r}/ours"] = mk(name, r, "auc_m", pm, tweak="no_momentum")
+            jobs[f"nomom/{name}/{r}/libauc"] = mk(name, r, "libauc", pm, tweak="no_momentum")
     return jobs, notes
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
 
 
 def _step_timing(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict) -> list[dict] | None:
@@ -1071,7 +1114,7 @@ def _step_timing(cfg: StudyConfig, available: list[DatasetSpec], chosen: dict) -
         return None
     out = []
     abl = cfg.ablations
-    for name in abl.datasets + [n for n in abl.libauc_datasets if n not in abl.datasets]:
+    for name in _unique(abl.datasets + abl.libauc_datasets):
         spec = next((s for s in available if s.name == name), None)
         if spec is None:
             continue
@@ -1138,11 +1181,12 @@ def _paired(a: list[float], b: list[float]) -> str:
     return f"{d.mean():+.3f}±{sd:.3f}"
 
 
-def _significant(a: list[float], b: list[float]) -> int:
-    """+1 / -1 when a − b is positive / negative beyond 2 standard errors (paired), else 0."""
+def _significant(a: list[float], b: list[float], min_effect: float = 0.001) -> int:
+    """+1 / -1 when a − b is positive / negative beyond 2 standard errors (paired) and by at
+    least ``min_effect`` (visible at three decimals), else 0."""
     d = np.asarray(a, float) - np.asarray(b, float)
     d = d[np.isfinite(d)]
-    if d.size < 2:
+    if d.size < 2 or abs(d.mean()) < min_effect:
         return 0
     se = d.std(ddof=1) / math.sqrt(d.size)
     if se == 0:
@@ -1270,6 +1314,17 @@ def _report(
                     f"{LOSS_TITLES[a]} {word} {LOSS_TITLES[b]} ({_paired(cells[a], cells[b])})"
                 )
         L.append(f"- {spec.name} at {achieved:.1%}: " + "; ".join(bits) + ".")
+    same = [
+        f"{spec.name} at {achieved:.1%}"
+        for spec, _r, achieved, cells in orderings
+        if "auc_m" in cells and "auc_s" in cells and np.array_equal(cells["auc_m"], cells["auc_s"])
+    ]
+    if same:
+        L.append(
+            f"\nAUC-M and AUC-S agree run for run in {', '.join(same)}: validation chose m = 1 there, and for "
+            "scores in [0, 1] with m ≥ 1 the optimal α = m − E[h|y=1] + E[h|y=0] is never negative, PESG's "
+            "projection on α ≥ 0 never bound in these runs, and AUC-M was exactly AUC-S (m = 1, α free)."
+        )
     L.append("")
 
     # --- chosen hyper-parameters
@@ -1305,164 +1360,191 @@ def _report(
 def _ablation_report(cfg, available, runner, final, chosen, abl_jobs, notes, timing) -> list[str]:
     L = ["## Ablations\n"]
     a = cfg.ablations
-    specs = {s.name: s for s in available}
 
-    def cell(key):
-        return _fmt(_tests(runner, abl_jobs[key])) if key in abl_jobs else "—"
+    def get(key):
+        return _tests(runner, abl_jobs[key]) if key in abl_jobs else None
 
-    def main(name, loss):
-        r = _ablation_ratio(cfg, specs[name])
-        return [final[name, r, loss, s] for s in cfg.seeds]
+    def main(name, r, loss):
+        return (
+            _tests(runner, [final[name, r, loss, s] for s in cfg.seeds])
+            if loss in cfg.losses
+            else None
+        )
 
-    order = a.datasets + [n for n in a.libauc_datasets if n not in a.datasets]
-    names = [
-        n
-        for n in order
-        if n in specs and any(k.endswith(f"/{n}") or f"/{n}/" in k for k in abl_jobs)
-    ]
-    ratio_of = {n: runner.result(main(n, "auc_m")[0])["imratio"] for n in names}
-    if any(f"two_stage/{n}" in abl_jobs for n in names):
+    def ratio(name, r):
+        return f"{runner.result(final[name, r, 'auc_m', cfg.seeds[0]])['imratio']:.1%}"
+
+    def f(v):
+        return _fmt(v) if v is not None else "—"
+
+    def d(x, y):
+        return _paired(x, y) if x is not None and y is not None else "—"
+
+    def keyed(prefix):
+        """(data set, ratio) pairs that have keys under ``prefix``, in config order."""
+        out = []
+        for k in abl_jobs:
+            parts = k.split("/")
+            if parts[0] == prefix and (parts[1], float(parts[2])) not in out:
+                out.append((parts[1], float(parts[2])))
+        return out
+
+    def tuned_m(name, r):
+        return dict(chosen[name, r, "auc_m"]).get("margin")
+
+    if keyed("two_stage"):
         L.append("### Two-stage vs one-stage (paper §3.4)\n")
         L.append(
-            "| Dataset | imratio | CE | AUC-M from scratch | CE → AUC-M (fresh head) | two-stage − scratch (paired) |"
+            "| Dataset | imratio | CE | AUC-M from scratch | CE → AUC-M (fresh head) | two-stage − scratch | "
+            "two-stage − CE |"
         )
-        L.append("|---|---|---|---|---|---|")
-        for n in names:
-            if f"two_stage/{n}" not in abl_jobs:
-                continue
-            ts = _tests(runner, abl_jobs[f"two_stage/{n}"])
-            sc = _tests(runner, main(n, "auc_m"))
-            ce = _fmt(_tests(runner, main(n, "ce"))) if "ce" in cfg.losses else "—"
+        L.append("|---|---|---|---|---|---|---|")
+        for name, r in keyed("two_stage"):
+            t, sc, ce = (
+                get(f"two_stage/{name}/{r}/two_stage"),
+                main(name, r, "auc_m"),
+                main(name, r, "ce"),
+            )
             L.append(
-                f"| {n} | {ratio_of[n]:.1%} | {ce} | {_fmt(sc)} | {_fmt(ts)} | {_paired(ts, sc)} |"
+                f"| {name} | {ratio(name, r)} | {f(ce)} | {f(sc)} | {f(t)} | {d(t, sc)} | {d(t, ce)} |"
             )
         L.append(
             f"\nSame total epochs for all three: the two-stage run spends {a.two_stage_ce_fraction:.0%} of "
-            "them on CE (SGD) and the rest on AUC-M (PESG, tuned γ and m, lr "
-            f"{a.stage2_lr if a.stage2_lr else 'as the data set'}) after re-initialising the last "
-            "linear layer; each stage has its own stagewise decays.\n"
+            "them on CE (SGD) and the rest on AUC-M (PESG, the tuned γ and m of the row, lr "
+            f"{a.stage2_lr if a.stage2_lr else 'as the data set'}) after re-initialising the last linear "
+            "layer; each stage has its own stagewise decays. Differences are paired per seed.\n"
         )
-    if any(f"robust/{n}/easy/auc_m" in abl_jobs for n in names):
+    if keyed("robust"):
         L.append("### Robustness to easy and noisy data (paper §3.2–3.3, appendix N)\n")
-        L.append("| Dataset | training data | AUC-S | AUC-M | AUC-M − AUC-S (paired) |")
-        L.append("|---|---|---|---|---|")
-        for n in names:
-            if f"robust/{n}/easy/auc_m" not in abl_jobs:
-                continue
-            rows = [
-                ("clean", main(n, "auc_s") if "auc_s" in cfg.losses else None, main(n, "auc_m"))
-            ]
-            rows += [
-                (f"+{v}", abl_jobs[f"robust/{n}/{v}/auc_s"], abl_jobs[f"robust/{n}/{v}/auc_m"])
-                for v in ("easy", "noisy")
-            ]
-            for label, js, jm in rows:
-                s = _tests(runner, js) if js else None
-                m = _tests(runner, jm)
-                L.append(
-                    f"| {n} ({ratio_of[n]:.1%}) | {label} | {_fmt(s) if s else '—'} | {_fmt(m)} | "
-                    f"{_paired(m, s) if s else '—'} |"
-                )
+        sm = a.small_margin
+        L.append(
+            "| Dataset | training data | AUC-S | AUC-M (tuned m) | "
+            + (f"AUC-M (m = {sm:g}) | " if sm else "")
+            + "AUC-M − AUC-S |"
+            + (f" AUC-M (m = {sm:g}) − AUC-S |" if sm else "")
+        )
+        L.append("|---|---|---|---|---|" + ("---|---|" if sm else ""))
+        for name, r in keyed("robust"):
+            for v in ("clean", "easy", "noisy"):
+                s_ = main(name, r, "auc_s") if v == "clean" else get(f"robust/{name}/{r}/{v}/auc_s")
+                m_ = main(name, r, "auc_m") if v == "clean" else get(f"robust/{name}/{r}/{v}/auc_m")
+                row = f"| {name} ({ratio(name, r)}) | {v if v == 'clean' else '+' + v} | {f(s_)} | {f(m_)} (m = {tuned_m(name, r):g}) |"
+                if sm:
+                    small = get(f"robust/{name}/{r}/{v}/auc_m_small")
+                    row += f" {f(small)} |"
+                row += f" {d(m_, s_)} |"
+                if sm:
+                    row += f" {d(small, s_)} |"
+                L.append(row)
         L.append(
             f"\n+easy: {a.easy_frac:.0%} more training rows, duplicates of rows that a pixel-space "
             "logistic regression places on their own side of their class's median score (class ratio "
             f"kept). +noisy: {a.noise_frac:.0%} of the positive labels flipped to negative and as many "
             "negative labels flipped to positive (class ratio kept). Validation and test sets clean; "
-            "hyper-parameters as tuned on the clean data.\n"
+            "γ as tuned on the clean data.\n"
         )
-    if any(f"alpha/{n}/clean" in abl_jobs for n in names):
+    if keyed("alpha"):
         L.append("### α ≥ 0: AUC-M with and without the projection\n")
-        L.append(
-            "| Dataset | training data | with α ≥ 0 (AUC-M) | α unconstrained | with − without (paired) |"
-        )
-        L.append("|---|---|---|---|---|")
-        for n in names:
+        L.append("| Dataset | training data | m | with α ≥ 0 | α unconstrained | with − without |")
+        L.append("|---|---|---|---|---|---|")
+        for name, r in keyed("alpha"):
             for v in ("clean", "easy"):
-                k = f"alpha/{n}/{v}"
-                if k not in abl_jobs:
+                if f"alpha/{name}/{r}/{v}/noproj" not in abl_jobs:
                     continue
-                w = _tests(
-                    runner, main(n, "auc_m") if v == "clean" else abl_jobs[f"robust/{n}/easy/auc_m"]
-                )
-                wo = _tests(runner, abl_jobs[k])
+                label = v if v == "clean" else "+easy"
+                w = main(name, r, "auc_m") if v == "clean" else get(f"robust/{name}/{r}/easy/auc_m")
+                wo = get(f"alpha/{name}/{r}/{v}/noproj")
                 L.append(
-                    f"| {n} ({ratio_of[n]:.1%}) | {v if v == 'clean' else '+easy'} | {_fmt(w)} | "
-                    f"{_fmt(wo)} | {_paired(w, wo)} |"
+                    f"| {name} ({ratio(name, r)}) | {label} | {tuned_m(name, r):g} (tuned) | {f(w)} | {f(wo)} | {d(w, wo)} |"
                 )
-        L.append("")
-    if any(f"dual/{n}" in abl_jobs for n in names):
+                if f"alpha/{name}/{r}/{v}/small" in abl_jobs:
+                    w, wo = (
+                        get(f"alpha/{name}/{r}/{v}/small"),
+                        get(f"alpha/{name}/{r}/{v}/small_noproj"),
+                    )
+                    L.append(
+                        f"| {name} ({ratio(name, r)}) | {label} | {a.small_margin:g} | {f(w)} | {f(wo)} | {d(w, wo)} |"
+                    )
+        L.append(
+            "\nFor scores in [0, 1] and m ≥ 1 the optimal α = m − E[h|y=1] + E[h|y=0] is never negative, so "
+            "the projection cannot bind and AUC-M with m = 1 is AUC-S; the projection matters only for m < 1.\n"
+        )
+    if keyed("dual"):
         L.append("### PESG dual step: normalized vs the paper's\n")
         L.append(
-            "| Dataset | imratio | `dual='normalized'` | `dual='paper'` | normalized − paper (paired) |"
+            "| Dataset | imratio | `dual='normalized'` | `dual='paper'` | normalized − paper |"
         )
         L.append("|---|---|---|---|---|")
-        for n in names:
-            if f"dual/{n}" not in abl_jobs:
-                continue
-            m = _tests(runner, main(n, "auc_m"))
-            pp = _tests(runner, abl_jobs[f"dual/{n}"])
+        for name, r in keyed("dual"):
+            m_, pp = main(name, r, "auc_m"), get(f"dual/{name}/{r}/paper")
             if cfg.train.dual == "paper":
-                m, pp = pp, m
-            L.append(f"| {n} | {ratio_of[n]:.1%} | {_fmt(m)} | {_fmt(pp)} | {_paired(m, pp)} |")
+                m_, pp = pp, m_
+            L.append(f"| {name} | {ratio(name, r)} | {f(m_)} | {f(pp)} | {d(m_, pp)} |")
         L.append(
-            "\nThe docstring of `deepauc.optim` cites a measurement on an MLP; `bench/dual_step.py` "
-            "re-measures that exact setting (see `reports/study_dual_step.md`).\n"
+            "\nThe docstring of `deepauc.optim` cites a measurement on an MLP without momentum; "
+            "`bench/dual_step.py` re-measures that exact setting (`reports/study_dual_step.md`).\n"
         )
-    if any(f"bsn/{n}" in abl_jobs for n in names):
+    if keyed("bsn"):
         L.append("### Batch score normalisation (paper appendix M)\n")
-        L.append(
-            "| Dataset | imratio | AUC-M with BSN | AUC-M without BSN | with − without (paired) |"
-        )
+        L.append("| Dataset | imratio | AUC-M with BSN | AUC-M without BSN | with − without |")
         L.append("|---|---|---|---|---|")
-        for n in names:
-            if f"bsn/{n}" not in abl_jobs:
-                continue
-            m = _tests(runner, main(n, "auc_m"))
-            o = _tests(runner, abl_jobs[f"bsn/{n}"])
+        for name, r in keyed("bsn"):
+            m_, o = main(name, r, "auc_m"), get(f"bsn/{name}/{r}/flip")
             if not cfg.train.batch_score_norm:
-                m, o = o, m
-            L.append(f"| {n} | {ratio_of[n]:.1%} | {_fmt(m)} | {_fmt(o)} | {_paired(m, o)} |")
+                m_, o = o, m_
+            L.append(f"| {name} | {ratio(name, r)} | {f(m_)} | {f(o)} | {d(m_, o)} |")
         L.append("")
-    lib_names = [n for n in names if f"libauc/{n}" in abl_jobs or f"attr/{n}/clip" in abl_jobs]
-    if lib_names:
+    lib = _unique(keyed("libauc") + keyed("attr") + keyed("nomom"))
+    if lib:
+        mom = cfg.train.pesg_momentum
+        lmom = mom if cfg.train.libauc_momentum is None else cfg.train.libauc_momentum
         L.append("### LibAUC side by side\n")
         L.append(
             "Same data, network, seeds, initial weights, batches, epochs and hyper-parameters (tuned γ, m; "
-            "lr, weight decay, decays; BSN applied to the scores fed to both losses; momentum "
-            f"{cfg.train.pesg_momentum:g} for both). LibAUC is called as its documentation shows: "
-            "`AUCMLoss(margin, imratio)` then `loss(scores, labels)`, `PESG(model.parameters(), loss_fn=..., "
-            "...)`, `update_regularizer(decay_factor)` at each decay. The middle columns are ours with "
-            "one of LibAUC's design choices switched on.\n"
+            "lr, weight decay, decays; BSN applied to the scores fed to both losses). LibAUC is called as "
+            "its documentation shows: `AUCMLoss(margin, imratio)` then `loss(scores, labels)`, "
+            "`PESG(model.parameters(), loss_fn=..., momentum=...)`, `update_regularizer(decay_factor)` at "
+            f"each decay. Momentum: ours {mom:g} (heavy-ball: buf ← μ·buf + d), LibAUC {lmom:g} (its "
+            "`momentum`, an EMA that weights the newest direction by μ: buf ← (1−μ)·buf + μ·d, which "
+            "for μ = 0.9 is nearly no momentum). The middle columns are ours with one of LibAUC's design "
+            "choices switched on at a time.\n"
         )
         tw = list(ATTRIBUTION_TWEAKS)
         L.append(
             "| Dataset | imratio | ours (AUC-M) | "
             + " | ".join(t for _, t in tw)
-            + " | LibAUC 2.0.1 | ours − LibAUC (paired) |"
+            + " | LibAUC 2.0.1 | ours − LibAUC |"
         )
         L.append("|---|---|---|" + "---|" * len(tw) + "---|---|")
-        for n in lib_names:
-            ours = _tests(runner, main(n, "auc_m"))
-            lib = _tests(runner, abl_jobs[f"libauc/{n}"]) if f"libauc/{n}" in abl_jobs else None
+        for name, r in lib:
+            ours, lb = main(name, r, "auc_m"), get(f"libauc/{name}/{r}/libauc")
+            cells = " | ".join(f(get(f"attr/{name}/{r}/{t}")) for t, _ in tw)
             L.append(
-                f"| {n} | {ratio_of[n]:.1%} | {_fmt(ours)} | "
-                + " | ".join(cell(f"attr/{n}/{t}") for t, _ in tw)
-                + f" | {_fmt(lib) if lib else 'skipped'} | {_paired(ours, lib) if lib else '—'} |"
+                f"| {name} | {ratio(name, r)} | {f(ours)} | {cells} | {f(lb) if lb else 'skipped'} | {d(ours, lb)} |"
             )
         L.append("")
-        for n in lib_names:
-            ours = _tests(runner, main(n, "auc_m"))
+        for name, r in lib:
+            ours = main(name, r, "auc_m")
             effects = []
             for t, title in tw:
-                if f"attr/{n}/{t}" in abl_jobs:
-                    other = _tests(runner, abl_jobs[f"attr/{n}/{t}"])
-                    sig = _significant(ours, other)
-                    verdict = {1: "hurts", -1: "helps", 0: "no difference beyond seed noise"}[sig]
-                    effects.append(
-                        f"{title.lstrip('+ ')}: {verdict} ({_paired(other, ours)} vs ours)"
-                    )
+                other = get(f"attr/{name}/{r}/{t}")
+                if other is not None:
+                    verdict = {1: "hurts", -1: "helps", 0: "no difference beyond seed noise"}[
+                        _significant(ours, other)
+                    ]
+                    effects.append(f"{title.lstrip('+ ')}: {verdict} ({_paired(other, ours)})")
             if effects:
-                L.append(f"- {n}: " + "; ".join(effects) + ".")
+                L.append(f"- {name}, ours with LibAUC's choice − ours: " + "; ".join(effects) + ".")
+        nm = keyed("nomom")
+        if nm:
+            L.append("\nWithout momentum for both (PESG as the paper's Algorithm 1):\n")
+            L.append(
+                "| Dataset | imratio | ours (AUC-M, momentum 0) | LibAUC 2.0.1 (momentum 0) | ours − LibAUC |"
+            )
+            L.append("|---|---|---|---|---|")
+            for name, r in nm:
+                o, lb = get(f"nomom/{name}/{r}/ours"), get(f"nomom/{name}/{r}/libauc")
+                L.append(f"| {name} | {ratio(name, r)} | {f(o)} | {f(lb)} | {d(o, lb)} |")
         L.append("")
     if timing:
         L.append("### Time per training step (forward + backward + optimiser step)\n")

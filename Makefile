@@ -8,8 +8,6 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
-# keep every stage output (cache indexes included): they are the stamps that let reruns skip work
-.SECONDARY:
 
 PYTHON ?= python3
 VENV := .venv
@@ -53,6 +51,8 @@ SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(DATA)/test.csv --set
   --set n_folds=$(N_FOLDS) $(EXTRA_SETS)
 STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
 CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
+# the cache indexes are the resize stamps: keep them although only pattern rules name them
+.PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
 CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
 BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
 SUBMISSION := submissions/$(EXP).csv

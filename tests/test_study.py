@@ -144,7 +144,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 def test_shipped_configs_load():
-    for name in ("default", "full"):
+    for name in ("default", "full", "budget"):
         cfg = load_config(f"configs/study/{name}.yaml", StudyConfig)
         assert cfg.datasets and cfg.seeds == [0, 1, 2, 3, 4]
 

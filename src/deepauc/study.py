@@ -1299,9 +1299,9 @@ def _report(
         f"{cfg.train.weight_decay:g}; CE and focal by SGD with momentum {cfg.train.sgd_momentum:g}; AUC-S and "
         f"AUC-M by our PESG (dual step `{cfg.train.dual}`, momentum {cfg.train.pesg_momentum:g}), BSN "
         f"{'on' if cfg.train.batch_score_norm else 'off'}, p fixed at the training split's ratio. "
-        + (f"Grids: {_grid_text(cfg.grids)} " if any(sp.grids is None for sp in available) else "")
-        + "(paper's grids: α ∈ [0.25, 0.5, 0.75], γ_f ∈ [1, 2, 5], γ ∈ {1/100, 1/300, 1/500, 1/700, 1/1000}, "
-        "m ∈ [0.1, 0.3, 0.5, 0.7, 1.0]). Ratios below `min_positives` positives are raised to it. "
+        + (f"Grids: {_grid_text(cfg.grids)}. " if any(sp.grids is None for sp in available) else "")
+        + "The paper's grids: α ∈ [0.25, 0.5, 0.75], γ_f ∈ [1, 2, 5], γ ∈ {1/100, 1/300, 1/500, 1/700, 1/1000}, "
+        "m ∈ [0.1, 0.3, 0.5, 0.7, 1.0]. Ratios below `min_positives` positives are raised to it. "
         "Bold: best mean in the row. The last column is the mean ± std over seeds of the per-seed "
         "difference (same split and initial weights for both losses)."
         + (f" {cfg.notes}" if cfg.notes else "")

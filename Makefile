@@ -1,10 +1,5 @@
 # deepauc pipeline. Every stage is one `deepauc` subcommand and one file target, so a
-# rerun skips finished work and `make -n` shows what would run.
-#
-#   make demo            the whole pipeline on the embedded demo data (CPU, ~15 min)
-#   make test            the test suite (what CI runs)
-#   make all DATA=...    the real competition (EXP=siim configs), see README
-#
+# rerun skips finished work and `make -n` shows what would run. `make help` lists the targets.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
@@ -59,8 +54,8 @@ SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
 .PHONY: help venv demo all pipeline test test-slow lint format toy study-deps study study-full bench submit clean-demo
-help:
-	@sed -n '1,8p' Makefile
+help: ## list the targets and what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # ---- environment --------------------------------------------------------------------------
 ifneq ($(STAMP),)
@@ -70,24 +65,25 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 endif
-venv: $(STAMP)
+venv: $(STAMP) ## build .venv from requirements.txt
 
 # ---- quality gates ------------------------------------------------------------------------
-test: $(STAMP)
+test: $(STAMP) ## the test suite (what CI runs)
 	DEEPAUC_PROGRESS=0 $(PY) -m pytest -q
-test-slow: $(STAMP)
+test-slow: $(STAMP) ## the tests marked slow
 	DEEPAUC_PROGRESS=0 $(PY) -m pytest -q -m slow
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check, ruff format check, mypy on src/
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
-format: $(STAMP)
+	$(PY) -m mypy src
+format: $(STAMP) ## ruff format and autofix
 	$(PY) -m ruff format src tests bench
 	$(PY) -m ruff check --fix src tests bench
 
 # ---- the pipeline -------------------------------------------------------------------------
-demo: $(STAMP)
+demo: $(STAMP) ## the whole pipeline on the generated demo data (CPU)
 	$(MAKE) --no-print-directory pipeline EXP=demo
-all: $(STAMP)
+all: $(STAMP) ## the real competition pipeline: make all DATA=path/to/data
 	$(MAKE) --no-print-directory pipeline EXP=siim DATA=$(DATA)
 pipeline: $(SUBMISSION) $(REPORT)
 	@cat $(REPORT)
@@ -142,25 +138,25 @@ $(REPORT): $(SUBMISSION)
 	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
 	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble
 
-submit: $(SUBMISSION)
+submit: $(SUBMISSION) ## upload the submission with the Kaggle CLI
 	kaggle competitions submit -c siim-isic-melanoma-classification -f $< -m "deepauc $(EXP)"
 
-clean-demo:
+clean-demo: ## delete every demo output
 	rm -rf data/demo data/interim/demo_* data/cache/demo folds/demo.csv models/demo_* preds/demo_* submissions/demo.csv reports/cv_demo*
 
 # ---- studies and benchmarks ---------------------------------------------------------------
-toy: $(STAMP)
+toy: $(STAMP) ## the paper's Figure-1 toy study
 	$(DEEPAUC) toy --out-dir reports
 # the study's data: ELPV and LibAUC from PyPI, Fashion-MNIST from Debian (needs root or sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
-study-deps: $(STAMP)
+study-deps: $(STAMP) ## install the study's data sets and LibAUC
 	$(PY) -m pip install -q -r requirements-study.txt
 	test -d $(FASHION_MNIST) || { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq dataset-fashion-mnist; } \
 	  || echo "Fashion-MNIST could not be installed (apt-get install dataset-fashion-mnist); the study will stop on it"
-study: study-deps
+study: study-deps ## the benchmark study (configs/study/default.yaml)
 	$(DEEPAUC) study --config configs/study/default.yaml
-study-full: study-deps
+study-full: study-deps ## the study at the paper's budget (GPU)
 	$(DEEPAUC) study --config configs/study/full.yaml
-bench: $(STAMP)
+bench: $(STAMP) ## the performance benchmarks (bench/README.md)
 	$(PY) -m pip install -q -r requirements-study.txt
 	$(PY) bench/run.py

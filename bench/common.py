@@ -237,10 +237,10 @@ def write_cache(
 
 
 def experiment(cache_dir: Path, size: int, ctx: Ctx, **sections) -> object:
-    """An in-memory :class:`deepauc.experiment.ExperimentConfig` for a benchmark run:
+    """An in-memory :class:`deepauc.pipeline.experiment.ExperimentConfig` for a benchmark run:
     AUC-M + PESG (stage 2 of DAM, the configuration this project is about)."""
     from deepauc.config import from_dict
-    from deepauc.experiment import ExperimentConfig
+    from deepauc.pipeline.experiment import ExperimentConfig
 
     d = {
         "name": "bench",

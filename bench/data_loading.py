@@ -1,7 +1,7 @@
 """3. Data loading: the resize cache's images/s against what training consumes, and the
 resize stage's own images/s on large JPEGs with and without reduced-size decoding.
 
-(a) One epoch of the training loader (:func:`deepauc.train.make_loader` over
+(a) One epoch of the training loader (:func:`deepauc.pipeline.runtime.make_loader` over
 :class:`deepauc.data.dataset.CachedImages` with the training augmentation, then
 :func:`deepauc.data.dataset.to_device_batch`) with 0, 1 and 2 workers, interleaved with
 the bare training step (forward/backward + SGD on an in-memory batch) at the same
@@ -88,7 +88,7 @@ def _loader_rows(
     from deepauc.data.augment import build_train_transform
     from deepauc.data.dataset import CachedImages, to_device_batch
     from deepauc.models import create_model
-    from deepauc.train import make_loader
+    from deepauc.pipeline.runtime import make_loader
 
     dev, b = ctx.device, ctx.batch
     cache = ctx.tmp / "cache"

@@ -6,7 +6,7 @@ the normalized one 0.733 at lr 0.1 / 40 epochs, and 0.908 for both at lr 0.5 / 1
 epochs. This script re-runs that setting with everything it leaves open fixed here:
 
 * data: scikit-learn digits, a fixed class-stratified 30 % test split (untouched), the
-  training positives dropped to 5 % (``deepauc.benchmarks.make_imbalanced``, seeds 0–4),
+  training positives dropped to 5 % (``deepauc.research.datasets.make_imbalanced``, seeds 0–4),
   10 % of training held out (unused);
 * network: Linear(64, 64) – ELU – Linear(64, 1), inputs standardised;
 * AUC-M, m = 1, p = the training ratio, no BSN; PESG γ = 1/500, λ = 1e-4, no momentum,
@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from deepauc.io import write_text
-from deepauc.study import AblationSpec, DatasetSpec, Job, TrainSpec, _import_libauc, run_job
+from deepauc.research.study import (
+    AblationSpec,
+    DatasetSpec,
+    Job,
+    TrainSpec,
+    _import_libauc,
+    run_job,
+)
 
 SETTINGS = ((0.1, 40), (0.5, 100))
 DOCSTRING = {

@@ -1,6 +1,6 @@
 """6. Scaling: training wall time and peak memory against data set size and resolution.
 
-Each point is one training epoch of the real pipeline (:func:`deepauc.train.run_epoch`
+Each point is one training epoch of the real pipeline (:func:`deepauc.pipeline.train.run_epoch`
 over the resize cache, AUC-M + PESG) in a fresh subprocess, so its peak resident memory
 (``VmHWM``, the kernel's high-water mark of resident memory) is its own. The subprocess first runs one warm-up step, records
 its peak RSS, then runs the epoch and records the peak again: the growth over the epoch
@@ -45,7 +45,8 @@ def run_point(args: argparse.Namespace) -> dict:
     from deepauc.data.dataset import CachedImages
     from deepauc.losses import build_loss
     from deepauc.models import create_model
-    from deepauc.train import build_optimizer, make_loader, run_epoch
+    from deepauc.pipeline.runtime import make_loader
+    from deepauc.pipeline.train import TrainState, build_optimizer, run_epoch
 
     os.environ["DEEPAUC_PROGRESS"] = "0"
     ctx = Ctx(
@@ -65,12 +66,13 @@ def run_point(args: argparse.Namespace) -> dict:
     ds = CachedImages(table, args.cache, args.size, build_train_transform(cfg.augment), seed=0)
     scaler = torch.amp.GradScaler(dev.type, enabled=False)
     steps = len(ds) // args.batch
+    state = TrainState(cfg, model, model, loss, opt, scaler, dev, None)
 
     def epoch(e: int, n_steps: int) -> float:
         ds.set_epoch(e)
         loader = make_loader(ds, args.batch, args.workers, True, 0, e, drop_last=True)
         t0 = time.perf_counter()
-        run_epoch(cfg, model, model, loss, opt, scaler, loader, dev, None, e, n_steps)
+        run_epoch(state, loader, e, n_steps)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0

@@ -8,8 +8,8 @@ Contenders, all on the same architecture, resolution and batch, interleaved:
   (isolates their cost);
 * **data only**: the pipeline's loader (cached JPEG decode, albumentations, collate) and
   :func:`deepauc.data.dataset.to_device_batch`, no network;
-* **pipeline**: :func:`deepauc.train.run_epoch` over a fresh
-  :func:`deepauc.train.make_loader` of :class:`deepauc.data.dataset.CachedImages`, the
+* **pipeline**: :func:`deepauc.pipeline.train.run_epoch` over a fresh
+  :func:`deepauc.pipeline.runtime.make_loader` of :class:`deepauc.data.dataset.CachedImages`, the
   code ``deepauc train`` runs (AUC-M + PESG, channels-last, amp per config).
 
 Goal: pipeline ≥ 0.90 of bare images/s.
@@ -58,7 +58,8 @@ class Contenders:
         from deepauc.data.dataset import CachedImages, to_device_batch
         from deepauc.losses import build_loss, loss_input
         from deepauc.models import create_model
-        from deepauc.train import amp_dtype, build_optimizer
+        from deepauc.pipeline.runtime import amp_dtype
+        from deepauc.pipeline.train import build_optimizer
 
         os.environ.setdefault("DEEPAUC_PROGRESS", "0")
         self.ctx, self.size, self.steps = ctx, size, steps
@@ -126,7 +127,7 @@ class Contenders:
             self.pesg.step()
 
     def loader(self, epoch: int):
-        from deepauc.train import make_loader
+        from deepauc.pipeline.runtime import make_loader
 
         self.ds.set_epoch(epoch)
         cfg = self.cfg
@@ -142,22 +143,14 @@ class Contenders:
             y.to(self.ctx.device, non_blocking=True)
 
     def pipeline(self) -> None:
-        from deepauc.train import run_epoch
+        from deepauc.pipeline.train import TrainState, run_epoch
 
         epoch = next(self.epochs)
-        run_epoch(
-            self.cfg,
-            self.pipe_model,
-            self.pipe_model,
-            self.pipe_loss,
-            self.pipe_opt,
-            self.scaler,
-            self.loader(epoch),
-            self.ctx.device,
-            self.amp,
-            epoch,
-            self.steps,
+        state = TrainState(
+            *(self.cfg, self.pipe_model, self.pipe_model, self.pipe_loss, self.pipe_opt),
+            *(self.scaler, self.ctx.device, self.amp),
         )
+        run_epoch(state, self.loader(epoch), epoch, self.steps)
 
 
 def steps_per_call(ctx: Ctx, size: int) -> int:

@@ -1,4 +1,4 @@
-"""4. Inference with TTA: ``deepauc.predict.tta_predict`` against a bare batched forward.
+"""4. Inference with TTA: ``deepauc.pipeline.predict.tta_predict`` against a bare batched forward.
 
 ``tta_predict`` reads the cached JPEGs, normalises on the device, stacks the 8 dihedral
 views of each batch into one forward pass and averages the sigmoid scores. The bare
@@ -70,8 +70,8 @@ def _one_size(ctx: Ctx, size: int, n_batches: int, table: Table) -> None:
     from deepauc.data.augment import dihedral_views
     from deepauc.data.dataset import CachedImages, to_device_batch
     from deepauc.models import create_model
-    from deepauc.predict import tta_predict
-    from deepauc.train import make_loader
+    from deepauc.pipeline.predict import tta_predict
+    from deepauc.pipeline.runtime import make_loader
 
     dev, b = ctx.device, ctx.batch
     cache = ctx.tmp / "cache"

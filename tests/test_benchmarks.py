@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from deepauc.benchmarks import (
+from deepauc.research.datasets import (
     DatasetUnavailable,
     LabelledImages,
     fixed_test_split,

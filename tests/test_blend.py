@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from deepauc import cli
-from deepauc.blend import (
+from deepauc.metrics import roc_auc
+from deepauc.pipeline.blend import (
     blend_dirs,
     blend_scores,
     choose_weight,
@@ -13,8 +14,7 @@ from deepauc.blend import (
     scaled_ranks,
     weight_grid,
 )
-from deepauc.metrics import roc_auc
-from deepauc.preds import read_oof, read_test, write_pred_dir
+from deepauc.pipeline.pred_files import read_oof, read_test, write_pred_dir
 
 N, N_TEST = 600, 80
 

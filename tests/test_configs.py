@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from deepauc.config import load_config
-from deepauc.ensemble import EnsembleConfig
-from deepauc.experiment import load_experiment
-from deepauc.meta import MetaConfig
+from deepauc.pipeline.ensemble import EnsembleConfig
+from deepauc.pipeline.experiment import load_experiment
+from deepauc.pipeline.metadata_model import MetaConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(

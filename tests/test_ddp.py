@@ -23,9 +23,10 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler
 
-from conftest import write_experiment
-from deepauc.experiment import load_experiment
-from deepauc.train import EpochShard, interleave, train_fold
+from deepauc.pipeline.experiment import load_experiment
+from deepauc.pipeline.runtime import EpochShard, interleave
+from deepauc.pipeline.train import train_fold
+from helpers import write_experiment
 
 ATOL = 1e-5  # on weights and on the logged loss, a, b, α (measured differences: ~1e-7)
 
@@ -151,7 +152,7 @@ def test_two_gloo_ranks_match_one_process(tiny_data):
 
 
 def test_batch_not_divisible_by_ranks_is_refused(tiny_data, monkeypatch):
-    import deepauc.train as train_mod
+    import deepauc.pipeline.train as train_mod
 
     cfg = load_experiment(write_experiment(tiny_data, "odd", folds=[0], train={"batch_size": 9}))
     monkeypatch.setattr(

@@ -8,9 +8,9 @@ from deepauc.cli import main
 from deepauc.data.demo import (
     DemoSizes,
     Style,
+    draw_images_per_patient,
     generate,
     malignant_flags,
-    patient_image_counts,
     render_lesion,
 )
 from deepauc.data.tables import read_sample_submission, read_test_csv, read_train_csv
@@ -168,7 +168,7 @@ def test_deterministic_from_seed(tmp_path, demo):
 
 def test_patient_counts_heavy_tailed():
     rng = np.random.default_rng(0)
-    counts = patient_image_counts(rng, 2000, 400, 60)
+    counts = draw_images_per_patient(rng, 2000, 400, 60)
     assert counts.sum() == 2000 and counts.min() >= 1 and counts.max() <= 60
     assert counts.max() >= 25  # long right tail
     assert np.median(counts) < counts.mean()
@@ -177,7 +177,7 @@ def test_patient_counts_heavy_tailed():
 
 def test_malignant_flags_mostly_one_per_patient():
     rng = np.random.default_rng(1)
-    counts = patient_image_counts(rng, 5000, 1000, 60)
+    counts = draw_images_per_patient(rng, 5000, 1000, 60)
     targets = malignant_flags(rng, counts, 0.02)
     assert targets.sum() == 100
     per_patient = np.add.reduceat(targets, np.concatenate([[0], np.cumsum(counts)[:-1]]))

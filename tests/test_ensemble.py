@@ -7,8 +7,8 @@ import yaml
 
 from deepauc import cli
 from deepauc.config import ConfigError, load_config
-from deepauc.ensemble import EnsembleConfig, average, run_ensemble
-from deepauc.preds import read_oof, read_test, write_pred_dir
+from deepauc.pipeline.ensemble import EnsembleConfig, average, run_ensemble
+from deepauc.pipeline.pred_files import read_oof, read_test, write_pred_dir
 
 NAMES = ["ISIC_a", "ISIC_b", "ISIC_c", "ISIC_d"]
 OOF_NAMES = ["ISIC_1", "ISIC_2", "ISIC_3", "ISIC_4", "ISIC_5"]
@@ -76,7 +76,7 @@ def test_mean_submission_in_sample_order(tmp_path):
     assert list(sub["image_name"]) == ["ISIC_c", "ISIC_a", "ISIC_d", "ISIC_b"]
     # by hand: a=(0.1+0.3)/2, b=(0.4+0.2)/2, c=(0.3+0.5)/2, d=(0.9+0.7)/2
     np.testing.assert_allclose(sub["target"], [0.4, 0.2, 0.8, 0.3])
-    from deepauc.submission import validate_submission
+    from deepauc.pipeline.submission import validate_submission
 
     sample = pd.read_csv(tmp_path / "sample_submission.csv")
     validate_submission(sub, sample, "ens.csv")  # raises if invalid

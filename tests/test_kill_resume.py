@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_experiment
+from helpers import write_experiment
 
 EPOCHS = 3
 # what a killed run may leave in its fold directory: finished files and io.atomic_path temporaries

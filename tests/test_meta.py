@@ -7,9 +7,9 @@ import yaml
 
 from deepauc import cli
 from deepauc.config import ConfigError, load_config
-from deepauc.meta import MetaConfig, build_features, patient_image_counts
 from deepauc.metrics import roc_auc
-from deepauc.preds import read_oof, read_test, read_test_folds
+from deepauc.pipeline.metadata_model import MetaConfig, build_features, patient_image_counts
+from deepauc.pipeline.pred_files import read_oof, read_test, read_test_folds
 
 SITES = ["head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital"]
 

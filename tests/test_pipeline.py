@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from deepauc.metrics import roc_auc
-from deepauc.preds import read_oof
+from deepauc.pipeline.pred_files import read_oof
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [

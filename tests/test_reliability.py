@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SIZE, write_experiment
 from deepauc.cli import main
 from deepauc.data.tables import read_test_csv
-from deepauc.train import EpochShard
+from deepauc.pipeline.runtime import EpochShard
+from helpers import SIZE, write_experiment
 
 HEADER = "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"
 ROWS = [
@@ -337,9 +337,9 @@ def test_images_missing_from_the_cache_listed_before_training(tiny_data, capsys)
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     tiny_data, capsys, monkeypatch
 ):
-    import deepauc.train as train_mod
+    import deepauc.pipeline.train as train_mod
 
-    real_build = train_mod.build_loss
+    real_build = train_mod.create_loss
     bad_call = 4  # 0-based: epoch 1 is steps 0-2, so step 4 is epoch 2's second step
 
     def build_loss_turning_nan(name, **kwargs):
@@ -354,7 +354,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
         loss.forward = nan_at_step
         return loss
 
-    monkeypatch.setattr(train_mod, "build_loss", build_loss_turning_nan)
+    monkeypatch.setattr(train_mod, "create_loss", build_loss_turning_nan)
     path = write_experiment(tiny_data, "nan", folds=[0], schedule={"epochs": 3})
     code, _, err = _train(capsys, path)
     run_dir = tiny_data["root"] / "models" / "nan" / "fold0"
@@ -370,8 +370,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 @pytest.mark.parametrize("loss", ["auc_m", "auc_s"])
 def test_batches_without_a_positive_train_finite(tiny_data, loss):
-    from deepauc.experiment import load_experiment
-    from deepauc.train import split_fold, train_fold
+    from deepauc.pipeline.experiment import load_experiment
+    from deepauc.pipeline.train import split_fold, train_fold
 
     table = pd.read_csv(tiny_data["train_csv"])
     table["target"] = (

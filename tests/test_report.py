@@ -6,8 +6,8 @@ import pytest
 
 from deepauc import cli
 from deepauc.metrics import roc_auc
-from deepauc.preds import read_oof, write_pred_dir
-from deepauc.report import cv_table, score_oof
+from deepauc.pipeline.pred_files import read_oof, write_pred_dir
+from deepauc.pipeline.report import cv_table, score_oof
 
 
 def make_pred_dir(path, seed=0, n=300, folds=3, n_external=0, signal=1.0):

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from deepauc.benchmarks import load_digits_images, make_imbalanced
 from deepauc.config import ConfigError, load_config
-from deepauc.study import (
+from deepauc.research.datasets import load_digits_images, make_imbalanced
+from deepauc.research.study import (
     AblationSpec,
     DatasetSpec,
     Job,

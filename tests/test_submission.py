@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from deepauc.cli import main
-from deepauc.submission import validate_submission, write_submission
+from deepauc.pipeline.submission import validate_submission, write_submission
 
 NAMES = [f"ISIC_{i:07d}" for i in range(12)]
 

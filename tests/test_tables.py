@@ -3,11 +3,11 @@ import pytest
 
 from deepauc.data.tables import (
     SITES_2020,
-    markdown_table,
     read_sample_submission,
     read_test_csv,
     read_train_csv,
 )
+from deepauc.markdown import markdown_table
 
 HEADER = "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"
 GOOD_ROWS = [

@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from deepauc import toy
 from deepauc.cli import build_parser
 from deepauc.cli import main as cli_main
+from deepauc.research import toy
 
 SMALL = replace(toy.ToyConfig(), n_test=3000)
 EPOCHS = 30

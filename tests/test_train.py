@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import write_experiment
 from deepauc.config import ConfigError
 from deepauc.data.augment import dihedral_views
-from deepauc.experiment import load_experiment
-from deepauc.predict import predict_experiment, tta_predict
-from deepauc.train import lr_at, split_fold, train_fold
+from deepauc.pipeline.experiment import load_experiment
+from deepauc.pipeline.predict import predict_experiment, tta_predict
+from deepauc.pipeline.train import lr_at, split_fold, train_fold
+from helpers import write_experiment
 
 
 def test_split_fold_keeps_external_rows_out_of_validation(tiny_data):
@@ -117,7 +117,7 @@ def test_dihedral_views_are_the_eight_symmetries():
 
 def test_cyclic_schedule_goes_up_and_down():
     from deepauc.config import from_dict
-    from deepauc.experiment import ExperimentConfig
+    from deepauc.pipeline.experiment import ExperimentConfig
 
     cfg = from_dict(
         ExperimentConfig,
@@ -162,7 +162,7 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_data, monkeypatch):
     train_fold(straight, 0, torch.device("cpu"))
 
     interrupted = load_experiment(write_experiment(tiny_data, "interrupted", **common))
-    import deepauc.train as train_mod
+    import deepauc.pipeline.train as train_mod
 
     real_run_epoch = train_mod.run_epoch
 

@@ -27,20 +27,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "folds": ("deepauc.data.folds", "patient-leak-free triple-stratified k-fold assignment"),
     "resize": ("deepauc.data.resize", "cache every image at the configured resolutions"),
     "train": (
-        "deepauc.train",
+        "deepauc.pipeline.train",
         "train one model (CE/focal pretraining or AUC fine-tuning) from a YAML config",
     ),
-    "predict": ("deepauc.predict", "TTA inference on out-of-fold and test images"),
-    "meta": ("deepauc.meta", "metadata model (MLP or LightGBM) per fold"),
-    "blend": ("deepauc.blend", "blend CNN and metadata predictions with an OOF-chosen weight"),
-    "ensemble": ("deepauc.ensemble", "average models into a submission CSV"),
+    "predict": ("deepauc.pipeline.predict", "TTA inference on out-of-fold and test images"),
+    "meta": ("deepauc.pipeline.metadata_model", "metadata model (MLP or LightGBM) per fold"),
+    "blend": (
+        "deepauc.pipeline.blend",
+        "blend CNN and metadata predictions with an OOF-chosen weight",
+    ),
+    "ensemble": ("deepauc.pipeline.ensemble", "average models into a submission CSV"),
     "validate-submission": (
-        "deepauc.submission",
+        "deepauc.pipeline.submission",
         "check a submission against the sample submission",
     ),
-    "report": ("deepauc.report", "cross-validation report: tables, ROC and score histograms"),
-    "toy": ("deepauc.toy", "the paper's Figure 1: AUC-S vs AUC-M on 2-D data"),
-    "study": ("deepauc.study", "the paper's benchmark study (CE/Focal/AUC-S/AUC-M)"),
+    "report": (
+        "deepauc.pipeline.report",
+        "cross-validation report: tables, ROC and score histograms",
+    ),
+    "toy": ("deepauc.research.toy", "the paper's Figure 1: AUC-S vs AUC-M on 2-D data"),
+    "study": ("deepauc.research.study", "the paper's benchmark study (CE/Focal/AUC-S/AUC-M)"),
 }
 
 

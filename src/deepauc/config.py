@@ -59,7 +59,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         inner = args[1] if len(args) == 2 else Any
         return {k: _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
+        return from_dict(typing.cast(type, tp), value, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
@@ -89,7 +89,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         dotted = [f"{prefix}.{k}" if prefix else str(k) for k in unknown]

@@ -35,6 +35,7 @@ __all__ = [
     "FocalLoss",
     "batch_score_norm",
     "build_loss",
+    "create_loss",
     "loss_input",
 ]
 
@@ -68,6 +69,10 @@ class _AUCMinMaxLoss(nn.Module):
 
     takes_logits = False
     alpha_nonnegative = True
+    # buffers, declared for the type checker
+    p: torch.Tensor
+    seen_pos: torch.Tensor
+    seen_rows: torch.Tensor
 
     def __init__(
         self,
@@ -213,6 +218,28 @@ def build_loss(name: str, **kwargs) -> nn.Module:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     return LOSSES[name](**kwargs)
+
+
+def create_loss(
+    name: str,
+    *,
+    imratio: float | None = None,
+    margin: float = 1.0,
+    batch_score_norm: bool = False,
+    focal_alpha: float = 0.25,
+    focal_gamma: float = 2.0,
+) -> nn.Module:
+    """A loss from a config's settings; each loss takes the settings that apply to it.
+
+    The one place where a config (the pipeline's ``loss`` section, the toy's, the study's)
+    becomes a loss object.
+    """
+    options: dict[str, dict] = {
+        "auc_m": dict(margin=margin, imratio=imratio, batch_score_norm=batch_score_norm),
+        "auc_s": dict(imratio=imratio, batch_score_norm=batch_score_norm),
+        "focal": dict(alpha=focal_alpha, gamma=focal_gamma),
+    }
+    return build_loss(name, **options.get(name, {}))
 
 
 def loss_input(loss_fn: nn.Module, logits: torch.Tensor) -> torch.Tensor:

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any, Literal, cast, overload
 
 import torch
 from torch import nn
 
-__all__ = ["PESG"]
+__all__ = ["PESG", "create_optimizer"]
 
 # torch's fused SGD kernel (behind SGD(fused=True)); private, so used only when present
 _FUSED_SGD = getattr(torch, "_fused_sgd_", None)
@@ -103,14 +104,16 @@ class PESG(torch.optim.Optimizer):
         groups = list(params)
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
-        self.loss_fn = loss_fn
+        # duck-typed: an AUC loss exposes a, b, alpha, dual_scale() and alpha_nonnegative
+        self.loss_fn: Any = loss_fn
         has_dual = loss_fn is not None and isinstance(getattr(loss_fn, "alpha", None), torch.Tensor)
         if has_dual:
             seen = {id(p) for g in groups for p in g["params"]}
-            extra = [t for t in (loss_fn.a, loss_fn.b) if id(t) not in seen]
+            auc_loss = cast(Any, loss_fn)
+            extra = [t for t in (auc_loss.a, auc_loss.b) if id(t) not in seen]
             if extra:
                 groups.append({"params": extra})
-            groups.append({"params": [loss_fn.alpha], "role": "dual"})
+            groups.append({"params": [auc_loss.alpha], "role": "dual"})
         self.dual = dual
         super().__init__(groups, defaults)
         for group in self.param_groups:
@@ -270,3 +273,71 @@ class PESG(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         if loss_state is not None and self.loss_fn is not None:
             self.loss_fn.load_state_dict(loss_state)
+
+
+OPTIMIZERS = ("pesg", "sgd", "adam", "adamw")
+
+
+@overload
+def create_optimizer(
+    name: Literal["pesg"],
+    params: Iterable,
+    loss_fn: nn.Module | None = None,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    epoch_decay: float = 0.0,
+    dual: str = "normalized",
+) -> PESG: ...
+
+
+@overload
+def create_optimizer(
+    name: str,
+    params: Iterable,
+    loss_fn: nn.Module | None = None,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    epoch_decay: float = 0.0,
+    dual: str = "normalized",
+) -> torch.optim.Optimizer: ...
+
+
+def create_optimizer(
+    name: str,
+    params: Iterable,
+    loss_fn: nn.Module | None = None,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    epoch_decay: float = 0.0,
+    dual: str = "normalized",
+) -> torch.optim.Optimizer:
+    """An optimizer by name over ``params`` and the loss's own parameters (a, b for AUC losses).
+
+    ``pesg`` owns the loss (it also steps α); the torch optimizers get the loss's
+    parameters appended to ``params``. ``epoch_decay`` and ``dual`` apply to PESG only.
+    """
+    if name == "pesg":
+        return PESG(
+            params,
+            loss_fn,
+            lr=lr,
+            epoch_decay=epoch_decay,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            dual=dual,
+        )
+    params = list(params) + (list(loss_fn.parameters()) if loss_fn is not None else [])
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+        )
+    if name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")

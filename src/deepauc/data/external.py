@@ -55,8 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import write_csv, write_text
-from .tables import (
+from deepauc.data.tables import (
     SEXES,
     SITE_COLUMN,
     SITES_2020,
@@ -66,12 +65,13 @@ from .tables import (
     check_unique_names,
     describe_rows,
     map_vocabulary,
-    markdown_table,
     numeric_column,
     read_csv_table,
     read_train_csv,
     validate_train_frame,
 )
+from deepauc.io import write_csv, write_text
+from deepauc.markdown import markdown_table
 
 SOURCES = ["competition", "isic2019", "isic2018", "isic2017", "malignant"]
 DOWNSAMPLED_SUFFIX = "_downsampled"

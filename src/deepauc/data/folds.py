@@ -37,8 +37,9 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from ..io import write_csv, write_text
-from .tables import markdown_table, read_train_csv
+from deepauc.data.tables import read_train_csv
+from deepauc.io import write_csv, write_text
+from deepauc.markdown import markdown_table
 
 N_SIZE_BUCKETS = 4
 BENIGN_SLACK = 1
@@ -89,6 +90,7 @@ def _assign_patients(pat: pd.DataFrame, n_folds: int, rng: np.random.Generator) 
     sizes = pat["images"].to_numpy()
     malignant = pat["malignant"].to_numpy()
     has_mal = pat["has_malignant"].to_numpy().astype(int)
+    keys: tuple[np.ndarray, ...]
     for i in range(len(pat)):
         s, c = strata[i], has_mal[i]
         if c:

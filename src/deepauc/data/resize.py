@@ -43,8 +43,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path, write_csv
-from .tables import check_unique_names, read_csv_table
+from deepauc.data.tables import check_unique_names, read_csv_table
+from deepauc.io import atomic_path, write_csv
 
 JPEG_QUALITY = 95
 _REDUCED = (

@@ -17,6 +17,7 @@ created, so ImageNet's 1000-way head never leaks in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -96,7 +97,9 @@ def load_pretrained(model: nn.Module, backbone: str, source: bool | str) -> None
         state = state.get("model", state)
     else:
         raise ValueError("pretrained=true is resolved by timm in create_model")
-    head = model.pretrained_cfg.get("classifier", "classifier")  # timm names its head module
+    head = cast(Any, model).pretrained_cfg.get(
+        "classifier", "classifier"
+    )  # timm names its head module
     is_head = lambda k: k == head or k.startswith(head + ".")  # noqa: E731
     missing, unexpected = model.load_state_dict(
         {k: v for k, v in state.items() if not is_head(k)}, strict=False
@@ -141,7 +144,7 @@ def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
     pooled features that gives logits of tens, sigmoid scores stuck at 0 or 1 and
     vanishing AUC-loss gradients. Small weights start every score near 0.5.
     """
-    head = model.get_classifier()
+    head = cast(Any, model).get_classifier()
     if isinstance(head, nn.Linear):
         nn.init.normal_(head.weight, std=std)
         nn.init.zeros_(head.bias)
@@ -150,5 +153,5 @@ def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
 
 def reset_head(model: nn.Module, num_classes: int = 1) -> nn.Module:
     """Replace the classifier by a freshly initialised one (stage 2 of two-stage DAM)."""
-    model.reset_classifier(num_classes)
+    cast(Any, model).reset_classifier(num_classes)
     return init_head(model)

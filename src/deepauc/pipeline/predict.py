@@ -5,7 +5,7 @@ test set, averaging sigmoid scores over ``tta.dihedral`` flips/rotations (stacke
 one batch, so a view costs one more forward pass at the same batch efficiency) and
 ``tta.n_random`` randomly augmented copies. Outputs under ``preds/<name>/``:
 ``oof.csv``, ``test.csv`` (mean over folds) and ``test_folds.csv`` (see
-:mod:`deepauc.preds`); and the same for the un-augmented identity view
+:mod:`deepauc.pipeline.pred_files`); and the same for the un-augmented identity view
 under ``preds/<name>-notta/``, so the report can show what TTA adds.
 """
 
@@ -23,12 +23,12 @@ from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import CachedImages, to_device_batch
 from deepauc.data.resize import check_cached
 from deepauc.data.tables import read_test_csv
-from deepauc.experiment import ExperimentConfig, load_experiment
 from deepauc.models import create_model
-from deepauc.preds import COMPETITION, write_pred_dir
-from deepauc.train import amp_dtype, make_loader, pick_device, safe_auc
+from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
+from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
+from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device, safe_auc
 
-log = logging.getLogger("deepauc.predict")
+log = logging.getLogger("deepauc.pipeline.predict")
 
 
 def load_fold_model(cfg: ExperimentConfig, fold: int, device: torch.device) -> torch.nn.Module:
@@ -136,7 +136,7 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
 def write_predictions(
     directory: Path, oof: pd.DataFrame, test: pd.DataFrame | None, fold_preds: dict
 ) -> None:
-    """Write one prediction directory (see :mod:`deepauc.preds`); test = mean over folds."""
+    """Write one prediction directory (see :mod:`deepauc.pipeline.pred_files`); test = mean over folds."""
     if "source" not in oof:
         oof = oof.assign(source=COMPETITION)
     folds = mean = None

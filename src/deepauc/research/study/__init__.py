@@ -2,7 +2,7 @@
 
 For every data set and imbalance ratio of the config, the same network is trained with
 CE, focal, AUC-S and AUC-M over several seeds (each seed drops different positives, see
-:func:`deepauc.benchmarks.make_imbalanced`), and the mean ± std test AUC lands in a
+:func:`deepauc.research.datasets.make_imbalanced`), and the mean ± std test AUC lands in a
 markdown table laid out like the paper's Table 1 (``reports/<name>.md``). The
 hyper-parameters are tuned on the validation split from the paper's grids (focal α, γ;
 PESG's epoch decay γ; AUC-M's margin m): the criterion is the mean validation AUC over
@@ -61,12 +61,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepauc.benchmarks import DatasetUnavailable, ImbalancedSplit, load_benchmark, make_imbalanced
 from deepauc.config import add_config_arguments, load_config
 from deepauc.io import write_csv, write_text
 from deepauc.losses import AUCMLoss, AUCSLoss, BCELoss, FocalLoss, batch_score_norm
 from deepauc.metrics import roc_auc
 from deepauc.optim import PESG
+from deepauc.research.datasets import (
+    DatasetUnavailable,
+    ImbalancedSplit,
+    load_benchmark,
+    make_imbalanced,
+)
 
 __all__ = [
     "AUCMLossNoProjection",

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.tables import check_targets, check_unique_names, describe_rows, read_csv_table
-from .io import write_csv
+from deepauc.data.tables import check_targets, check_unique_names, describe_rows, read_csv_table
+from deepauc.io import write_csv
 
 OOF_COLUMNS = ["image_name", "fold", "source", "target", "pred"]
 TEST_PRED_COLUMNS = ["image_name", "pred"]

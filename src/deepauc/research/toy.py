@@ -8,7 +8,7 @@ on a toy problem, reports what it finds, and draws the 2 × 3 figure (rows AUC-S
 columns clean / +easy / +noisy)::
 
     deepauc toy --out-dir reports --seeds 5 --epochs 500 --seed 0
-    python -m deepauc.toy ...                       (the same)
+    python -m deepauc.research.toy ...                       (the same)
 
 writes ``reports/toy_figure1.png`` (seed ``--seed``) and ``reports/toy_figure1.md``
 (test AUC, mean ± std over seeds ``seed … seed+seeds-1``) and prints the table.
@@ -103,9 +103,9 @@ import torch
 from torch import nn
 
 from deepauc.io import atomic_path, write_text
-from deepauc.losses import AUCMLoss, AUCSLoss
+from deepauc.losses import create_loss
 from deepauc.metrics import roc_auc
-from deepauc.optim import PESG
+from deepauc.optim import create_optimizer
 
 __all__ = [
     "LOSS_NAMES",
@@ -326,11 +326,10 @@ class ToyNet(nn.Module):
 
 
 def _make_loss(name: str, p: float, cfg: ToyConfig) -> nn.Module:
-    if name == "AUC-S":
-        return AUCSLoss(imratio=p)
-    if name == "AUC-M":
-        return AUCMLoss(margin=cfg.margin, imratio=p)
-    raise ValueError(f"unknown toy loss {name!r}; choose one of {LOSS_NAMES}")
+    losses = {"AUC-S": "auc_s", "AUC-M": "auc_m"}
+    if name not in losses:
+        raise ValueError(f"unknown toy loss {name!r}; choose one of {LOSS_NAMES}")
+    return create_loss(losses[name], imratio=p, margin=cfg.margin)
 
 
 def train_model(x: np.ndarray, y: np.ndarray, loss_name: str, cfg: ToyConfig, init: dict) -> ToyNet:
@@ -344,7 +343,8 @@ def train_model(x: np.ndarray, y: np.ndarray, loss_name: str, cfg: ToyConfig, in
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.float32)
     loss_fn = _make_loss(loss_name, float(np.mean(y)), cfg)
-    opt = PESG(
+    opt = create_optimizer(
+        "pesg",
         model.parameters(),
         loss_fn,
         lr=cfg.lr,
@@ -656,7 +656,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deepauc.toy", description=__doc__.splitlines()[0]
+        prog="python -m deepauc.research.toy", description=__doc__.splitlines()[0]
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -49,6 +49,7 @@ import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -286,7 +287,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if code not in dtypes:
         raise ValueError(f"{path}: unknown IDX type code {code:#x}")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.dtype(dtypes[code]), offset=4 + 4 * ndim)
+    data = np.frombuffer(raw, dtype=np.dtype(cast(Any, dtypes[code])), offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says shape {shape}, file holds {data.size} values")
     return data.reshape(shape)
@@ -455,8 +456,10 @@ def load_cats_vs_dogs(
     xs, ys, skipped = [], [], 0
     for path, label in files:
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            with Image.open(path) as opened:
+                im = opened.convert("RGB").resize(
+                    (image_size, image_size), Image.Resampling.BILINEAR
+                )
                 xs.append(np.asarray(im, np.uint8).transpose(2, 0, 1))
                 ys.append(label)
         except OSError:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.tables import SUBMISSION_COLUMNS, describe_rows, read_sample_submission
-from .io import write_csv
+from deepauc.data.tables import SUBMISSION_COLUMNS, describe_rows, read_sample_submission
+from deepauc.io import write_csv
 
 _SHOW = 5
 

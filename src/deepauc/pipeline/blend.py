@@ -31,10 +31,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.tables import markdown_table
-from .io import write_text
-from .metrics import average_ranks, roc_auc
-from .preds import COMPETITION, fold_columns, read_oof, read_test, read_test_folds, write_pred_dir
+from deepauc.io import write_text
+from deepauc.markdown import markdown_table
+from deepauc.metrics import average_ranks, roc_auc
+from deepauc.pipeline.pred_files import (
+    COMPETITION,
+    fold_columns,
+    read_oof,
+    read_test,
+    read_test_folds,
+    write_pred_dir,
+)
 
 PAPER_WEIGHT = 0.5
 

@@ -50,8 +50,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path, write_csv, write_text
-from .tables import SITES_2020, TEST_COLUMNS, TRAIN_COLUMNS
+from deepauc.data.tables import SITES_2020, TEST_COLUMNS, TRAIN_COLUMNS
+from deepauc.io import atomic_path, write_csv, write_text
 
 # --------------------------------------------------------------------------- sizes
 
@@ -257,7 +257,7 @@ def _image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
 # -------------------------------------------------------------- tables synthesis
 
 
-def patient_image_counts(
+def draw_images_per_patient(
     rng: np.random.Generator, n_images: int, n_patients: int, max_per: int
 ) -> np.ndarray:
     """Heavy-tailed images-per-patient counts, each in [1, max_per], summing to n_images.
@@ -612,7 +612,7 @@ def _competition(rng: np.random.Generator, sizes: DemoSizes, writer: _ImageWrite
         ("test", sizes.n_test, sizes.n_test_patients),
     ]
     for stream, (split, n_img, n_pat_split) in enumerate(splits, start=1):
-        counts = patient_image_counts(rng, n_img, n_pat_split, sizes.max_images_per_patient)
+        counts = draw_images_per_patient(rng, n_img, n_pat_split, sizes.max_images_per_patient)
         df = competition_table(
             rng,
             names[start_img : start_img + n_img],

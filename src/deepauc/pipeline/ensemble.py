@@ -12,7 +12,7 @@ The paper's final entry averages 10 models. Each member is a prediction director
 ``weights`` (optional, one per member, >= 0) are normalised to sum 1.
 
 Outputs: the submission ``out`` (the sample submission's ids in its order, checked by
-:func:`deepauc.submission.validate_submission` before it is written) and, in the
+:func:`deepauc.pipeline.submission.validate_submission` before it is written) and, in the
 prediction directory ``oof_out`` (default ``preds/<name>``), the ensemble's
 ``oof.csv`` and ``test.csv``, so that ``deepauc report`` can score the ensemble like
 any single model. The members' OOF files must hold the same rows (image names) with
@@ -30,11 +30,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .blend import align_oof, align_to, to_scale
-from .config import add_config_arguments, load_config
-from .data.tables import markdown_table, read_sample_submission
-from .preds import model_names, read_oof, read_test, write_pred_dir
-from .report import score_oof
+from deepauc.config import add_config_arguments, load_config
+from deepauc.data.tables import read_sample_submission
+from deepauc.markdown import markdown_table
+from deepauc.pipeline.blend import align_oof, align_to, to_scale
+from deepauc.pipeline.pred_files import model_names, read_oof, read_test, write_pred_dir
+from deepauc.pipeline.report import score_oof
 
 
 @dataclasses.dataclass
@@ -116,7 +117,7 @@ def ensemble_oof(members: list[str], weights: np.ndarray, method: str) -> pd.Dat
 
 def run_ensemble(cfg: EnsembleConfig) -> pd.DataFrame:
     """Write the submission and the ensemble's prediction dir; return a table of OOF AUCs."""
-    from .submission import validate_submission, write_submission
+    from deepauc.pipeline.submission import validate_submission, write_submission
 
     weights = normalised_weights(cfg.weights, len(cfg.members))
     sample = read_sample_submission(cfg.sample_submission)

@@ -45,8 +45,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .config import add_config_arguments, load_config
-from .data.tables import (
+from deepauc.config import add_config_arguments, load_config
+from deepauc.data.tables import (
     SEXES,
     SITE_COLUMN,
     SITES_2020,
@@ -57,9 +57,9 @@ from .data.tables import (
     describe_rows,
     read_csv_table,
 )
-from .metrics import roc_auc
-from .preds import COMPETITION, write_pred_dir
-from .report import score_oof
+from deepauc.metrics import roc_auc
+from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
+from deepauc.pipeline.report import score_oof
 
 # --------------------------------------------------------------------------- config
 
@@ -336,7 +336,7 @@ def fit_predict_lightgbm(
         verbose=-1,
     )
     model.fit(x_train, y_train)
-    return [model.predict_proba(x)[:, 1].astype(np.float64) for x in x_pred]
+    return [np.asarray(model.predict_proba(x))[:, 1].astype(np.float64) for x in x_pred]
 
 
 # --------------------------------------------------------------------------- the stage

@@ -7,7 +7,7 @@ A prediction directory ``preds/<name>/`` holds
     test.csv        image_name, pred                         mean over the fold models
     test_folds.csv  image_name, fold0, fold1, ...            optional, one column per fold
 
-The format's readers and writer live in :mod:`deepauc.preds`.
+The format's readers and writer live in :mod:`deepauc.pipeline.pred_files`.
 
 The report scores each directory on its out-of-fold rows: the AUC of every fold and
 the pooled out-of-fold AUC over **competition rows only** (``source ==
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.tables import markdown_table
-from .io import atomic_path, write_text
-from .metrics import roc_auc
-from .preds import COMPETITION, model_names, read_oof
+from deepauc.io import atomic_path, write_text
+from deepauc.markdown import markdown_table
+from deepauc.metrics import roc_auc
+from deepauc.pipeline.pred_files import COMPETITION, model_names, read_oof
 
 # --------------------------------------------------------------------------- scores
 

@@ -1,0 +1,1 @@
+"""Research code: the benchmark data sets, the Figure-1 toy and the benchmark study."""

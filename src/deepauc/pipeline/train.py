@@ -311,11 +311,7 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
         "fold %d: %d train rows (%.2f%% positive), %d validation rows; %s on %s, amp=%s",
         *(fold, len(train_df), 100 * imratio, len(valid_df), cfg.model.backbone, device, state.amp),
     )
-    history = (
-        pd.read_csv(run_dir / "log.csv").iloc[:start_epoch].to_dict("records")
-        if start_epoch
-        else []
-    )
+    history = _load_history(run_dir, start_epoch)
 
     for epoch in range(start_epoch, cfg.schedule.epochs):
         # dropout / drop-path, reproducible per epoch
@@ -359,6 +355,13 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
         if world > 1:
             dist.barrier()  # no rank runs ahead of the checkpoint rank 0 just wrote
     return _save_final(state, run_dir, best_state)
+
+
+def _load_history(run_dir: Path, epochs_done: int) -> list[dict]:
+    """The ``log.csv`` rows of the epochs a resumed run has already finished."""
+    if not epochs_done:
+        return []
+    return pd.read_csv(run_dir / "log.csv").iloc[:epochs_done].to_dict("records")
 
 
 def _validate(state: TrainState, valid_loader, valid_df: pd.DataFrame) -> float:

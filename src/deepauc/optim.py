@@ -19,12 +19,8 @@ the dual step by p(1-p)::
 which keeps the true gradient direction (unlike a closed form in a and b) but makes its
 size independent of the class ratio. It contracts α by (1 - 2η) per step, so it needs
 η < 1 (it oscillates at η = 1 and diverges beyond); the paper's form has no such bound
-for any realistic η because its step carries the factor p(1-p) ≤ 1/4. ``dual="paper"`` is Algorithm 1 as written.
-Measured by ``bench/dual_step.py`` (``reports/study_dual_step.md``) on imbalanced digits
-(5% positives, 64-unit ELU MLP, 5 seeds): at lr 0.1 / 40 epochs the normalized step
-reached 0.812 ± 0.018 test AUC and the paper's 0.751 ± 0.032; at lr 0.5 / 100 epochs both
-reached 0.906 / 0.905. The rescaling matters exactly when the budget is small, so it is the
-default.
+for any realistic η because its step carries the factor p(1-p) ≤ 1/4.
+``dual="paper"`` is Algorithm 1 as written. Why the default: docs/method.md.
 
 Momentum (an extension, off by default) is heavy-ball on the primal direction
 ``d = ∇_v F + γ (v - v_ref)``: ``buf ← μ buf + d``, ``v ← v - η buf - η λ v``.

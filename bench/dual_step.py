@@ -28,14 +28,10 @@ import numpy as np
 import torch
 
 from deepauc.io import write_text
-from deepauc.research.study import (
-    AblationSpec,
-    DatasetSpec,
-    Job,
-    TrainSpec,
-    _import_libauc,
-    run_job,
-)
+from deepauc.research.study.config import AblationSpec, DatasetSpec, TrainSpec
+from deepauc.research.study.jobs import Job
+from deepauc.research.study.training import run_job
+from deepauc.research.study.variants import import_libauc
 
 SETTINGS = ((0.1, 40), (0.5, 100))
 DOCSTRING = {
@@ -50,7 +46,7 @@ def measure(seeds: int = 5, settings=SETTINGS, log=print) -> list[dict]:
     torch.set_num_threads(1)
     abl = AblationSpec()
     params = (("epoch_decay", 1 / 500), ("margin", 1.0))
-    have_libauc = _import_libauc()[0] is not None
+    have_libauc = import_libauc()[0] is not None
     rows = []
     for lr, epochs in settings:
         spec = DatasetSpec(

@@ -13,18 +13,12 @@ import yaml
 
 from deepauc.config import ConfigError, load_config
 from deepauc.research.datasets import load_digits_images, make_imbalanced
-from deepauc.research.study import (
-    AblationSpec,
-    DatasetSpec,
-    Job,
-    StudyConfig,
-    TrainSpec,
-    _import_libauc,
-    add_easy_examples,
-    build_model,
-    flip_labels,
-    run_job,
-)
+from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
+from deepauc.research.study.jobs import Job
+from deepauc.research.study.nets import build_model
+from deepauc.research.study.splits import add_easy_examples, flip_labels
+from deepauc.research.study.training import run_job
+from deepauc.research.study.variants import import_libauc
 
 CELL = re.compile(r"^\*{0,2}(\d\.\d{3})±(\d\.\d{3})\*{0,2}$")
 
@@ -94,7 +88,7 @@ def test_tiny_study_fills_every_cell(tiny_study):
         "Hyper-parameters chosen",
     ):
         assert section in md
-    if _import_libauc()[0] is not None:
+    if import_libauc()[0] is not None:
         assert "LibAUC 2.0.1" in md and "Time per training step" in md
     else:
         assert "LibAUC side by side skipped" in md

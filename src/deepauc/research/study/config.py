@@ -1,0 +1,164 @@
+"""The study's typed config: data sets, training, tuning grids and ablations, read from YAML."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from deepauc.config import load_config
+
+__all__ = [
+    "MAIN_LOSSES",
+    "AblationSpec",
+    "DatasetSpec",
+    "GridSpec",
+    "StudyConfig",
+    "TrainSpec",
+    "load_study_config",
+]
+
+MAIN_LOSSES = ("ce", "focal", "auc_s", "auc_m")
+
+
+@dataclass
+class GridSpec:
+    """Hyper-parameter grids tuned on validation (the paper's, by default)."""
+
+    focal_alpha: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    focal_gamma: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0])
+    epoch_decay: list[float] = field(
+        default_factory=lambda: [1 / 100, 1 / 300, 1 / 500, 1 / 700, 1 / 1000]
+    )
+    margin: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 1.0])
+
+    def validate(self) -> None:
+        for k in ("focal_alpha", "focal_gamma", "epoch_decay", "margin"):
+            if not getattr(self, k):
+                raise ValueError(f"grids.{k} must not be empty")
+
+
+@dataclass
+class DatasetSpec:
+    """One data set of the study and how it is trained."""
+
+    name: str
+    root: str | None = None
+    image_size: int | None = None  # area-average resize; None = native size
+    imratios: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    min_positives: int = 20  # raise a ratio that would leave fewer training positives
+    model: Literal["cnn", "resnet20", "mlp"] = "cnn"
+    # cnn: channels of the first stage (doubled at each stride-2 stage); mlp: hidden units
+    width: int = 16
+    depth: int = 3  # cnn: number of conv stages
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float | None = None  # None = train.lr
+    flip: bool = False  # random horizontal flips
+    tune_seeds: list[int] | None = None  # None = the first of `seeds`
+    grids: GridSpec | None = None  # None = the study's `grids`
+
+    def validate(self) -> None:
+        if not self.imratios or not all(0 < r <= 0.5 for r in self.imratios):
+            raise ValueError(f"{self.name}: imratios must be non-empty values in (0, 0.5]")
+        if self.epochs < 1 or self.batch_size < 2 or self.width < 1 or self.depth < 1:
+            raise ValueError(f"{self.name}: epochs >= 1, batch_size >= 2, width >= 1, depth >= 1")
+
+
+@dataclass
+class TrainSpec:
+    """Optimisation settings shared by every data set."""
+
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    decay_at: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    decay_factor: float = 10.0
+    sgd_momentum: float = 0.9  # CE / focal optimiser
+    pesg_momentum: float = 0.0  # PESG heavy-ball momentum (0 = Algorithm 1)
+    libauc_momentum: float | None = None  # LibAUC PESG's `momentum` (an EMA); None = pesg_momentum
+    batch_score_norm: bool = True  # BSN before the AUC losses, as the paper
+    dual: Literal["normalized", "paper"] = "normalized"
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.decay_factor <= 0 or not all(0 < f < 1 for f in self.decay_at):
+            raise ValueError("train: lr > 0, decay_factor > 0, decay_at in (0, 1)")
+
+    @property
+    def libauc_or_pesg_momentum(self) -> float:
+        """The momentum handed to LibAUC's PESG (``libauc_momentum``, else ``pesg_momentum``)."""
+        return self.pesg_momentum if self.libauc_momentum is None else self.libauc_momentum
+
+
+@dataclass
+class AblationSpec:
+    """Which ablations run, on which data sets, with which knobs."""
+
+    datasets: list[str] = field(default_factory=list)  # names from `datasets`; empty = none
+    # extra data sets for the LibAUC column only
+    libauc_datasets: list[str] = field(default_factory=list)
+    imratio: float = 0.1  # run at each data set's ratio nearest this
+    two_stage: bool = True
+    two_stage_datasets: list[str] = field(default_factory=list)  # extra data sets, two-stage only
+    two_stage_ce_fraction: float = 0.5  # share of the epochs spent on CE before AUC-M
+    stage2_lr: float | None = None  # None = the data set's lr
+    robustness: bool = True
+    easy_frac: float = 0.5
+    noise_frac: float = 0.1
+    small_margin: float | None = 0.1  # also run AUC-M at this margin (None = only the tuned one)
+    alpha_projection: bool = True
+    dual_step: bool = True
+    bsn: bool = True  # AUC-M with batch score normalisation switched off (paper appendix M)
+    libauc: bool = True  # needs `pip install libauc==2.0.1`; skipped with a message otherwise
+    attribution: bool = True  # ours with one LibAUC design choice at a time
+    libauc_no_momentum: bool = True  # also ours vs LibAUC with momentum 0 for both
+    timing_steps: int = 100  # steps timed per optimiser for the per-step time table
+
+    def validate(self) -> None:
+        if not 0 < self.two_stage_ce_fraction < 1:
+            raise ValueError("ablations.two_stage_ce_fraction must lie in (0, 1)")
+        if self.easy_frac < 0 or not 0 <= self.noise_frac < 1:
+            raise ValueError("ablations: easy_frac >= 0, noise_frac in [0, 1)")
+
+
+@dataclass
+class StudyConfig:
+    """The whole study: data sets, seeds, losses, training, grids, ablations and workers."""
+
+    name: str = "study"
+    out_dir: str = "reports"
+    cache_dir: str | None = "data/cache/study"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    workers: int = 2
+    threads: int = 1  # torch threads per worker
+    on_missing: Literal["error", "skip"] = "error"
+    resume: bool = True
+    losses: list[str] = field(default_factory=lambda: list(MAIN_LOSSES))
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    grids: GridSpec = field(default_factory=GridSpec)
+    ablations: AblationSpec = field(default_factory=AblationSpec)
+    notes: str = ""  # free text appended to the report's caption
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise ValueError("at least one data set is needed under `datasets`")
+        if not self.seeds or self.workers < 1 or self.threads < 1:
+            raise ValueError("seeds must be non-empty; workers, threads >= 1")
+        bad = [loss for loss in self.losses if loss not in MAIN_LOSSES]
+        if bad:
+            raise ValueError(f"unknown losses {bad}; choose from {list(MAIN_LOSSES)}")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data set names repeat: {names}")
+        a = self.ablations
+        missing = [
+            d for d in a.datasets + a.libauc_datasets + a.two_stage_datasets if d not in names
+        ]
+        if missing:
+            raise ValueError(f"ablations.datasets {missing} are not among the datasets {names}")
+
+
+def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """The study config at ``path`` with ``key=value`` overrides applied, validated."""
+    return load_config(path, StudyConfig, list(overrides))

@@ -1,0 +1,112 @@
+"""A finished study's runs as the report reads them, and the cells its tables show (mean ± std)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from deepauc.markdown import markdown_table
+from deepauc.research.study.config import DatasetSpec, StudyConfig
+from deepauc.research.study.jobs import Job
+
+if TYPE_CHECKING:
+    from deepauc.research.study.runner import Runner
+
+__all__ = [
+    "LOSS_TITLES",
+    "StudyResults",
+    "fmt_aucs",
+    "paired_text",
+    "significance",
+    "table",
+]
+
+LOSS_TITLES = {"ce": "CE", "focal": "Focal", "auc_s": "AUC-S", "auc_m": "AUC-M"}
+
+
+@dataclass
+class StudyResults:
+    """What the report reads: the config, the runs and what the study chose and ran."""
+
+    cfg: StudyConfig
+    available: list[DatasetSpec]
+    skipped: dict[str, str]
+    runner: Runner
+    final: dict[tuple, Job]  # (data set, ratio, loss, seed) -> the Table-1 run
+    chosen: dict[tuple, tuple]  # (data set, ratio, loss) -> hyper-parameters
+    tune_jobs: dict[tuple, dict[tuple, list[Job]]]
+    abl_jobs: dict[str, list[Job]]  # "<ablation>/<data set>/<ratio>/<row>" -> runs
+    abl_notes: list[str]
+    timing: list[dict[str, Any]] | None
+
+    def main_tests(self, name: str, r: float, loss: str) -> list[float] | None:
+        """Test AUCs of the Table-1 runs over the seeds; None when the study has no ``loss``."""
+        if loss not in self.cfg.losses:
+            return None
+        return self.runner.test_aucs([self.final[name, r, loss, s] for s in self.cfg.seeds])
+
+    def ablation_tests(self, key: str) -> list[float] | None:
+        """Test AUCs of the ablation runs under ``key``; None when they did not run."""
+        return self.runner.test_aucs(self.abl_jobs[key]) if key in self.abl_jobs else None
+
+    def achieved_ratio(self, name: str, r: float, loss: str = "auc_m") -> float:
+        """The training split's positive ratio for requested ratio ``r``."""
+        return float(self.runner.result(self.final[name, r, loss, self.cfg.seeds[0]])["imratio"])
+
+    def ablation_rows(self, prefix: str) -> list[tuple[str, float]]:
+        """(data set, ratio) pairs with ablation runs under ``prefix``, in config order."""
+        out: list[tuple[str, float]] = []
+        for k in self.abl_jobs:
+            parts = k.split("/")
+            if parts[0] == prefix and (parts[1], float(parts[2])) not in out:
+                out.append((parts[1], float(parts[2])))
+        return out
+
+    def tuned_margin(self, name: str, r: float) -> float:
+        """AUC-M's margin chosen on validation for the data set at requested ratio ``r``."""
+        return dict(self.chosen[name, r, "auc_m"])["margin"]
+
+
+def table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> str:
+    """A markdown table of ready-made cell strings."""
+    return markdown_table(pd.DataFrame([list(r) for r in rows], columns=list(columns)))
+
+
+def fmt_aucs(vals: Sequence[float]) -> str:
+    """``mean±std`` over the finite values, noting how many runs diverged."""
+    v = np.asarray(vals, float)
+    ok = v[np.isfinite(v)]
+    if ok.size == 0:
+        return "diverged"
+    s = f"{ok.mean():.3f}±{ok.std(ddof=1) if ok.size > 1 else 0.0:.3f}"
+    if ok.size < v.size:
+        s += f" ({v.size - ok.size} diverged)"
+    return s
+
+
+def paired_text(a: Sequence[float], b: Sequence[float]) -> str:
+    """``mean±std`` of the per-seed differences a − b."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return "n/a"
+    sd = d.std(ddof=1) if d.size > 1 else 0.0
+    return f"{d.mean():+.3f}±{sd:.3f}"
+
+
+def significance(a: Sequence[float], b: Sequence[float], min_effect: float = 0.001) -> int:
+    """+1 / -1 when a − b is positive / negative beyond 2 standard errors (paired) and by at
+    least ``min_effect`` (visible at three decimals), else 0."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    d = d[np.isfinite(d)]
+    if d.size < 2 or abs(d.mean()) < min_effect:
+        return 0
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    if se == 0:
+        return int(np.sign(d.mean()))
+    return int(np.sign(d.mean())) if abs(d.mean()) > 2 * se else 0

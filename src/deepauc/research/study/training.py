@@ -1,0 +1,415 @@
+"""One study run: its loss and optimiser (with an ablation's tweak), the training loop, test AUC."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepauc.losses import batch_score_norm, create_loss
+from deepauc.metrics import roc_auc
+from deepauc.optim import PESG, create_optimizer
+from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
+from deepauc.research.study.jobs import Job, ablation_ratio, unique
+from deepauc.research.study.nets import build_model, model_title
+from deepauc.research.study.splits import make_split, standardize
+from deepauc.research.study.variants import (
+    AUCMLossBatchP,
+    AUCMLossNoProjection,
+    PESGClosedFormAlpha,
+    PESGEMAMomentum,
+    import_libauc,
+)
+
+__all__ = ["TWEAKS", "Tweak", "make_loss_and_optimizer", "run_job", "step_timing"]
+
+
+@dataclass(frozen=True)
+class Tweak:
+    """What an ablation tweak changes in a run's AUC loss and PESG (by default nothing)."""
+
+    auc_m_loss: type[AUCMLossBatchP] | None = None  # replaces the AUC-M loss of the factory
+    optimizer: type[PESG] | None = None  # replaces the PESG of the factory
+    dual: Literal["normalized", "paper"] | None = None  # None = train.dual
+    momentum: Literal["pesg", "libauc", "zero"] = "pesg"  # which config momentum PESG gets
+    flip_bsn: bool = False  # batch score normalisation the other way than train.batch_score_norm
+    vref_noise_std: float = 0.0  # > 0: v_ref starts at N(0, std²) noise, not at the weights
+    grad_clip: float | None = None  # clamp every primal gradient element to ±grad_clip
+
+
+TWEAKS: dict[str, Tweak] = {
+    "": Tweak(),
+    "dual_paper": Tweak(dual="paper"),
+    "bsn_flip": Tweak(flip_bsn=True),
+    "no_momentum": Tweak(momentum="zero"),
+    # LibAUC 2.0.1's design choices, one at a time
+    "vref_noise": Tweak(vref_noise_std=0.01),
+    "batch_p": Tweak(auc_m_loss=AUCMLossBatchP),
+    "clip": Tweak(grad_clip=1.0),
+    "libauc_alpha": Tweak(optimizer=PESGClosedFormAlpha),
+    "ema_momentum": Tweak(optimizer=PESGEMAMomentum, momentum="libauc"),
+}
+
+
+class TrainingSetup(NamedTuple):
+    """A run's loss, optimiser, hook called between backward and step, and optimiser kind."""
+
+    loss: nn.Module
+    optimizer: Any  # a torch optimizer, or LibAUC's PESG
+    pre_step: Callable[[], None] | None
+    kind: Literal["sgd", "pesg", "libauc"]
+
+
+def _momentum(source: str, tspec: TrainSpec) -> float:
+    values = {"pesg": tspec.pesg_momentum, "libauc": tspec.libauc_or_pesg_momentum, "zero": 0.0}
+    return values[source]
+
+
+def _tweak(name: str) -> Tweak:
+    if name not in TWEAKS:
+        raise ValueError(f"unknown tweak {name!r}; choose one of {sorted(TWEAKS)}")
+    return TWEAKS[name]
+
+
+def make_loss_and_optimizer(
+    job: Job, model: nn.Module, p: float, lr: float, tspec: TrainSpec
+) -> TrainingSetup:
+    """The loss and optimiser of ``job``'s method (training split ratio ``p``) and tweak."""
+    tweak = _tweak(job.tweak)
+    wd = tspec.weight_decay
+    if job.method in ("ce", "focal"):
+        focal = {"focal_alpha": job.param("alpha"), "focal_gamma": job.param("gamma")}
+        loss = create_loss(job.method, **(focal if job.method == "focal" else {}))
+        sgd = create_optimizer(
+            "sgd", model.parameters(), loss, lr=lr, momentum=tspec.sgd_momentum, weight_decay=wd
+        )
+        return TrainingSetup(loss, sgd, None, "sgd")
+    if job.method == "libauc":
+        return _libauc_setup(job, model, p, lr, tspec, tweak)
+    loss = _auc_loss(job, tweak, p, tspec.batch_score_norm != tweak.flip_bsn)
+    gamma, momentum = job.param("epoch_decay"), _momentum(tweak.momentum, tspec)
+    dual = tweak.dual or tspec.dual
+    if tweak.optimizer is None:
+        pesg = create_optimizer(
+            "pesg",
+            model.parameters(),
+            loss,
+            lr=lr,
+            epoch_decay=gamma,
+            weight_decay=wd,
+            momentum=momentum,
+            dual=dual,
+        )
+    else:
+        pesg = tweak.optimizer(
+            model.parameters(),
+            loss,
+            lr=lr,
+            epoch_decay=gamma,
+            weight_decay=wd,
+            momentum=momentum,
+            dual=dual,
+        )
+    if tweak.vref_noise_std:
+        _noise_vref(pesg, tweak.vref_noise_std)
+    pre_step = None
+    if tweak.grad_clip is not None:
+        primal = [prm for g in pesg.param_groups if g["role"] == "primal" for prm in g["params"]]
+        pre_step = functools.partial(_clamp_grads, primal, tweak.grad_clip)
+    return TrainingSetup(loss, pesg, pre_step, "pesg")
+
+
+def _auc_loss(job: Job, tweak: Tweak, p: float, bsn: bool) -> nn.Module:
+    """The AUC loss of ``job`` with batch score normalisation ``bsn``."""
+    if job.method == "auc_s":
+        return create_loss("auc_s", imratio=p, batch_score_norm=bsn)
+    if job.method == "auc_m_noproj":
+        return AUCMLossNoProjection(margin=job.param("margin"), imratio=p, batch_score_norm=bsn)
+    if job.method not in ("auc_m", "two_stage"):
+        raise ValueError(f"unknown method {job.method!r}")
+    if tweak.auc_m_loss is not None:
+        return tweak.auc_m_loss(margin=job.param("margin"), batch_score_norm=bsn)
+    return create_loss("auc_m", margin=job.param("margin"), imratio=p, batch_score_norm=bsn)
+
+
+def _noise_vref(pesg: PESG, std: float) -> None:
+    with torch.no_grad():
+        for group in pesg.param_groups:
+            if group["role"] == "primal":
+                for prm in group["params"]:
+                    pesg.state[prm]["v_ref"].normal_(0.0, std)
+
+
+def _clamp_grads(params: list[torch.Tensor], limit: float) -> None:
+    for prm in params:
+        if prm.grad is not None:
+            prm.grad.clamp_(-limit, limit)
+
+
+def _libauc_setup(
+    job: Job, model: nn.Module, p: float, lr: float, tspec: TrainSpec, tweak: Tweak
+) -> TrainingSetup:
+    """LibAUC 2.0.1's AUCMLoss and PESG, called as its documentation shows."""
+    mods, why = import_libauc()
+    if mods is None:
+        raise RuntimeError(why)
+    lib_loss_cls, lib_pesg_cls = mods
+    warnings.filterwarnings("ignore", message="Input data has no positive sample")
+    loss = lib_loss_cls(margin=job.param("margin"), imratio=p, device=torch.device("cpu"))
+    opt = lib_pesg_cls(
+        model.parameters(),
+        loss_fn=loss,
+        lr=lr,
+        epoch_decay=job.param("epoch_decay"),
+        weight_decay=tspec.weight_decay,
+        momentum=_momentum("zero" if tweak.momentum == "zero" else "libauc", tspec),
+        verbose=False,
+        device=torch.device("cpu"),
+    )
+    return TrainingSetup(loss, opt, None, "libauc")
+
+
+def _decay_epochs(epochs: int, fractions: list[float]) -> set[int]:
+    """Epochs (1-based, counted as finished) after which the lr decays."""
+    return {e for e in (int(round(f * epochs)) for f in fractions) if 0 < e < epochs}
+
+
+def _scores(setup: TrainingSetup, logits: torch.Tensor, tspec: TrainSpec) -> torch.Tensor:
+    """What the loss takes: logits (CE, focal) or sigmoid scores, BSN'd for LibAUC's loss."""
+    if getattr(setup.loss, "takes_logits", False):
+        return logits
+    h = torch.sigmoid(logits)
+    if setup.kind == "libauc" and tspec.batch_score_norm:
+        h = batch_score_norm(h)
+    return h
+
+
+def _end_stage(setup: TrainingSetup, decay_factor: float) -> None:
+    """Decay the lr; for PESG this also ends a stage (v_ref ← the stage's average)."""
+    if setup.kind == "pesg":
+        setup.optimizer.next_stage(decay_factor)
+    elif setup.kind == "libauc":
+        setup.optimizer.update_regularizer(decay_factor=decay_factor)
+    else:
+        for g in setup.optimizer.param_groups:
+            g["lr"] /= decay_factor
+
+
+@dataclass
+class _Progress:
+    steps: int = 0
+    opt_s: float = 0.0
+    finite: bool = True
+
+
+def _train_epoch(
+    setup: TrainingSetup,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    batch_size: int,
+    flip: bool,
+    gen: torch.Generator,
+    tspec: TrainSpec,
+    progress: _Progress,
+) -> None:
+    """One pass over the training rows in batches; stops at the first non-finite loss."""
+    x, y = data["x_train"], data["y_train"]
+    n = len(x)
+    nb = max(1, n // batch_size)  # drop the last partial batch (BSN needs a batch)
+    perm = torch.randperm(n, generator=gen)
+    for b in range(nb):
+        idx = perm[b * batch_size : (b + 1) * batch_size] if nb > 1 else perm
+        xb, yb = x[idx], y[idx]
+        if flip:
+            m = torch.rand(len(idx), generator=gen) < 0.5
+            xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
+        loss = setup.loss(_scores(setup, model(xb), tspec), yb)
+        if not torch.isfinite(loss):
+            progress.finite = False
+            return
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if setup.pre_step is not None:
+            setup.pre_step()
+        t1 = time.perf_counter()
+        setup.optimizer.step()
+        progress.opt_s += time.perf_counter() - t1
+        progress.steps += 1
+
+
+def _train(
+    job: Job,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    p: float,
+    spec: DatasetSpec,
+    tspec: TrainSpec,
+    gen: torch.Generator,
+    *,
+    epochs: int,
+    lr: float,
+) -> dict[str, Any]:
+    """Train ``model`` in place; returns timing stats and whether the loss stayed finite."""
+    setup = make_loss_and_optimizer(job, model, p, lr, tspec)
+    decays = _decay_epochs(epochs, tspec.decay_at)
+    model.train()
+    progress = _Progress()
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        _train_epoch(setup, model, data, spec.batch_size, spec.flip, gen, tspec, progress)
+        if not progress.finite:
+            break
+        if epoch + 1 in decays:
+            _end_stage(setup, tspec.decay_factor)
+    total = time.perf_counter() - t0
+    return {
+        "steps": progress.steps,
+        "train_s": total,
+        "ms_per_step": 1000 * total / max(progress.steps, 1),
+        "opt_ms_per_step": 1000 * progress.opt_s / max(progress.steps, 1),
+        "finite": progress.finite,
+    }
+
+
+def _train_two_stage(
+    job: Job,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    p: float,
+    spec: DatasetSpec,
+    tspec: TrainSpec,
+    abl: AblationSpec,
+    gen: torch.Generator,
+) -> dict[str, Any]:
+    """CE for a share of the epochs, then AUC-M by PESG with a freshly initialised head."""
+    lr = spec.lr or tspec.lr
+    e1 = max(1, int(round(spec.epochs * abl.two_stage_ce_fraction)))
+    e2 = max(1, spec.epochs - e1)
+    ce_job = dataclasses.replace(job, method="ce")
+    s1 = _train(ce_job, model, data, p, spec, tspec, gen, epochs=e1, lr=lr)
+    cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for the AUC stage
+    auc_job = dataclasses.replace(job, method="auc_m")
+    s2 = _train(auc_job, model, data, p, spec, tspec, gen, epochs=e2, lr=abl.stage2_lr or lr)
+    steps, train_s = s1["steps"] + s2["steps"], s1["train_s"] + s2["train_s"]
+    return {
+        "steps": steps,
+        "train_s": train_s,
+        "ms_per_step": 1000 * train_s / max(1, steps),
+        "opt_ms_per_step": s2["opt_ms_per_step"],
+        "finite": s1["finite"] and s2["finite"],
+    }
+
+
+def _predict(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+    model.train()
+    return out.numpy().astype(np.float64)
+
+
+def _auc(y: torch.Tensor, s: np.ndarray) -> float:
+    labels = y.numpy()
+    if not np.isfinite(s).all() or labels.min() == labels.max():
+        return float("nan")
+    return roc_auc(labels, s)
+
+
+def run_job(
+    job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None
+) -> dict[str, Any]:
+    """Train and evaluate one run; returns a flat result row."""
+    split = make_split(spec, job.imratio, job.seed, cache_dir, job.variant, abl)
+    data = standardize(split)
+    p = float(split.y_train.mean())
+    torch.manual_seed(job.seed)
+    model = build_model(spec, tuple(data["x_train"].shape[1:]))
+    gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
+    if job.method == "two_stage":
+        stats = _train_two_stage(job, model, data, p, spec, tspec, abl, gen)
+    else:
+        lr = spec.lr or tspec.lr
+        stats = _train(job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=lr)
+    return {
+        "dataset": job.dataset,
+        "requested_imratio": job.imratio,
+        "imratio": split.imratio,
+        "seed": job.seed,
+        "method": job.method,
+        "params": json.dumps(dict(job.params), sort_keys=True),
+        "variant": job.variant,
+        "tweak": job.tweak,
+        "val_auc": _auc(data["y_val"], _predict(model, data["x_val"])),
+        "test_auc": _auc(data["y_test"], _predict(model, data["x_test"])),
+        "n_train": len(split.y_train),
+        "pos_train": int(split.y_train.sum()),
+        **stats,
+    }
+
+
+def _time_steps(
+    setup: TrainingSetup,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    tspec: TrainSpec,
+) -> tuple[float, float]:
+    """Median ms of a whole step and of the optimiser step alone, after 5 warm-up steps."""
+    tot, t_opt = [], []
+    for i in range(steps + 5):
+        t0 = time.perf_counter()
+        loss = setup.loss(_scores(setup, model(x), tspec), y)
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t1 = time.perf_counter()
+        setup.optimizer.step()
+        t2 = time.perf_counter()
+        if i >= 5:
+            tot.append(t2 - t0)
+            t_opt.append(t2 - t1)
+    return 1000 * float(np.median(tot)), 1000 * float(np.median(t_opt))
+
+
+def step_timing(
+    cfg: StudyConfig, available: list[DatasetSpec], chosen: dict[tuple, tuple]
+) -> list[dict[str, Any]] | None:
+    """Time ``timing_steps`` training steps (forward, backward, step) of ours and LibAUC's
+    AUC-M + PESG on each ablation data set's network, in this process, one after the other."""
+    if import_libauc()[0] is None:
+        return None
+    out = []
+    abl = cfg.ablations
+    for name in unique(abl.datasets + abl.libauc_datasets):
+        spec = next((s for s in available if s.name == name), None)
+        if spec is None:
+            continue
+        r = ablation_ratio(cfg, spec)
+        data = standardize(make_split(spec, r, cfg.seeds[0], cfg.cache_dir))
+        p = float(data["y_train"].mean())
+        row: dict[str, Any] = {
+            "dataset": name,
+            "model": model_title(spec),
+            "batch": spec.batch_size,
+        }
+        x = data["x_train"][: spec.batch_size]
+        y = data["y_train"][: spec.batch_size].clone()
+        y[0] = 1.0
+        for method in ("auc_m", "libauc"):
+            job = Job(name, r, cfg.seeds[0], method, chosen[name, r, "auc_m"])
+            torch.manual_seed(0)
+            model = build_model(spec, tuple(data["x_train"].shape[1:]))
+            setup = make_loss_and_optimizer(job, model, p, spec.lr or cfg.train.lr, cfg.train)
+            step_ms, opt_ms = _time_steps(setup, model, x, y, abl.timing_steps, cfg.train)
+            row[f"{method}_step_ms"], row[f"{method}_opt_ms"] = step_ms, opt_ms
+        out.append(row)
+    return out

@@ -198,6 +198,24 @@ def map_vocabulary(
     return df[column].map(lambda v: (mapping.get(v) or np.nan) if isinstance(v, str) else np.nan)
 
 
+def one_hot(
+    values: pd.Series,
+    vocabulary: Sequence[str],
+    columns: Sequence[str] | None = None,
+    dtype: type = np.float64,
+) -> pd.DataFrame:
+    """One 0/1 column per word of ``vocabulary`` (named ``columns``, default the words).
+
+    The frame has the index of ``values``; a value outside the vocabulary (NaN
+    included) is 0 in every column.
+    """
+    names = list(vocabulary) if columns is None else list(columns)
+    return pd.DataFrame(
+        {name: (values == word).to_numpy(dtype=dtype) for name, word in zip(names, vocabulary)},
+        index=values.index,
+    )
+
+
 def check_targets(df: pd.DataFrame, name: str, column: str = "target") -> pd.Series:
     """Return ``df[column]`` as int after checking that every value is 0 or 1."""
     values = numeric_column(df, column, name)

@@ -55,6 +55,7 @@ from deepauc.data.tables import (
     check_targets,
     check_unique_names,
     describe_rows,
+    one_hot,
     read_csv_table,
 )
 from deepauc.metrics import roc_auc
@@ -176,7 +177,7 @@ SEX_LEVELS = [*SEXES, "missing"]
 SITE_LEVELS = [*SITES_2020, "missing"]
 
 
-def _one_hot(
+def _checked_one_hot(
     values: pd.Series, levels: list[str], prefix: str, df: pd.DataFrame, column: str, table: str
 ) -> pd.DataFrame:
     """One-hot of ``values`` over ``levels`` with NaN as the ``missing`` level.
@@ -192,10 +193,7 @@ def _one_hot(
             f"{table}: unknown value in column {column!r} at {describe_rows(df, bad, column)}; "
             f"allowed: {known} or empty"
         )
-    return pd.DataFrame(
-        {f"{prefix}_{_slug(v)}": (filled == v).to_numpy(dtype=np.float32) for v in levels},
-        index=values.index,
-    )
+    return one_hot(filled, levels, [f"{prefix}_{_slug(v)}" for v in levels], np.float32)
 
 
 def _ages(df: pd.DataFrame, table: str) -> np.ndarray:
@@ -223,8 +221,10 @@ def table_features(df: pd.DataFrame, age_mean: float, age_std: float, table: str
     feats = pd.DataFrame(index=df.index)
     feats["age"] = np.where(missing, 0.0, (age - age_mean) / age_std)
     feats["age_missing"] = missing.astype(np.float32)
-    feats = feats.join(_one_hot(df["sex"], SEX_LEVELS, "sex", df, "sex", table))
-    feats = feats.join(_one_hot(df[SITE_COLUMN], SITE_LEVELS, "site", df, SITE_COLUMN, table))
+    feats = feats.join(_checked_one_hot(df["sex"], SEX_LEVELS, "sex", df, "sex", table))
+    feats = feats.join(
+        _checked_one_hot(df[SITE_COLUMN], SITE_LEVELS, "site", df, SITE_COLUMN, table)
+    )
     feats["log1p_patient_images"] = np.log1p(patient_image_counts(df))
     return feats
 

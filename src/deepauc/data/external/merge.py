@@ -1,0 +1,212 @@
+"""Merging the competition table with the external sets, dropping repeated images."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepauc.data.external.files import file_digest, listed
+from deepauc.data.external.sources import (
+    load_competition,
+    load_isic2017,
+    load_isic2018,
+    load_isic2019,
+    load_malignant,
+)
+from deepauc.data.tables import TRAIN_COLUMNS
+
+SOURCES = ["competition", "isic2019", "isic2018", "isic2017", "malignant"]
+
+
+def _content_digests(files: list[str], workers: int) -> list[str | None]:
+    """Digest of each file whose size is shared with another file; None otherwise."""
+    sizes = [os.path.getsize(f) for f in files]
+    counts = pd.Series(sizes).value_counts()
+    todo = [i for i, s in enumerate(sizes) if counts[s] > 1]
+    digests: list[str | None] = [None] * len(files)
+    # hashlib and file reads release the GIL, so threads overlap I/O and hashing.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, d in zip(todo, pool.map(file_digest, [files[i] for i in todo])):
+            digests[i] = f"{sizes[i]}:{d}"
+    return digests
+
+
+_DROPPED_COLUMNS = [
+    "image_name",
+    "source",
+    "target",
+    "image_path",
+    "reason",
+    "kept_image_name",
+    "kept_source",
+]
+
+
+def _dropped_rows(
+    df: pd.DataFrame, drop_idx: pd.Index, kept_idx: np.ndarray, reason: str
+) -> pd.DataFrame:
+    """Rows ``drop_idx`` of ``df`` with the reason and the name and source of their keeper."""
+    rows = df.loc[drop_idx].copy()
+    rows["reason"] = reason
+    rows["kept_image_name"] = df.loc[kept_idx, "image_name"].to_numpy()
+    rows["kept_source"] = df.loc[kept_idx, "source"].to_numpy()
+    return rows
+
+
+def _drop_same_name(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Keep the first row of each image name; return (kept, dropped or None)."""
+    first = df.groupby("image_name", sort=False).head(1)
+    keeper = pd.Series(first.index, index=first["image_name"])
+    dup_name = df["image_name"].duplicated(keep="first")
+    dropped = None
+    if dup_name.any():
+        kept = keeper[df.loc[dup_name, "image_name"]].to_numpy()
+        dropped = _dropped_rows(df, df.index[dup_name], kept, "same image name")
+    return df[~dup_name].reset_index(drop=True), dropped
+
+
+def _drop_same_content(
+    df: pd.DataFrame, workers: int
+) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
+    """Keep the first row of each byte content, competition rows always.
+
+    Returns (kept, dropped or None, number of competition rows that repeat an
+    earlier row's bytes).
+    """
+    missing = [f for f in df["_file"] if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) not found for the content check: "
+            f"{listed(missing)} (or pass --no-content-dedup)"
+        )
+    digest = pd.Series(_content_digests(list(df["_file"]), workers), index=df.index)
+    hashed = df[digest.notna()].assign(_digest=digest[digest.notna()])
+    firsts = hashed.groupby("_digest", sort=False).head(1)
+    keep_of = pd.Series(firsts.index, index=firsts["_digest"])
+    repeat = hashed["_digest"].duplicated(keep="first")
+    kept_idx = keep_of[hashed.loc[repeat, "_digest"]].to_numpy()
+    is_comp = (hashed.loc[repeat, "source"] == "competition").to_numpy()
+    drop_idx = hashed.index[repeat][~is_comp]
+    dropped = None
+    if len(drop_idx):
+        dropped = _dropped_rows(df, drop_idx, kept_idx[~is_comp], "same image content")
+        df = df.drop(index=drop_idx).reset_index(drop=True)
+    return df, dropped, int(is_comp.sum())
+
+
+def deduplicate(
+    df: pd.DataFrame, content: bool = True, workers: int = 4
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Drop repeated images from ``df`` (rows in priority order, ``_file`` column set).
+
+    Returns (kept rows, dropped rows with ``reason``, ``kept_image_name``,
+    ``kept_source``, number of byte-identical pairs inside the competition set).
+    """
+    df, by_name = _drop_same_name(df.reset_index(drop=True))
+    by_content, internal = None, 0
+    if content:
+        df, by_content, internal = _drop_same_content(df, workers)
+    dropped = [rows for rows in (by_name, by_content) if rows is not None]
+    dropped_df = (
+        pd.concat(dropped, ignore_index=True)[_DROPPED_COLUMNS]
+        if dropped
+        else pd.DataFrame(columns=_DROPPED_COLUMNS)
+    )
+    return df, dropped_df, internal
+
+
+def _load_sources(train_csv: Path, folders: list[str | os.PathLike | None]) -> pd.DataFrame:
+    """The competition rows, then those of each given external folder, in SOURCES order.
+
+    ``folders`` are the ISIC 2019, 2018, 2017 and extra malignant folders (None: absent).
+    """
+    loaders = [load_isic2019, load_isic2018, load_isic2017, load_malignant]
+    frames = [load_competition(train_csv)]
+    for folder, loader in zip(folders, loaders):
+        if folder is not None:
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"{folder}: no such directory")
+            frames.append(loader(folder, train_csv.parent))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _source_counts(merged: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
+    """Images in, dropped by reason, out and malignant out per source, and a total row."""
+    before = merged["source"].value_counts()
+    after = kept["source"].value_counts()
+    mal = kept.groupby("source")["target"].sum()
+    present = [s for s in SOURCES if s in before.index]
+
+    def n_dropped(source: str, reason: str) -> int:
+        return int(((dropped["source"] == source) & (dropped["reason"] == reason)).sum())
+
+    counts = pd.DataFrame(
+        {
+            "source": present,
+            "images_in": [int(before.get(s, 0)) for s in present],
+            "dropped_same_name": [n_dropped(s, "same image name") for s in present],
+            "dropped_same_content": [n_dropped(s, "same image content") for s in present],
+            "images_out": [int(after.get(s, 0)) for s in present],
+            "malignant_out": [int(mal.get(s, 0)) for s in present],
+        }
+    )
+    total = counts.drop(columns="source").sum()
+    counts = pd.concat(
+        [counts, pd.DataFrame([{"source": "total", **total.to_dict()}])], ignore_index=True
+    )
+    counts["malignant_ratio"] = counts["malignant_out"] / counts["images_out"].clip(lower=1)
+    return counts
+
+
+def build_training_table(
+    train_csv: str | os.PathLike,
+    isic2019_dir: str | os.PathLike | None = None,
+    isic2018_dir: str | os.PathLike | None = None,
+    isic2017_dir: str | os.PathLike | None = None,
+    malignant_dir: str | os.PathLike | None = None,
+    content_dedup: bool = True,
+    workers: int = 4,
+) -> tuple[pd.DataFrame, dict]:
+    """Merge the competition table with the given external sets and deduplicate.
+
+    Returns (table, report) where table has the train columns (plus any extra
+    competition columns), ``source`` and ``image_path``; report holds ``counts``
+    (per source before/after), ``dropped`` (one row per dropped image) and
+    ``competition_content_duplicates``.
+
+    ``source`` is one of SOURCES. ``image_path`` is the original image as a POSIX path
+    relative to the data root, the folder of ``train_csv`` (competition rows:
+    ``jpeg/train/<name>.jpg``; an image elsewhere gets a ``../`` path), so ``deepauc
+    resize --image-root`` must be that folder.
+
+    Deduplication keeps the earlier source, in the order competition > isic2019 >
+    isic2018 > isic2017 > malignant:
+
+    1. by name, after stripping the ``_downsampled`` suffix of some 2019 names (so the
+       ISIC 2018/2017 images that ISIC 2019 re-published are counted once; the table's
+       ``image_name`` is the stripped name, ``image_path`` the real file);
+    2. by content: byte-identical files (BLAKE2b of the bytes, only computed for files
+       whose size equals another file's size). Only exact copies are caught;
+       re-encoded or resized copies are not.
+
+    Competition rows are never dropped: byte-identical images inside the competition
+    set are only counted in the report.
+    """
+    merged = _load_sources(
+        Path(train_csv), [isic2019_dir, isic2018_dir, isic2017_dir, malignant_dir]
+    )
+    kept, dropped, internal = deduplicate(merged, content=content_dedup, workers=workers)
+    counts = _source_counts(merged, kept, dropped)
+    table = kept.drop(columns="_file")
+    cols = TRAIN_COLUMNS + [c for c in table.columns if c not in TRAIN_COLUMNS]
+    report = {
+        "counts": counts,
+        "dropped": dropped,
+        "competition_content_duplicates": internal,
+        "content_dedup": content_dedup,
+    }
+    return table[cols], report

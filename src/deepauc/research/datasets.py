@@ -1,46 +1,4 @@
-"""Imbalanced binary benchmarks built from labelled image sets, as in the paper's §4.1.
-
-The construction (:func:`make_imbalanced`), following the paper and the reference
-library's ``ImbalancedDataGenerator``:
-
-1. Binarise the classes: the lower half of the class ids is negative, the upper half
-   positive (``positive_classes`` overrides; a set that is already binary keeps 0/1).
-2. Drop positive *training* images at random (seeded) until the positives are
-   ``imratio`` of the training set: ``n_pos = round(imratio / (1 - imratio) · n_neg)``,
-   every negative kept. ``min_positives`` raises ``n_pos`` (and so the ratio) where the
-   requested ratio would leave too few positives to learn or validate on.
-3. Hold out 10 % of the training set for validation, stratified by class, so that the
-   validation set has the same ratio.
-4. Leave the test set untouched (every test image, binarised the same way).
-
-A different seed drops different positives and draws a different validation split;
-the same seed gives the same split, byte for byte.
-
-Loaders return a :class:`LabelledImages` (uint8 ``N×C×H×W`` arrays with integer class
-ids). Those that run on these machines:
-
-* ``digits``: scikit-learn's ``load_digits`` (1,797 8×8 grey images, 10 classes, BSD
-  licence); no official test split, so a fixed class-stratified 30 % is the test set.
-* ``fashion_mnist``: the original IDX ``.gz`` files (60,000 + 10,000 28×28 grey images,
-  10 classes, MIT licence), by default from the Debian package ``dataset-fashion-mnist``
-  (``/usr/share/datasets/fashion-mnist``).
-* ``elpv``: the ELPV solar-cell set (``pip install elpv-dataset``; 2,624 300×300 grey
-  electroluminescence images with an expert defect probability in {0, 1/3, 2/3, 1};
-  defective = probability ≥ 0.5, 821 of 2,624; licence CC BY-NC-SA 4.0); no official
-  test split, so a fixed class-stratified 25 % is the test set. Downsampled (area
-  average) to ``image_size`` and cached as ``.npz`` when a cache folder is given.
-
-Readers for the paper's own sets, which cannot be downloaded here and are read from
-their standard files when present locally:
-
-* ``cifar10``: ``cifar-10-batches-py/`` (pickled ``data_batch_1..5``, ``test_batch``).
-* ``cifar100``: ``cifar-100-python/`` (pickled ``train``, ``test``; fine labels).
-* ``stl10``: ``stl10_binary/`` (``train_X.bin``, ``train_y.bin``, ``test_X.bin``,
-  ``test_y.bin``; images stored column-major, labels 1–10).
-* ``cats_vs_dogs``: a folder of jpgs, either Kaggle's flat ``cat.123.jpg`` /
-  ``dog.456.jpg`` or Microsoft's ``Cat/`` and ``Dog/`` sub-folders (unreadable files are
-  skipped and counted); cat = 0, dog = 1; a fixed stratified 20 % is the test set.
-"""
+"""Imbalanced binary benchmarks built from labelled image sets (the paper's §4.1), and their loaders."""
 
 from __future__ import annotations
 
@@ -175,7 +133,17 @@ def make_imbalanced(
     positive_classes: list[int] | None = None,
     min_positives: int = 0,
 ) -> ImbalancedSplit:
-    """The paper's imbalanced binary benchmark for one seed (see the module docstring).
+    """The paper's imbalanced binary benchmark for one seed.
+
+    1. Binarise the classes: the lower half of the class ids is negative, the upper half
+       positive (``positive_classes`` overrides; a binary set keeps 0/1).
+    2. Drop positive training images at random (seeded) until positives are ``imratio`` of
+       the training set: ``n_pos = round(imratio / (1 - imratio) · n_neg)``, every negative
+       kept. ``min_positives`` raises ``n_pos`` where the ratio would leave too few.
+    3. Hold out ``val_fraction`` of the training set for validation, stratified by class.
+    4. Leave the test set untouched (binarised the same way).
+
+    The same seed gives the same split, byte for byte.
 
     Raises:
         ValueError: ``imratio`` outside (0, 0.5], or more positives needed than exist.

@@ -6,7 +6,8 @@
 * :class:`FocalLoss`: α-balanced focal loss on logits.
 * :class:`BCELoss`: binary cross-entropy on logits.
 
-With ``h`` the sigmoid score, ``y ∈ {0, 1}`` the label and ``p`` the positive ratio, the
+With ``h`` the score (the sigmoid of the logit, or the logit normalised over the batch
+under Batch Score Normalization), ``y ∈ {0, 1}`` the label and ``p`` the positive ratio, the
 per-example objective of the AUC losses is::
 
     F = (1-p)(h-a)^2 [y=1] + p(h-b)^2 [y=0] - p(1-p) α^2
@@ -93,10 +94,14 @@ class _AUCMinMaxLoss(nn.Module):
     * ``False`` (or ``"none"``): ``h`` is the sigmoid score, fed as is.
     * ``True`` (or ``"logits"``): the reference's Batch Score Normalization. The loss takes
       the raw logits ``z`` and uses ``h = z / ||z||_2`` over the batch, per label
-      (:func:`batch_score_norm`); ``takes_logits`` is then True.
+      (:func:`batch_score_norm`); ``takes_logits`` is then True. With ``||h|| = 1`` a
+      batch of n₊ positives and n₋ negatives has a class-mean gap of at most
+      ``sqrt(1/n₊ + 1/n₋)``, so a margin can bind only below that: choose m with the
+      batch size and class ratio in mind (the bound is below 1 once n₊ ≥ 2 and n₋ ≥ 3).
     * ``"sigmoid"``: a different method, kept for ablations: the sigmoid scores are fed and
-      normalised the same way. Every such score is close to ``1/sqrt(B)`` for a batch of
-      B rows, so the class-mean gap stays far below any margin in the paper's grid.
+      normalised the same way. While the sigmoid scores are of similar size each
+      normalised score is close to ``1/sqrt(B)`` for a batch of B rows, so the class-mean
+      gap stays small against the margins of the paper's grid.
 
     ``device`` (LibAUC's keyword) moves a, b, α and the buffers there. ``version`` is
     refused: LibAUC's ``"v1"`` re-estimates p on every batch and ``"v2"`` drops p, while

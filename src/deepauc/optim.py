@@ -115,8 +115,8 @@ class PESG(torch.optim.Optimizer):
     takes the logits z and F sees ``h = z / ||z||_2`` over the batch, per label, so the
     network's gradients pass through that normalisation, ``a`` and ``b`` track the class
     means of scores in [-1, 1], and α ≥ 0 is the multiplier of the margin constraint
-    ``a - b ≥ m`` on that scale (α is projected to 0 once the batch's class-mean gap
-    exceeds m). PESG itself is the same with or without it.
+    ``a - b ≥ m`` on that scale (its projection acts when a batch's class-mean gap passes
+    the margin). PESG itself is the same with or without it.
 
     LibAUC (2.0.1) users switch by the import line. Its keywords ``loss_fn``, ``lr``,
     ``epoch_decay`` and ``weight_decay`` mean the same here; :meth:`update_regularizer`
@@ -128,12 +128,11 @@ class PESG(torch.optim.Optimizer):
     ``clip_value`` (LibAUC clips gradients, this PESG does not); LibAUC 1.1's ``gamma``
     (= 1/epoch_decay) and ``a``/``b``/``alpha``. Differences a switch brings: defaults
     (λ = 1e-4 here, 1e-5 there; pass them explicitly); v_ref starts at the starting
-    weights (LibAUC: small noise); the dual step follows ∇_α F (LibAUC: a closed form
-    in a and b, which ``dual="normalized"`` equals in expectation once a and b reach the
-    class means); gradients are not clipped; and ``momentum`` is
-    heavy-ball here while LibAUC's μ is an average weighting the newest direction by μ:
-    LibAUC's (lr η, momentum μ) is about this PESG's (lr η·μ, momentum 1 - μ), so its
-    default μ = 0.9 is close to momentum 0.1 here.
+    weights (LibAUC: small noise); the dual step follows ∇_α F (LibAUC: a closed form in
+    a and b, which ``dual="normalized"`` equals in expectation once a and b reach the
+    class means); and ``momentum`` is heavy-ball here while LibAUC's μ is an average
+    weighting the newest direction by μ: LibAUC's (lr η, momentum μ) is about this
+    PESG's (lr η·μ, momentum 1 - μ), so its default μ = 0.9 is close to momentum 0.1.
     """
 
     def __init__(

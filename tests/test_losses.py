@@ -11,6 +11,7 @@ from deepauc.losses import (
     FocalLoss,
     batch_score_norm,
     build_loss,
+    create_loss,
     loss_input,
 )
 
@@ -208,3 +209,87 @@ def test_build_loss_switch_and_inputs():
         assert torch.isfinite(fn(x, torch.tensor([0.0, 1.0, 1.0])))
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss("hinge")
+
+
+def test_bsn_on_logits_normalises_the_raw_logits():
+    """The reference's BSN: ``z / ||z||_2`` over the batch of the linear outputs, no sigmoid."""
+    torch.manual_seed(0)
+    z = torch.randn(24, 2) * 3
+    y = (torch.rand(24, 2) < 0.3).float()
+    for setting in (True, "logits"):
+        loss = AUCMLoss(margin=0.5, imratio=0.3, num_labels=2, batch_score_norm=setting)
+        plain = AUCMLoss(margin=0.5, imratio=0.3, num_labels=2)
+        set_params(loss, 0.1, -0.1, 0.2)
+        set_params(plain, 0.1, -0.1, 0.2)
+        assert loss.takes_logits and loss.batch_score_norm == "logits"
+        got = loss(loss_input(loss, z), y)
+        assert got.item() == pytest.approx(plain(torch.nn.functional.normalize(z, dim=0), y).item())
+    torch.testing.assert_close(batch_score_norm(z), torch.nn.functional.normalize(z, dim=0))
+    out = batch_score_norm(z)
+    assert out.abs().max() <= 1 and (out < 0).any()  # logits keep their sign: scores in [-1, 1]
+
+
+@pytest.mark.parametrize("cls", [AUCMLoss, AUCSLoss])
+@pytest.mark.parametrize(
+    ("setting", "mode", "takes_logits"),
+    [(False, False, False), ("none", False, False), (True, "logits", True),
+     ("logits", "logits", True), ("sigmoid", "sigmoid", False)],
+)  # fmt: skip
+def test_takes_logits_follows_batch_score_norm(cls, setting, mode, takes_logits):
+    loss = cls(imratio=0.3, batch_score_norm=setting)
+    assert loss.batch_score_norm == mode and loss.takes_logits is takes_logits
+    z = torch.tensor([-2.0, 0.5, 3.0])
+    fed = loss_input(loss, z)
+    assert torch.equal(fed, z if takes_logits else torch.sigmoid(z))
+    loss.batch_score_norm = True  # settable after construction, as the ablations do
+    assert loss.takes_logits
+    loss.batch_score_norm = False
+    assert not loss.takes_logits
+
+
+def l2_over_batch(z):
+    """One column divided by its Euclidean norm, written out."""
+    return z / z.norm()
+
+
+def test_loss_input_feeds_logits_under_bsn_and_sigmoid_scores_otherwise():
+    """What reaches F: normalised logits (BSN), normalised sigmoids ("sigmoid"), sigmoids."""
+    torch.manual_seed(1)
+    z = torch.randn(32) * 2
+    y = (torch.rand(32) < 0.25).float()
+    y[0] = 1.0
+    plain = AUCMLoss(margin=0.3, imratio=0.25)
+    set_params(plain, 0.05, -0.05, 0.1)
+    expected = {
+        True: l2_over_batch(z),
+        "sigmoid": l2_over_batch(torch.sigmoid(z)),
+        False: torch.sigmoid(z),
+    }
+    for setting, h in expected.items():
+        loss = AUCMLoss(margin=0.3, imratio=0.25, batch_score_norm=setting)
+        set_params(loss, 0.05, -0.05, 0.1)
+        assert loss(loss_input(loss, z), y).item() == pytest.approx(plain(h, y).item(), rel=1e-6)
+    # create_loss passes the setting through
+    assert create_loss("auc_m", batch_score_norm=True).takes_logits
+    assert not create_loss("auc_s", batch_score_norm="sigmoid").takes_logits
+
+
+@pytest.mark.parametrize("bad", ["l2", 1.5, "True"])
+def test_bad_batch_score_norm_rejected(bad):
+    with pytest.raises(ValueError, match="batch_score_norm"):
+        AUCMLoss(batch_score_norm=bad)
+
+
+def test_bsn_class_mean_gap_is_bounded_by_the_batch_counts():
+    """Under BSN the gap E[h|+] - E[h|-] of a batch is at most sqrt(1/n+ + 1/n-)
+    (Cauchy-Schwarz with ||h|| = 1), reached by two-valued logits: the margins that can
+    bind depend on how many positives a batch holds."""
+    gen = torch.Generator().manual_seed(2)
+    for n_pos, n_neg in [(1, 15), (2, 14), (8, 120)]:
+        y = torch.cat([torch.ones(n_pos), torch.zeros(n_neg)])
+        bound = (1 / n_pos + 1 / n_neg) ** 0.5
+        for _ in range(50):
+            h = batch_score_norm(torch.randn(n_pos + n_neg, generator=gen) + 2 * y)
+            assert h[y == 1].mean() - h[y == 0].mean() <= bound + 1e-6
+        best = batch_score_norm(y / n_pos - (1 - y) / n_neg)
+        assert (best[y == 1].mean() - best[y == 0].mean()).item() == pytest.approx(bound)

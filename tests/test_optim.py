@@ -197,3 +197,67 @@ def test_cuda_step_matches_cpu():
     train_steps(model_g, loss_g, opt_g, x.cuda(), y.cuda(), 5)
     for p, q in zip(model.parameters(), model_g.parameters()):
         torch.testing.assert_close(p, q.cpu(), rtol=1e-4, atol=1e-5)
+
+
+def run_bsn_margin(batch_score_norm, margin, seed=0, steps=400, lr=0.3, batch=16, n=256):
+    """PESG on AUC-M with the given BSN setting on separable data (about 12% positives);
+    returns the steps where α's projection on α ≥ 0 acted, and the final a - b and α."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    y = (x[:, 0] > 1.2).float()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ELU(), nn.Linear(8, 1))
+    loss = AUCMLoss(margin=margin, imratio=y.mean().item(), batch_score_norm=batch_score_norm)
+    opt = PESG(model.parameters(), loss, lr=lr, epoch_decay=1e-3, weight_decay=1e-4)
+    projected = []
+    for t in range(steps):
+        idx = torch.arange(t * batch, (t + 1) * batch) % n
+        opt.zero_grad()
+        loss(loss_input(loss, model(x[idx])), y[idx]).backward()
+        unprojected = loss.alpha.detach() + lr * loss.alpha.grad / loss.dual_scale()
+        opt.step()
+        if unprojected.item() < 0:
+            assert loss.alpha.item() == 0.0
+            projected.append(t)
+    return projected, (loss.a - loss.b).item(), loss.alpha.item()
+
+
+def test_margin_binds_with_bsn_on_logits():
+    """With BSN on the logits a margin m < 1 is reached: the class-mean gap a - b passes m
+    and the projection α ≥ 0 acts on many steps, through the last quarter of training. On
+    normalised sigmoid scores the same run keeps a - b below the same margin."""
+    m, steps = 0.1, 400
+    projected, gap, _ = run_bsn_margin(True, m, steps=steps)
+    assert len(projected) > steps // 4
+    assert sum(t >= 3 * steps // 4 for t in projected) > steps // 16
+    assert gap > m
+    _, gap_sigmoid, _ = run_bsn_margin("sigmoid", m, steps=steps)
+    assert gap_sigmoid < m
+
+
+def test_update_regularizer_is_next_stage():
+    """LibAUC's stage methods: update_regularizer = next_stage, update_lr moves η only."""
+    x, y = tiny_problem()
+    runs = []
+    for libauc_names in (False, True):
+        model, loss, opt = make(lr=0.1, momentum=0.9)
+        train_steps(model, loss, opt, x, y, 5)
+        if libauc_names:
+            opt.update_regularizer(decay_factor=10)
+        else:
+            opt.next_stage(10)
+        train_steps(model, loss, opt, x, y, 8, start=5)
+        if libauc_names:
+            opt.update_regularizer()  # None: η kept, v_ref moved
+        else:
+            opt.next_stage(1.0)
+        runs.append((model, opt))
+    (model_a, opt_a), (model_b, opt_b) = runs
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p, q)
+        assert torch.equal(opt_a.state[p]["v_ref"], opt_b.state[q]["v_ref"])
+    assert opt_b.lr == pytest.approx(0.01) and opt_a.lr == opt_b.lr
+    opt_b.update_lr(2.0)
+    assert all(g["lr"] == pytest.approx(0.005) for g in opt_b.param_groups)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(opt_a.state[p]["v_ref"], opt_b.state[q]["v_ref"])

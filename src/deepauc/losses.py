@@ -6,7 +6,8 @@
 * :class:`FocalLoss`: α-balanced focal loss on logits.
 * :class:`BCELoss`: binary cross-entropy on logits.
 
-With ``h`` the sigmoid score, ``y ∈ {0, 1}`` the label and ``p`` the positive ratio, the
+With ``h`` the score (the sigmoid of the logit, or the logit normalised over the batch
+under Batch Score Normalization), ``y ∈ {0, 1}`` the label and ``p`` the positive ratio, the
 per-example objective of the AUC losses is::
 
     F = (1-p)(h-a)^2 [y=1] + p(h-b)^2 [y=0] - p(1-p) α^2
@@ -17,7 +18,8 @@ label with its own a, b, α, p). Theorem 1 of the paper: for fixed scores,
 ``min_{a,b} max_{α≥0} E[F] = p(1-p) · A_M`` with
 ``A_M = Var(h|y=1) + Var(h|y=0) + max(0, m - E[h|y=1] + E[h|y=0])^2``.
 
-The AUC losses take scores in [0, 1]; focal and BCE take logits. Every loss carries
+The AUC losses take sigmoid scores, or the logits under Batch Score Normalization
+(:func:`batch_score_norm`); focal and BCE take logits. Every loss carries
 ``takes_logits`` so that :func:`loss_input` feeds each the right thing, and
 :func:`build_loss` creates any of them by name.
 """
@@ -41,14 +43,35 @@ __all__ = [
 
 
 def batch_score_norm(scores: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Batch Score Normalization (paper §4.1): ``h_i / ||h||_2`` over the batch dimension.
+    """Batch Score Normalization (paper §4.1): ``z_i / ||z||_2`` over the batch dimension.
 
-    Each label's column of scores is divided by its Euclidean norm across the rows of the
-    mini-batch, so a score depends on the rest of its batch. It is a positive rescaling of
-    the whole column, so the ranking inside a batch (and hence any AUC computed on it) is
-    unchanged; it is applied inside the loss only, and inference uses the plain sigmoid.
+    Each label's column is divided by its Euclidean norm across the rows of the mini-batch
+    (``F.normalize(z, dim=0)``), so a score depends on the rest of its batch and lies in
+    [-1, 1]. The reference applies it to the raw linear outputs (the logits), which is what
+    ``batch_score_norm=True`` does inside the AUC losses. It is a positive rescaling of the
+    whole column, so the ranking inside a batch is unchanged; it is applied inside the loss
+    only, and inference uses the plain sigmoid of the logit, which ranks the same.
     """
-    return scores / scores.norm(p=2, dim=0, keepdim=True).clamp_min(eps)
+    return F.normalize(scores, p=2.0, dim=0, eps=eps)
+
+
+# batch_score_norm settings: what the AUC losses take and normalise
+BSN_MODES: dict[bool | str, bool | str] = {
+    False: False,
+    "none": False,
+    True: "logits",
+    "logits": "logits",
+    "sigmoid": "sigmoid",
+}
+
+
+def _bsn_mode(value: bool | str) -> bool | str:
+    """False, "logits" or "sigmoid" for a ``batch_score_norm`` setting."""
+    if isinstance(value, (bool, str)) and value in BSN_MODES:
+        return BSN_MODES[value]
+    raise ValueError(
+        f"batch_score_norm must be False, True, 'none', 'logits' or 'sigmoid', got {value!r}"
+    )
 
 
 def _as_2d(x: torch.Tensor) -> torch.Tensor:
@@ -65,9 +88,27 @@ class _AUCMinMaxLoss(nn.Module):
     training set's ratio within the first epoch, never hits 0 or 1, and so never zeroes
     the loss or divides by zero on a batch without positives. Prefer passing the training
     set's ratio: under DDP each rank would otherwise count only its own rows.
+
+    ``batch_score_norm`` chooses the score ``h`` that enters F:
+
+    * ``False`` (or ``"none"``): ``h`` is the sigmoid score, fed as is.
+    * ``True`` (or ``"logits"``): the reference's Batch Score Normalization. The loss takes
+      the raw logits ``z`` and uses ``h = z / ||z||_2`` over the batch, per label
+      (:func:`batch_score_norm`); ``takes_logits`` is then True. With ``||h|| = 1`` a
+      batch of n₊ positives and n₋ negatives has a class-mean gap of at most
+      ``sqrt(1/n₊ + 1/n₋)``, so a margin can bind only below that: choose m with the
+      batch size and class ratio in mind (the bound is below 1 once n₊ ≥ 2 and n₋ ≥ 3).
+    * ``"sigmoid"``: a different method, kept for ablations: the sigmoid scores are fed and
+      normalised the same way. While the sigmoid scores are of similar size each
+      normalised score is close to ``1/sqrt(B)`` for a batch of B rows, so the class-mean
+      gap stays small against the margins of the paper's grid.
+
+    ``device`` (LibAUC's keyword) moves a, b, α and the buffers there. ``version`` is
+    refused: LibAUC's ``"v1"`` re-estimates p on every batch and ``"v2"`` drops p, while
+    this loss is eq. (8) with p as above (the LibAUC notes of
+    :class:`~deepauc.optim.PESG` and docs/method.md list the differences).
     """
 
-    takes_logits = False
     alpha_nonnegative = True
     # buffers, declared for the type checker
     p: torch.Tensor
@@ -79,9 +120,19 @@ class _AUCMinMaxLoss(nn.Module):
         margin: float = 1.0,
         imratio: float | list[float] | None = None,
         num_labels: int = 1,
-        batch_score_norm: bool = False,
+        batch_score_norm: bool | str = False,
+        *,
+        device: torch.device | str | None = None,
+        version: str | None = None,
     ) -> None:
         super().__init__()
+        if version is not None:
+            raise ValueError(
+                f"{type(self).__name__} has no version (got {version!r}): it is the paper's "
+                "eq. (8) with p fixed at imratio or a running ratio, unlike LibAUC's 'v1' "
+                "(p from every batch) and 'v2' (no p); see the LibAUC notes of "
+                "deepauc.optim.PESG and docs/method.md"
+            )
         if margin <= 0:
             raise ValueError(f"margin must be > 0, got {margin}")
         if num_labels < 1:
@@ -103,6 +154,22 @@ class _AUCMinMaxLoss(nn.Module):
             self.register_buffer("p", p)
         self.register_buffer("seen_pos", torch.zeros(num_labels, dtype=torch.float64))
         self.register_buffer("seen_rows", torch.zeros(num_labels, dtype=torch.float64))
+        if device is not None:
+            self.to(device)
+
+    @property
+    def batch_score_norm(self) -> bool | str:
+        """False, ``"logits"`` or ``"sigmoid"``; set from any accepted setting."""
+        return self._bsn
+
+    @batch_score_norm.setter
+    def batch_score_norm(self, value: bool | str) -> None:
+        self._bsn = _bsn_mode(value)
+
+    @property
+    def takes_logits(self) -> bool:
+        """True under Batch Score Normalization of the logits, False for sigmoid scores."""
+        return self._bsn == "logits"
 
     def _update_p(self, y: torch.Tensor) -> None:
         if self.fixed_p or not self.training:
@@ -116,19 +183,32 @@ class _AUCMinMaxLoss(nn.Module):
         """``p(1-p)`` per label: the factor by which ∇_α F scales with the class ratio."""
         return self.p * (1 - self.p)
 
-    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean of F over rows (and labels); ``scores`` in [0, 1], ``targets`` 0/1, same shape."""
+    def _score_columns(
+        self, scores: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, labels) views of scores and targets; one label may come as (N,) or (N, 1)."""
+        one_column = self.num_labels == 1 and scores.dim() in (1, 2) and targets.dim() in (1, 2)
+        if one_column and scores.numel() == targets.numel() == scores.shape[0]:
+            return scores.reshape(-1, 1), targets.reshape(-1, 1)
         if scores.shape != targets.shape:
             raise ValueError(
                 f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ in shape"
             )
-        h = _as_2d(scores)
+        return _as_2d(scores), _as_2d(targets)
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean of F over rows (and labels); ``targets`` 0/1.
+
+        ``scores`` are what :func:`loss_input` gives: logits when ``takes_logits``, else
+        sigmoid scores.
+        """
+        h, y = self._score_columns(scores, targets)
         # half-precision scores (autocast) are promoted: squares of small gaps underflow in fp16
         h = h.to(torch.promote_types(h.dtype, torch.float32))
-        y = _as_2d(targets).to(h.dtype)
+        y = y.to(h.dtype)
         if h.shape[1] != self.num_labels:
             raise ValueError(f"expected {self.num_labels} label column(s), got {h.shape[1]}")
-        if self.batch_score_norm:
+        if self._bsn:
             h = batch_score_norm(h)
         self._update_p(y)
         p, a, b, alpha, m = self.p, self.a, self.b, self.alpha, self.margin
@@ -149,12 +229,23 @@ class AUCMLoss(_AUCMinMaxLoss):
         margin: m > 0, the desired gap between the mean positive and negative score.
         imratio: positive ratio p (float, or one per label); None = running estimate.
         num_labels: K, number of independent binary labels (one a, b, α, p each).
-        batch_score_norm: apply :func:`batch_score_norm` to the scores first (off by default).
+        batch_score_norm: False (default): the loss takes sigmoid scores. True or
+            ``"logits"``: Batch Score Normalization as the reference defines it; the loss
+            takes the logits z and uses ``z / ||z||_2`` over the batch, per label
+            (``takes_logits`` is True, so :func:`loss_input` feeds logits), and the margin
+            then acts on scores in [-1, 1]. ``"sigmoid"``: normalise sigmoid scores instead
+            (an ablation, not the reference's method). Inference is the sigmoid of the
+            logit in every case.
+        device: where a, b, α live (LibAUC's keyword; ``.to(device)`` does the same).
+        version: LibAUC's keyword, refused (see :class:`_AUCMinMaxLoss`).
     """
 
 
 class AUCSLoss(_AUCMinMaxLoss):
-    """AUC square loss, paper eq. (4): the min-max form with m = 1 and α unconstrained."""
+    """AUC square loss, paper eq. (4): the min-max form with m = 1 and α unconstrained.
+
+    ``batch_score_norm`` and ``device`` as for :class:`AUCMLoss`.
+    """
 
     alpha_nonnegative = False
 
@@ -162,10 +253,16 @@ class AUCSLoss(_AUCMinMaxLoss):
         self,
         imratio: float | list[float] | None = None,
         num_labels: int = 1,
-        batch_score_norm: bool = False,
+        batch_score_norm: bool | str = False,
+        *,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__(
-            margin=1.0, imratio=imratio, num_labels=num_labels, batch_score_norm=batch_score_norm
+            margin=1.0,
+            imratio=imratio,
+            num_labels=num_labels,
+            batch_score_norm=batch_score_norm,
+            device=device,
         )
 
 
@@ -225,7 +322,7 @@ def create_loss(
     *,
     imratio: float | None = None,
     margin: float = 1.0,
-    batch_score_norm: bool = False,
+    batch_score_norm: bool | str = False,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
 ) -> nn.Module:

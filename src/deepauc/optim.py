@@ -58,11 +58,44 @@ def _group_by_device_dtype(
     return list(buckets.values())
 
 
+# LibAUC's PESG keywords that mean something else here, with what to do instead
+_LIBAUC_REFUSED = {
+    "clip_value": "LibAUC clips every gradient element at clip_value; this PESG does not clip. "
+    "Call torch.nn.utils.clip_grad_value_(params, clip_value) before step() to clip",
+    "betas": "it belongs to LibAUC's mode='adam', which this PESG does not implement",
+    "eps": "it belongs to LibAUC's mode='adam', which this PESG does not implement",
+    "amsgrad": "it belongs to LibAUC's mode='adam', which this PESG does not implement",
+    "gamma": "LibAUC 1.1's gamma is 1/epoch_decay: pass epoch_decay=1/gamma",
+    "a": "pass the loss as loss_fn=; its a, b and alpha are taken from it",
+    "b": "pass the loss as loss_fn=; its a, b and alpha are taken from it",
+    "alpha": "pass the loss as loss_fn=; its a, b and alpha are taken from it",
+}
+
+
+def _check_libauc_keywords(
+    loss_fn: nn.Module | None, mode: str, margin: float | None, others: dict[str, Any]
+) -> None:
+    """Refuse LibAUC keywords whose meaning differs here, naming what to do instead."""
+    for name in others:
+        if name not in _LIBAUC_REFUSED:
+            raise TypeError(f"PESG() got an unexpected keyword argument {name!r}")
+        raise ValueError(f"PESG({name}=...) is not supported: {_LIBAUC_REFUSED[name]}")
+    if str(mode).lower() != "sgd":
+        raise ValueError(f"PESG supports mode='sgd' only (Algorithm 1), got mode={mode!r}")
+    loss_margin = getattr(loss_fn, "margin", None)
+    if margin is not None and margin != loss_margin:
+        raise ValueError(
+            f"PESG(margin={margin}) differs from the loss's margin {loss_margin}: the margin "
+            "belongs to the loss, e.g. AUCMLoss(margin=...); PESG reads it from there"
+        )
+
+
 class PESG(torch.optim.Optimizer):
     """Proximal epoch stochastic gradient descent-ascent (paper Algorithm 1).
 
     Args:
-        params: the network's parameters (iterable of tensors or param-group dicts).
+        params: the network's parameters (iterable of tensors or param-group dicts, or
+            the module itself).
         loss_fn: an :class:`~deepauc.losses.AUCMLoss` / ``AUCSLoss``; its ``a`` and ``b``
             join the primal variables and its ``alpha`` is the dual variable, projected on
             α ≥ 0 when ``loss_fn.alpha_nonnegative``. A loss without ``alpha`` (CE, focal)
@@ -72,18 +105,49 @@ class PESG(torch.optim.Optimizer):
         weight_decay: λ.
         momentum: heavy-ball momentum on the primal direction (0 = Algorithm 1).
         dual: ``"normalized"`` (default) or ``"paper"``; see the module docstring.
+        mode, margin, verbose, device: LibAUC's keywords, see below.
+
+    Batch Score Normalization lives in the loss: with ``batch_score_norm=True`` the loss
+    takes the logits z and F sees ``h = z / ||z||_2`` over the batch, per label, so the
+    network's gradients pass through that normalisation, ``a`` and ``b`` track the class
+    means of scores in [-1, 1], and α ≥ 0 is the multiplier of the margin constraint
+    ``a - b ≥ m`` on that scale (its projection acts when a batch's class-mean gap passes
+    the margin). PESG itself is the same with or without it.
+
+    LibAUC (2.0.1) users switch by the import line. Its keywords ``loss_fn``, ``lr``,
+    ``epoch_decay`` and ``weight_decay`` mean the same here; :meth:`update_regularizer`
+    and :meth:`update_lr` are its stage methods and ``lr`` its learning-rate attribute.
+    ``mode="sgd"`` is accepted (the only mode); ``margin`` is accepted when it equals the
+    loss's (LibAUC reads the margin from the loss too). ``verbose`` is ignored (nothing
+    is printed) and so is ``device`` (the state lives beside each parameter). Refused,
+    with what to do instead: ``mode="adam"`` and its ``betas``, ``eps``, ``amsgrad``;
+    ``clip_value`` (LibAUC clips gradients, this PESG does not); LibAUC 1.1's ``gamma``
+    (= 1/epoch_decay) and ``a``/``b``/``alpha``. Differences a switch brings: defaults
+    (λ = 1e-4 here, 1e-5 there; pass them explicitly); v_ref starts at the starting
+    weights (LibAUC: small noise); the dual step follows ∇_α F (LibAUC: a closed form in
+    a and b, which ``dual="normalized"`` equals in expectation once a and b reach the
+    class means); and ``momentum`` is heavy-ball here while LibAUC's μ is an average
+    weighting the newest direction by μ: LibAUC's (lr η, momentum μ) is about this
+    PESG's (lr η·μ, momentum 1 - μ), so its default μ = 0.9 is close to momentum 0.1.
     """
 
     def __init__(
         self,
-        params: Iterable,
+        params: Iterable | nn.Module,
         loss_fn: nn.Module | None = None,
         lr: float = 0.1,
         epoch_decay: float = 2e-3,
         weight_decay: float = 1e-4,
         momentum: float = 0.0,
         dual: str = "normalized",
+        *,
+        mode: str = "sgd",
+        margin: float | None = None,
+        verbose: bool = False,
+        device: torch.device | str | None = None,
+        **libauc_keywords: Any,
     ) -> None:
+        _check_libauc_keywords(loss_fn, mode, margin, libauc_keywords)
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if epoch_decay < 0 or weight_decay < 0 or not 0 <= momentum < 1:
@@ -97,7 +161,7 @@ class PESG(torch.optim.Optimizer):
             momentum=momentum,
             role="primal",
         )
-        groups = list(params)
+        groups = list(params.parameters() if isinstance(params, nn.Module) else params)
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         # duck-typed: an AUC loss exposes a, b, alpha, dual_scale() and alpha_nonnegative
@@ -247,6 +311,24 @@ class PESG(torch.optim.Optimizer):
                     st["v_ref"].copy_(st["stage_sum"] / n)
                     st["stage_sum"].zero_()
             group["stage_steps"] = 0
+
+    def update_regularizer(self, decay_factor: float | None = None) -> None:
+        """LibAUC's name for :meth:`next_stage`; None keeps η and only moves v_ref."""
+        self.next_stage(1.0 if decay_factor is None else decay_factor)
+
+    def update_lr(self, decay_factor: float | None = None) -> None:
+        """LibAUC's learning-rate decay: η ← η / decay_factor, v_ref kept; None does nothing."""
+        if decay_factor is None:
+            return
+        if decay_factor <= 0:
+            raise ValueError(f"decay_factor must be > 0, got {decay_factor}")
+        for group in self.param_groups:
+            group["lr"] /= decay_factor
+
+    @property
+    def lr(self) -> float:
+        """η of the first parameter group (every group shares it unless set apart)."""
+        return self.param_groups[0]["lr"]
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:

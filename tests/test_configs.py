@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from deepauc.config import load_config
+from deepauc.config import ConfigError, load_config
 from deepauc.pipeline.ensemble import EnsembleConfig
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.metadata_model import MetaConfig
@@ -53,3 +53,16 @@ def test_siim_configs_follow_the_paper_recipe():
     assert aucm.schedule.epochs == 35 and aucm.schedule.decay_epochs == [10, 20, 30]
     assert aucm.loss.margin in (0.3, 0.5, 0.7, 1.0)
     assert aucm.tta.dihedral + aucm.tta.n_random == 30
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("true", True), ("logits", "logits"), ("sigmoid", "sigmoid")]
+)
+def test_batch_score_norm_takes_the_loss_settings(value, expected):
+    cfg = load_experiment("configs/demo/aucm_lite0_64.yaml", [f"loss.batch_score_norm={value}"])
+    assert cfg.loss.batch_score_norm == expected
+
+
+def test_batch_score_norm_refuses_an_unknown_setting():
+    with pytest.raises(ConfigError, match="loss.batch_score_norm"):
+        load_experiment("configs/demo/aucm_lite0_64.yaml", ["loss.batch_score_norm=l2"])

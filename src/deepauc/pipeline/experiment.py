@@ -50,7 +50,8 @@ class LossConfig:
     name: Literal["ce", "bce", "focal", "auc_m", "auc_s"] = "ce"
     margin: float = 1.0  # AUC-M's m
     imratio: float | None = None  # None: the training rows' positive ratio
-    batch_score_norm: bool = False
+    # True = "logits" (the reference's BSN); "sigmoid" normalises sigmoid scores instead
+    batch_score_norm: bool | Literal["none", "logits", "sigmoid"] = False
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
 

@@ -54,6 +54,7 @@ from deepauc.pipeline.runtime import (
     pick_device,
     predict_probs,
     safe_auc,
+    sync_batchnorm_for_ranks,
 )
 
 log = logging.getLogger("deepauc.pipeline.train")
@@ -245,8 +246,7 @@ def _build_state(
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    if world > 1 and device.type == "cuda":  # batch statistics over the global batch
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batchnorm_for_ranks(model, world, device)
     loss_fn = build_loss_for(cfg, imratio).to(device)
     optimizer = build_optimizer(cfg, model, loss_fn)
     amp = amp_dtype(cfg.train.amp, device)

@@ -244,6 +244,8 @@ def _build_state(
     if m.init_from:
         load_stage1(model, cfg, fold)
     model.to(device)
+    if device.type == "cuda":  # fixed batch shapes (drop_last): pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     model = sync_batchnorm_for_ranks(model, world, device)

@@ -108,6 +108,11 @@ def _version(module: str) -> str:
         return f"missing ({type(err).__name__})"
 
 
+def _nccl_version() -> str:
+    version = torch.cuda.nccl.version()
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -123,7 +128,7 @@ def environment_section(plan: Plan) -> str:
         "torch": torch.__version__,
         "CUDA (torch build)": torch.version.cuda or "none",
         "cuDNN": torch.backends.cudnn.version() if cuda else "n/a",
-        "NCCL": ".".join(map(str, torch.cuda.nccl.version())) if cuda else "n/a",
+        "NCCL": _nccl_version() if cuda else "n/a",
         "device": torch.cuda.get_device_name(plan.device) if cuda else _cpu_name(),
         "device memory GiB": (
             round(torch.cuda.get_device_properties(plan.device).total_memory / 2**30, 1)

@@ -250,7 +250,7 @@ def _loader_images_per_s(ds, batch: int, workers: int, skip: int) -> float:
     from deepauc.pipeline.runtime import make_loader
 
     loader = make_loader(ds, batch, workers, shuffle=True, seed=0, epoch=0, drop_last=True)
-    t0, seen = 0.0, 0
+    t0, seen = time.perf_counter(), 0
     for i, (x, _) in enumerate(loader):
         if i == skip:
             t0, seen = time.perf_counter(), 0
@@ -283,7 +283,7 @@ def _loader_fed_images_per_s(ds, step, batch: int, workers: int, device) -> floa
     from deepauc.pipeline.runtime import make_loader
 
     loader = make_loader(ds, batch, workers, shuffle=True, seed=0, epoch=1, drop_last=True)
-    skip, seen = 2 * workers, 0
+    skip, seen, t0 = 2 * workers, 0, time.perf_counter()
     for i, (x, y) in enumerate(loader):
         if i == skip:
             torch.cuda.synchronize(device)

@@ -111,5 +111,5 @@ def to_device_batch(
     x = x.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    mean, std = normalisation_tensors(torch.device(device))
+    mean, std = normalisation_tensors(x.device)  # x.device names the index: cuda:0, not cuda
     return (x.float() - mean) / std

@@ -16,6 +16,10 @@ endif
 DEEPAUC := $(PY) -m deepauc
 # how `train` is launched: e.g. TRAIN_LAUNCH="$(VENV)/bin/torchrun --nproc_per_node=4 -m deepauc"
 TRAIN_LAUNCH ?= $(DEEPAUC)
+# GPUS=0,1,2,3 with make -j4: every train/predict job waits for a free GPU of the list and
+# runs with only that one visible (deepauc.pipeline.gpu_slot), one job per GPU at a time
+GPUS ?=
+GPU_SLOT := $(if $(GPUS),$(PY) -m deepauc.pipeline.gpu_slot --gpus $(GPUS) --lock-dir .gpu-slots --)
 
 # ---- experiment set -----------------------------------------------------------------------
 EXP ?= demo
@@ -53,7 +57,7 @@ BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
 SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
-.PHONY: help venv demo all pipeline test test-slow lint format toy study-deps study study-full bench submit clean-demo
+.PHONY: help venv demo all pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
 help: ## list the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -115,9 +119,9 @@ $(CACHE)/%/index_test.csv: $(DATA)/test.csv
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES
 models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
-	$(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
+	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
 preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
-	$(DEEPAUC) predict --config $$< $(SETS)
+	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS)
 preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
 	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
 endef
@@ -160,3 +164,8 @@ study-full: study-deps ## the study at the paper's budget (GPU)
 bench: $(STAMP) ## the performance benchmarks (bench/README.md)
 	$(PY) -m pip install -q -r requirements-study.txt
 	$(PY) bench/run.py
+# the prepared device check; DEVICE=cpu runs the same sections on tiny sizes (a dry run)
+DEVICE ?= cuda
+GPU_CHECK_OUT ?= bench/results/gpu-check-$(DEVICE)-$(shell date +%Y-%m-%d).md
+gpu-check: $(STAMP) ## the device check report (bench/README.md); DEVICE=cpu: tiny dry run
+	DEEPAUC_PROGRESS=0 $(PY) bench/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT)

@@ -66,22 +66,30 @@ def compare(
     reps: int,
     warmup: int = 1,
     device: torch.device | None = None,
+    setup: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each contender over ``reps`` interleaved rounds (after warm-up).
 
     Round ``r`` runs the contenders starting from the ``r``-th (rotation), so none is
     always first or last. CUDA work is synchronised before and after every call.
+    ``setup[name]``, when given, runs untimed before each call of ``name`` (e.g. starting
+    a loader's workers).
     """
     names = list(contenders)
     device = device or torch.device("cpu")
+    setup = setup or {}
     for _ in range(warmup):
         for name in names:
+            if name in setup:
+                setup[name]()
             contenders[name]()
     sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps):
         for j in range(len(names)):
             name = names[(r + j) % len(names)]
+            if name in setup:
+                setup[name]()
             sync(device)
             t0 = time.perf_counter()
             contenders[name]()

@@ -53,8 +53,10 @@ def _sizes(ctx: Ctx) -> list[int]:
 
 def loader_table(ctx: Ctx) -> Table:
     b = ctx.batch
-    n_batches = 8 if ctx.quick else 16
     worker_counts = [0, 1, 2] if ctx.device.type == "cpu" else sorted({0, 2, ctx.workers or 8})
+    n_batches = 8 if ctx.quick else 16
+    if ctx.device.type == "cuda":  # steady state: several batches per worker after start-up
+        n_batches = max(n_batches, 4 * max(worker_counts))
     table = Table(
         f"Data loading from the resize cache vs the training step ({ctx.model}, batch {b})",
         [
@@ -70,8 +72,9 @@ def loader_table(ctx: Ctx) -> Table:
     for size in _sizes(ctx):
         _loader_rows(ctx, size, n_batches if size <= 64 else n_batches // 2, worker_counts, table)
     table.notes += [
-        f"{n_batches} batches per epoch at 64 px, half that above; 'steady' excludes the first batch (worker start-up, "
-        "paid again every epoch because the loader is rebuilt per epoch without persistent workers).",
+        f"{n_batches} batches per epoch at 64 px, half that above; 'steady' excludes the first batch of each "
+        "worker (worker start-up, paid again every epoch because the loader is rebuilt per epoch without "
+        "persistent workers).",
         "Loader and training step are timed alternately, each with the whole machine: during "
         "training, workers share the cores with the network's own threads, so on a 2-core CPU "
         "the headroom of 1-2 workers is an upper bound; with 0 workers the loader time adds "
@@ -88,7 +91,7 @@ def _loader_rows(
     from deepauc.data.augment import build_train_transform
     from deepauc.data.dataset import CachedImages, to_device_batch
     from deepauc.models import create_model
-    from deepauc.pipeline.runtime import make_loader
+    from deepauc.pipeline.runtime import amp_dtype, make_loader
 
     dev, b = ctx.device, ctx.batch
     cache = ctx.tmp / "cache"
@@ -120,7 +123,7 @@ def _loader_rows(
             for i, (x, y) in enumerate(loader):
                 to_device_batch(x, dev, True)
                 y.to(dev)
-                if i == 0:
+                if i == max(workers, 1) - 1:  # every worker has delivered its first batch
                     first[key].append(time.perf_counter() - t0)
 
         return call
@@ -131,10 +134,13 @@ def _loader_rows(
     x = torch.randn(b, 3, size, size, device=dev).contiguous(memory_format=torch.channels_last)
     y = (torch.arange(b, device=dev) % 4 == 0).float()
     train_steps = 1 if dev.type == "cpu" else 20
+    amp = amp_dtype(cfg.train.amp, dev)  # the dtype the pipeline trains in
 
     def train():
         for _ in range(train_steps):
-            loss = F.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(x).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -148,7 +154,8 @@ def _loader_rows(
         tw = t[key]
         fb = first[key][-len(tw) :]
         epoch_ips = [n / s for s in tw]
-        steady_ips = [(n - b) / (s - f) for s, f in zip(tw, fb)]
+        skipped = max(key[0], 1) * b
+        steady_ips = [(n - skipped) / (s - f) for s, f in zip(tw, fb)]
         headroom = paired_ratio(epoch_ips, train_ips)
         label = f"{key[0]}, OpenCV threads on" if key[1] else key[0]
         table.add(

@@ -2,7 +2,8 @@
 
 ``tta_predict`` reads the cached JPEGs, normalises on the device, stacks the 8 dihedral
 views of each batch into one forward pass and averages the sigmoid scores. The bare
-contender runs the same network (eval mode, channels-last, no grad) on a normalised
+contender runs the same network (eval mode, channels-last, no grad, the pipeline's
+autocast dtype) on a normalised
 in-memory batch of the same number of images x views per forward. A third contender,
 "data + views", runs everything of ``tta_predict`` except the network; a fourth is the
 bare forward on the NCHW-contiguous layout that ``dihedral_views`` produces.
@@ -71,7 +72,7 @@ def _one_size(ctx: Ctx, size: int, n_batches: int, table: Table) -> None:
     from deepauc.data.dataset import CachedImages, to_device_batch
     from deepauc.models import create_model
     from deepauc.pipeline.predict import tta_predict
-    from deepauc.pipeline.runtime import make_loader
+    from deepauc.pipeline.runtime import amp_dtype, make_loader
 
     dev, b = ctx.device, ctx.batch
     cache = ctx.tmp / "cache"
@@ -88,15 +89,19 @@ def _one_size(ctx: Ctx, size: int, n_batches: int, table: Table) -> None:
 
     x_nchw = x.contiguous()
 
+    amp = amp_dtype(cfg.train.amp, dev)  # the dtype tta_predict runs in
+
     @torch.no_grad()
     def bare():
-        for _ in range(n_batches):
-            torch.sigmoid(bare_model(x).float())
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            for _ in range(n_batches):
+                torch.sigmoid(bare_model(x).float())
 
     @torch.no_grad()
     def bare_nchw():  # dihedral_views returns an NCHW-contiguous batch even from channels-last input
-        for _ in range(n_batches):
-            torch.sigmoid(bare_model(x_nchw).float())
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            for _ in range(n_batches):
+                torch.sigmoid(bare_model(x_nchw).float())
 
     def data_views():
         for xb, _ in make_loader(ds, b, cfg.train.num_workers, shuffle=False):

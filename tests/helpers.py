@@ -1,5 +1,6 @@
 """Test helpers shared by several test files: the tiny data set's images and experiment YAMLs."""
 
+import os
 from pathlib import Path
 
 import cv2
@@ -47,3 +48,15 @@ def write_experiment(tiny: dict, name: str, **sections) -> Path:
     path = tiny["root"] / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def cpu_subprocess_env() -> dict[str, str]:
+    """The environment for a ``deepauc`` subprocess that must run on CPU, one thread each.
+
+    No GPU visible: on a GPU host the bitwise checks would meet cuDNN and bf16
+    non-determinism, and a second rank would pick a device a one-GPU machine lacks.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPAUC_PROGRESS": "0"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env.pop("WORLD_SIZE", None)
+    return env

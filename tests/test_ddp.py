@@ -13,7 +13,6 @@ largest weight difference was ~1e-7 (float32 rounding); the test allows ``ATOL``
 """
 
 import ast
-import os
 import subprocess
 import sys
 
@@ -26,7 +25,7 @@ from torch.utils.data import RandomSampler
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.runtime import EpochShard, interleave
 from deepauc.pipeline.train import train_fold
-from helpers import write_experiment
+from helpers import cpu_subprocess_env, write_experiment
 
 ATOL = 1e-5  # on weights and on the logged loss, a, b, α (measured differences: ~1e-7)
 
@@ -86,11 +85,8 @@ def _ddp_config(tiny):
     )
 
 
-def test_two_gloo_ranks_match_one_process(tiny_data):
-    path = _ddp_config(tiny_data)
-    ddp_models = tiny_data["root"] / "models_ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPAUC_PROGRESS": "0"}
-    env.pop("WORLD_SIZE", None)
+def _launch_two_ranks(path, models_dir):
+    """torchrun with 2 CPU ranks (gloo) training the experiment at ``path``."""
     launch = [
         sys.executable,
         "-m",
@@ -103,11 +99,29 @@ def test_two_gloo_ranks_match_one_process(tiny_data):
         "--config",
         str(path),
         "--set",
-        f"models_dir={ddp_models}",
+        f"models_dir={models_dir}",
     ]
-    proc = subprocess.Popen(
-        launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    return subprocess.Popen(
+        launch,
+        env=cpu_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
+
+
+def test_ranks_start_on_cpu_even_on_a_gpu_host(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, env, **kw: started.append(env))
+    _launch_two_ranks(tmp_path / "x.yaml", tmp_path / "models")
+    assert started[0]["CUDA_VISIBLE_DEVICES"] == ""
+    assert "WORLD_SIZE" not in started[0]
+
+
+def test_two_gloo_ranks_match_one_process(tiny_data):
+    path = _ddp_config(tiny_data)
+    ddp_models = tiny_data["root"] / "models_ddp"
+    proc = _launch_two_ranks(path, ddp_models)
 
     cfg = load_experiment(path)  # the single-process run, here, while the two ranks work
     threads = torch.get_num_threads()

@@ -8,7 +8,6 @@ uninterrupted one: model, PESG state (v_ref, stage sums, momentum, α), stagewis
 the per-epoch seeds all come back from ``checkpoint.pt``.
 """
 
-import os
 import re
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import write_experiment
+from helpers import cpu_subprocess_env, write_experiment
 
 EPOCHS = 3
 # what a killed run may leave in its fold directory: finished files and io.atomic_path temporaries
@@ -31,8 +30,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SI
 
 
 def _start(path, models_dir):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPAUC_PROGRESS": "0"}
-    env.pop("WORLD_SIZE", None)
+    env = cpu_subprocess_env()
     cmd = [
         sys.executable,
         "-m",
@@ -52,6 +50,20 @@ def _wait(proc, timeout=300):
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out
     return out
+
+
+def test_runs_start_on_cpu_even_on_a_gpu_host(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, env, **kw: started.append(env))
+    _start(tmp_path / "x.yaml", tmp_path / "models")
+    assert started[0]["CUDA_VISIBLE_DEVICES"] == ""
+    assert "WORLD_SIZE" not in started[0]
+
+
+def test_the_subprocess_environment_hides_every_gpu():
+    probe = [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"]
+    seen = subprocess.run(probe, env=cpu_subprocess_env(), capture_output=True, text=True)
+    assert seen.stdout.strip() == "False", seen.stderr
 
 
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tiny_data):

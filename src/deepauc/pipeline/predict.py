@@ -20,7 +20,7 @@ import torch
 
 from deepauc.config import add_config_arguments
 from deepauc.data.augment import build_train_transform, dihedral_views
-from deepauc.data.dataset import CachedImages, to_device_batch
+from deepauc.data.dataset import ImageAndCopies, to_device_batch
 from deepauc.data.resize import check_cached
 from deepauc.data.tables import read_test_csv
 from deepauc.models import create_model
@@ -57,42 +57,35 @@ def tta_predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(TTA score, identity-view score) per row of ``table``.
 
-    The TTA score is the mean sigmoid over the dihedral views and the random copies.
+    The TTA score is the mean sigmoid over the dihedral views and the random copies; each
+    image is decoded once and all its views go through the network in one forward pass.
     """
     amp = amp_dtype(cfg.train.amp, device)
-    n_views = cfg.tta.dihedral
-    ds = CachedImages(table, cfg.data.cache_dir, cfg.data.image_size)
-    loader = make_loader(ds, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
+    n_views, n_random = cfg.tta.dihedral, cfg.tta.n_random
+    ds = ImageAndCopies(
+        table,
+        cfg.data.cache_dir,
+        cfg.data.image_size,
+        build_train_transform(cfg.augment) if n_random else None,
+        seed=cfg.train.seed,
+        n_copies=n_random,
+        first_epoch=10_000,  # seeds apart from any training epoch
+    )
+    # images per batch such that one forward holds about tta.batch_size × dihedral views
+    per_batch = max(1, cfg.tta.batch_size * n_views // (n_views + n_random))
+    loader = make_loader(ds, per_batch, cfg.train.num_workers, shuffle=False)
     sums, plain = [], []
     for x, _ in loader:
-        x = to_device_batch(x, device, cfg.train.channels_last)
         b = x.shape[0]
+        x = to_device_batch(x.transpose(0, 1).flatten(0, 1), device, cfg.train.channels_last)
+        views = torch.cat([dihedral_views(x[:b], n_views), x[b:]])  # view-major
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(dihedral_views(x, n_views)).float().view(n_views, b)
+            logits = model(views).float().view(n_views + n_random, b)
         probs = torch.sigmoid(logits)
         sums.append(probs.sum(0))
         plain.append(probs[0])
     total = torch.cat(sums).cpu().numpy().astype(np.float64) if sums else np.zeros(0)
     identity = torch.cat(plain).cpu().numpy().astype(np.float64) if plain else np.zeros(0)
-    if cfg.tta.n_random:
-        aug = CachedImages(
-            table,
-            cfg.data.cache_dir,
-            cfg.data.image_size,
-            build_train_transform(cfg.augment),
-            seed=cfg.train.seed,
-        )
-        for copy in range(cfg.tta.n_random):
-            aug.set_epoch(10_000 + copy)  # seeds apart from any training epoch
-            loader = make_loader(aug, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
-            parts = []
-            for x, _ in loader:
-                x = to_device_batch(x, device, cfg.train.channels_last)
-                with torch.autocast(
-                    device.type, dtype=amp or torch.float32, enabled=amp is not None
-                ):
-                    parts.append(torch.sigmoid(model(x).float().squeeze(1)))
-            total += torch.cat(parts).cpu().numpy()
     return total / (n_views + cfg.tta.n_random), identity
 
 

@@ -74,6 +74,30 @@ def make_loader(
     )
 
 
+def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every BatchNorm synchronised over the DDP ranks, activations kept.
+
+    timm's converter maps its fused ``BatchNormAct2d`` (BN + activation) to
+    ``SyncBatchNormAct``; torch's own converter would turn it into a bare SyncBatchNorm
+    and drop the activation. Parameters and running statistics are shared, not copied.
+    """
+    from timm.layers import convert_sync_batchnorm as timm_convert
+
+    return timm_convert(model)
+
+
+def sync_batchnorm_for_ranks(
+    model: torch.nn.Module, world: int, device: torch.device
+) -> torch.nn.Module:
+    """SyncBatchNorm (batch statistics over the global batch) for a multi-GPU run.
+
+    Unchanged on CPU, where SyncBatchNorm cannot train, and for a single process.
+    """
+    if world > 1 and device.type == "cuda":
+        return convert_sync_batchnorm(model)
+    return model
+
+
 def dist_info() -> tuple[int, int]:
     """(rank, world size) of the torch.distributed group; (0, 1) without one."""
     if dist.is_available() and dist.is_initialized():

@@ -54,6 +54,7 @@ from deepauc.pipeline.runtime import (
     pick_device,
     predict_probs,
     safe_auc,
+    sync_batchnorm_for_ranks,
 )
 
 log = logging.getLogger("deepauc.pipeline.train")
@@ -243,10 +244,11 @@ def _build_state(
     if m.init_from:
         load_stage1(model, cfg, fold)
     model.to(device)
+    if device.type == "cuda":  # fixed batch shapes (drop_last): pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    if world > 1 and device.type == "cuda":  # batch statistics over the global batch
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batchnorm_for_ranks(model, world, device)
     loss_fn = build_loss_for(cfg, imratio).to(device)
     optimizer = build_optimizer(cfg, model, loss_fn)
     amp = amp_dtype(cfg.train.amp, device)

@@ -50,6 +50,11 @@ CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACH
 .PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
 CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
 BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
+# the ensemble's prediction directories: every model of MODELS blended with metadata
+MEMBERS ?= $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta)
+comma := ,
+space := $(subst ,, )
+MEMBER_LIST := [$(subst $(space),$(comma),$(strip $(MEMBERS)))]
 SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
@@ -95,16 +100,21 @@ data/demo/train.csv: | $(STAMP)
 $(DATA)/test.csv $(DATA)/sample_submission.csv: | $(DATA)/train.csv
 
 # 2. external data merged into one training table
+# Without external folders the table is the competition rows (the competition-only route).
 $(TRAIN_TABLE): $(DATA)/train.csv
-	$(DEEPAUC) external --train-csv $< --isic2019-dir $(EXTERNAL)/isic2019 \
+	$(DEEPAUC) external --train-csv $< \
+	  $(if $(wildcard $(EXTERNAL)/isic2019),--isic2019-dir $(EXTERNAL)/isic2019) \
 	  $(if $(wildcard $(EXTERNAL)/isic2018),--isic2018-dir $(EXTERNAL)/isic2018) \
 	  $(if $(wildcard $(EXTERNAL)/isic2017),--isic2017-dir $(EXTERNAL)/isic2017) \
 	  $(if $(wildcard $(EXTERNAL)/malignant),--malignant-dir $(EXTERNAL)/malignant) \
 	  --out $@ --report reports/external_$(EXP).md
 
-# 3. patient-leak-free triple-stratified folds
+# 3. patient-leak-free triple-stratified folds; near-duplicate images (hashed once into
+# $(CACHE)/image_hashes.csv) and the published duplicate pairs share a fold
+DUPLICATES_CSV := $(wildcard $(DATA)/ISIC_2020_Training_Duplicates.csv)
 $(FOLDS): $(TRAIN_TABLE)
-	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md
+	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md \
+	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))
 
 # 4. resize cache, once per resolution
 $(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
@@ -128,8 +138,9 @@ preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS)
 	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(DATA)/test.csv $(EXTRA_META_SETS)
 
 # 9-10. ensemble into the submission
-$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS)
-	$(DEEPAUC) ensemble --config $< --set sample_submission=$(DATA)/sample_submission.csv --set out=$@
+$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
+	$(DEEPAUC) ensemble --config $< --set sample_submission=$(DATA)/sample_submission.csv --set out=$@ \
+	  --set 'members=$(MEMBER_LIST)'
 	$(DEEPAUC) validate-submission --sample $(DATA)/sample_submission.csv $@
 
 # 11. cross-validation report

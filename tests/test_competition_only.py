@@ -1,5 +1,6 @@
 """The competition-only route: no external folder, one model, one epoch; the pipeline
-still runs every stage to a valid submission whose ensemble holds the models built."""
+still runs every stage (the smoke run) to a valid submission whose ensemble holds the
+models built."""
 
 import shutil
 import subprocess
@@ -14,14 +15,8 @@ from deepauc.pipeline.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = [
-    "N_FOLDS=2",
     "DEMO_ARGS=--n-train 300 --n-patients 80 --n-test 40 --n-test-patients 10 --malignant-ratio 0.06 "
     "--n-isic2019 20 --n-isic2018 5 --n-isic2017 5 --n-malignant 5 --image-size 64 --workers 1",
-    # no schedule.decay_epochs override: decays past the last epoch are dropped by the config
-    "EXTRA_SETS=--set schedule.epochs=1 --set train.max_steps_per_epoch=2 "
-    "--set train.batch_size=16 --set data.image_size=32 --set tta.dihedral=1",
-    "SIZES_demo=32",
-    "MODELS=ce_lite0_64",
 ]
 
 
@@ -42,7 +37,7 @@ def work(tmp_path_factory):
 
 
 def test_stages_up_to_folds_run_without_an_external_folder(work):
-    proc = make(work, "folds/demo.csv")
+    proc = make(work, "folds/demo.csv", "N_FOLDS=2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--isic2019-dir" not in proc.stdout
     folds = pd.read_csv(work / "folds/demo.csv")
@@ -53,18 +48,24 @@ def test_stages_up_to_folds_run_without_an_external_folder(work):
     assert (work / "data/cache/demo/image_hashes.csv").is_file()
 
 
-def test_one_model_one_epoch_run_ends_in_a_valid_submission(work):
-    proc = make(work, "submissions/demo.csv", "EXTRA_META_SETS=--set epochs=2")
+def test_one_model_smoke_run_ends_in_a_valid_submission(work):
+    # `make smoke` with one model of MODELS: the ensemble holds just that model
+    proc = make(work, "smoke", "DATA=data/demo", "MODELS=ce_lite0_32")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "members=[preds/demo_ce_lite0_64+meta]" in proc.stdout
-    sub = pd.read_csv(work / "submissions/demo.csv")
-    sample = pd.read_csv(work / "data/demo/sample_submission.csv")
-    assert list(sub["image_name"]) == list(sample["image_name"])
-    assert not (work / "models/demo_aucm_lite0_64").exists()
+    assert "members=[preds/smoke_ce_lite0_32+meta]" in proc.stdout
+    assert "submissions/smoke.csv: valid" in proc.stdout
+    sub = pd.read_csv(work / "submissions/smoke.csv")
+    sample = pd.read_csv(work / "data/interim/smoke/sample_submission.csv")
+    assert list(sub["image_name"]) == list(sample["image_name"]) and 0 < len(sub) <= 12
+    assert set(pd.read_csv(work / "folds/smoke.csv")["source"]) == {"competition"}
+    assert not (work / "models/smoke_aucm_lite0_32").exists()
 
 
 def test_members_given_on_the_command_line_win(work):
-    dry = make(work, "-n", "-B", "submissions/demo.csv", "MEMBERS=preds/demo_ce_lite0_64")
+    dry = make(work, "-n", "submissions/demo.csv", "N_FOLDS=2", "MODELS=ce_lite0_64")
+    assert dry.returncode == 0, dry.stderr
+    assert "members=[preds/demo_ce_lite0_64+meta]" in dry.stdout
+    dry = make(work, "-n", "submissions/demo.csv", "N_FOLDS=2", "MEMBERS=preds/demo_ce_lite0_64")
     assert dry.returncode == 0, dry.stderr
     assert "members=[preds/demo_ce_lite0_64]" in dry.stdout
 

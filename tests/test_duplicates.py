@@ -209,7 +209,7 @@ def test_published_pair_across_patients_shares_a_fold(tmp_path):
     )
 
 
-def test_reencoded_copy_joins_folds_and_external_copy_is_dropped(tmp_path):
+def test_reencoded_copy_joins_folds_and_external_copy_is_dropped(tmp_path, capsys):
     table = write_table(tmp_path)
     rng = np.random.default_rng(4)
     img = cv2.imread(str(tmp_path / "jpeg/train/ISIC_0000001.jpg"))
@@ -236,6 +236,12 @@ def test_reencoded_copy_joins_folds_and_external_copy_is_dropped(tmp_path):
     assert "external images that copy a competition image, dropped: 1" in report
     assert "| ISIC_9000000 | isic2019 | ISIC_0000001 |" in report
     assert "rows marked tfrecord == -1 (a duplicate), dropped: 1" in report
+
+    (tmp_path / "jpeg/train/ISIC_0000003.jpg").unlink()
+    out = str(tmp_path / "folds2.csv")
+    args = ["--train-csv", str(tmp_path / "table.csv"), "--out", out, "--image-root", str(tmp_path)]
+    assert main(["folds", *args]) == 1
+    assert "1 image file(s) not found" in capsys.readouterr().err
 
 
 if __name__ == "__main__":

@@ -174,11 +174,18 @@ def assign_folds(
 
 def image_files(df: pd.DataFrame, image_root: str | Path) -> list[str]:
     """Each row's image: ``image_root/image_path``, else the competition's
-    ``image_root/jpeg/train/<image_name>.jpg``."""
+    ``image_root/jpeg/train/<image_name>.jpg``; all must exist."""
     root = Path(image_root)
     default = "jpeg/train/" + df["image_name"].astype(str) + ".jpg"
     rel = df["image_path"].fillna(default) if "image_path" in df.columns else default
-    return [str(root / p) for p in rel]
+    files = [str(root / p) for p in rel]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) not found under --image-root {root}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
+    return files
 
 
 def resolve_duplicates(

@@ -36,17 +36,29 @@ MODELS_demo := ce_lite0_64 aucm_lite0_64:ce_lite0_64
 SIZES_demo := 64
 MODELS_siim := ce_b5_384 aucm_b5_384:ce_b5_384 ce_b3_256 aucm_b3_256:ce_b3_256 ce_b6_512 aucm_b6_512:ce_b6_512
 SIZES_siim := 256 384 512
+MODELS_smoke := ce_lite0_32 aucm_lite0_32:ce_lite0_32
+SIZES_smoke := 32
 MODELS ?= $(MODELS_$(EXP))
 SIZES ?= $(SIZES_$(EXP))
 META ?= meta_mlp
 
 CONFIGS := configs/$(EXP)
 TRAIN_TABLE := data/interim/$(EXP)_train.csv
+ifeq ($(EXP),smoke)
+# the smoke run: a few rows per source of the merged table and of the test set
+MERGED_TABLE := data/interim/smoke_merged_train.csv
+TEST_CSV := data/interim/smoke/test.csv
+SAMPLE_CSV := data/interim/smoke/sample_submission.csv
+else
+MERGED_TABLE := $(TRAIN_TABLE)
+TEST_CSV := $(DATA)/test.csv
+SAMPLE_CSV := $(DATA)/sample_submission.csv
+endif
 FOLDS := folds/$(EXP).csv
 CACHE := data/cache/$(EXP)
 FOLD_IDS := $(shell seq 0 $$(($(N_FOLDS) - 1)))
 # every config-driven stage gets the data locations from here, not from the YAML's defaults
-SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(DATA)/test.csv --set data.cache_dir=$(CACHE) \
+SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(TEST_CSV) --set data.cache_dir=$(CACHE) \
   --set n_folds=$(N_FOLDS) $(EXTRA_SETS)
 STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
 CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
@@ -54,10 +66,15 @@ CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACH
 .PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
 CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
 BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
+# the ensemble's prediction directories: every model of MODELS blended with metadata
+MEMBERS ?= $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta)
+comma := ,
+space := $(subst ,, )
+MEMBER_LIST := [$(subst $(space),$(comma),$(strip $(MEMBERS)))]
 SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
-.PHONY: help venv demo all pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
+.PHONY: help venv demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
 help: ## list the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -89,6 +106,8 @@ demo: $(STAMP) ## the whole pipeline on the generated demo data (CPU)
 	$(MAKE) --no-print-directory pipeline EXP=demo
 all: $(STAMP) ## the real competition pipeline: make all DATA=path/to/data
 	$(MAKE) --no-print-directory pipeline EXP=siim DATA=$(DATA)
+smoke: $(STAMP) ## every stage on a few images per set, 32 px, one short epoch: make smoke DATA=path
+	$(MAKE) --no-print-directory pipeline EXP=smoke DATA=$(DATA) N_FOLDS=2
 pipeline: $(SUBMISSION) $(REPORT)
 	@cat $(REPORT)
 
@@ -99,21 +118,32 @@ data/demo/train.csv: | $(STAMP)
 $(DATA)/test.csv $(DATA)/sample_submission.csv: | $(DATA)/train.csv
 
 # 2. external data merged into one training table
-$(TRAIN_TABLE): $(DATA)/train.csv
-	$(DEEPAUC) external --train-csv $< --isic2019-dir $(EXTERNAL)/isic2019 \
+# Without external folders the table is the competition rows (the competition-only route).
+$(MERGED_TABLE): $(DATA)/train.csv
+	$(DEEPAUC) external --train-csv $< \
+	  $(if $(wildcard $(EXTERNAL)/isic2019),--isic2019-dir $(EXTERNAL)/isic2019) \
 	  $(if $(wildcard $(EXTERNAL)/isic2018),--isic2018-dir $(EXTERNAL)/isic2018) \
 	  $(if $(wildcard $(EXTERNAL)/isic2017),--isic2017-dir $(EXTERNAL)/isic2017) \
 	  $(if $(wildcard $(EXTERNAL)/malignant),--malignant-dir $(EXTERNAL)/malignant) \
 	  --out $@ --report reports/external_$(EXP).md
+ifeq ($(EXP),smoke)
+$(TRAIN_TABLE): $(MERGED_TABLE) $(DATA)/test.csv $(DATA)/sample_submission.csv
+	$(PY) -m deepauc.data.subset --train-csv $< --test-csv $(DATA)/test.csv --sample $(DATA)/sample_submission.csv \
+	  --out-train $@ --out-dir $(dir $(TEST_CSV)) --seed $(SEED)
+$(TEST_CSV) $(SAMPLE_CSV): | $(TRAIN_TABLE)
+endif
 
-# 3. patient-leak-free triple-stratified folds
+# 3. patient-leak-free triple-stratified folds; near-duplicate images (hashed once into
+# $(CACHE)/image_hashes.csv) and the published duplicate pairs share a fold
+DUPLICATES_CSV := $(wildcard $(DATA)/ISIC_2020_Training_Duplicates.csv)
 $(FOLDS): $(TRAIN_TABLE)
-	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md
+	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md \
+	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))
 
 # 4. resize cache, once per resolution
 $(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
-$(CACHE)/%/index_test.csv: $(DATA)/test.csv
+$(CACHE)/%/index_test.csv: $(TEST_CSV)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA)/jpeg/test --size $* --out $(CACHE)
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
@@ -129,12 +159,13 @@ $(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(firstword $(subst :, ,$(m))),$(w
 
 # 8. metadata model
 preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS)
-	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(DATA)/test.csv $(EXTRA_META_SETS)
+	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS)
 
 # 9-10. ensemble into the submission
-$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS)
-	$(DEEPAUC) ensemble --config $< --set sample_submission=$(DATA)/sample_submission.csv --set out=$@
-	$(DEEPAUC) validate-submission --sample $(DATA)/sample_submission.csv $@
+$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
+	$(DEEPAUC) ensemble --config $< --set sample_submission=$(SAMPLE_CSV) --set out=$@ \
+	  --set 'members=$(MEMBER_LIST)'
+	$(DEEPAUC) validate-submission --sample $(SAMPLE_CSV) $@
 
 # 11. cross-validation report
 $(REPORT): $(SUBMISSION)
@@ -147,6 +178,8 @@ submit: $(SUBMISSION) ## upload the submission with the Kaggle CLI
 
 clean-demo: ## delete every demo output
 	rm -rf data/demo data/interim/demo_* data/cache/demo folds/demo.csv models/demo_* preds/demo_* submissions/demo.csv reports/cv_demo*
+clean-smoke: ## delete every smoke-run output (not the data)
+	rm -rf data/interim/smoke* data/cache/smoke folds/smoke.csv models/smoke_* preds/smoke_* submissions/smoke.csv reports/*_smoke*
 
 # ---- studies and benchmarks ---------------------------------------------------------------
 toy: $(STAMP) ## the paper's Figure-1 toy study

@@ -21,6 +21,14 @@ Method (at patient level):
   images, then a random tie-break. Largest-first greedy on image counts, with the
   many small patients processed last filling the gaps, balances fold sizes.
 
+Duplicates (:mod:`deepauc.data.duplicates`), when asked for: rows marked ``tfrecord``
+== -1 (the duplicate marker of the widely used resized sets) are dropped; near-duplicate
+image pairs (perceptual hash, with ``--image-root``) and the pairs of a published
+duplicates CSV join their patients into one group, and a group is assigned like one
+patient, so the copies of an image never sit in two folds; an external image that
+copies a competition image is dropped (listed in the report), so it never trains the
+model that validates on its original.
+
 The output is the input plus ``fold`` (and ``source`` = "competition" when the
 input has no ``source`` column, as the competition's own train.csv).
 ``fold`` is -1 for rows kept out of validation: rows whose ``source`` is not
@@ -33,10 +41,12 @@ so it is never trained on while that patient is validated.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deepauc.data import duplicates as dup
 from deepauc.data.tables import read_train_csv
 from deepauc.io import write_csv, write_text
 from deepauc.markdown import markdown_table
@@ -112,12 +122,18 @@ def _assign_patients(pat: pd.DataFrame, n_folds: int, rng: np.random.Generator) 
 
 
 def assign_folds(
-    df: pd.DataFrame, n_folds: int, seed: int, include_external: bool = False
+    df: pd.DataFrame,
+    n_folds: int,
+    seed: int,
+    include_external: bool = False,
+    groups: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Copy of ``df`` with an integer ``fold`` column (0..n_folds-1, or -1).
 
     ``df`` needs ``patient_id`` and ``target``; see the module docstring for the
-    method. Raises ValueError if a fold would get no malignant image.
+    method. ``groups`` (one label per row, e.g. :func:`deepauc.data.duplicates.group_labels`)
+    replaces the patient id as the unit kept in one fold. Raises ValueError if a fold
+    would get no malignant image.
     """
     if n_folds < 2:
         raise ValueError(f"--n-folds must be at least 2, got {n_folds}")
@@ -126,8 +142,9 @@ def assign_folds(
             raise ValueError(f"missing column {col!r}")
     if df["patient_id"].isna().any():
         raise ValueError("empty patient_id in the input (validate it with read_train_csv)")
+    unit = df if groups is None else df.assign(patient_id=groups.astype(str))
     mask = _validated_rows(df, include_external)
-    rows = df[mask]
+    rows = unit[mask]
     pat = patient_table(rows)
     if len(pat) < n_folds:
         raise ValueError(f"only {len(pat)} patient(s) for {n_folds} folds")
@@ -136,7 +153,7 @@ def assign_folds(
 
     # External rows of a validated patient follow that patient (leak-free CV), so
     # every row whose patient has a fold takes it, and only the others get -1.
-    fold = df["patient_id"].map(patient_fold).fillna(-1).to_numpy().astype(np.int64)
+    fold = unit["patient_id"].map(patient_fold).fillna(-1).to_numpy().astype(np.int64)
     out = df.copy()
     if "source" not in out.columns:
         # Later stages tell validated from external rows by `source`: make it explicit.
@@ -153,6 +170,91 @@ def assign_folds(
             f"with a malignant image for {n_folds} folds; use --n-folds {max(2, n_pos)} or fewer"
         )
     return out
+
+
+def image_files(df: pd.DataFrame, image_root: str | Path) -> list[str]:
+    """Each row's image: ``image_root/image_path``, else the competition's
+    ``image_root/jpeg/train/<image_name>.jpg``; all must exist."""
+    root = Path(image_root)
+    default = "jpeg/train/" + df["image_name"].astype(str) + ".jpg"
+    rel = df["image_path"].fillna(default) if "image_path" in df.columns else default
+    files = [str(root / p) for p in rel]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) not found under --image-root {root}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
+    return files
+
+
+def resolve_duplicates(
+    df: pd.DataFrame,
+    image_root: str | Path | None = None,
+    hash_cache: str | Path | None = None,
+    duplicates_csv: str | Path | None = None,
+    threshold: int = dup.DEFAULT_THRESHOLD,
+    workers: int = 4,
+) -> tuple[pd.DataFrame, pd.Series, dict]:
+    """Rows kept, their duplicate-joined group labels, and a summary for the report.
+
+    Drops the rows marked ``tfrecord == -1`` and the external copies of competition
+    images; pairs come from ``duplicates_csv`` and, with ``image_root``, the image hashes.
+    """
+    summary: dict = {"threshold": threshold, "hashed": image_root is not None}
+    if "tfrecord" in df.columns:
+        marked = (pd.to_numeric(df["tfrecord"], errors="coerce") == -1).to_numpy()
+        summary["marked"] = int(marked.sum())
+        df = df[~marked].reset_index(drop=True)
+    pairs = [np.empty((0, 2), dtype=np.int64)]
+    if duplicates_csv is not None:
+        pairs.append(dup.read_published_pairs(duplicates_csv, df["image_name"].astype(str)))
+        summary["published"] = len(pairs[-1])
+    if image_root is not None:
+        is_comp = df.get("source", pd.Series("competition", index=df.index)) == "competition"
+        hashes = dup.hash_images(image_files(df, image_root), hash_cache, workers)
+        pairs.append(dup.table_pairs(hashes, np.asarray(is_comp), threshold))
+        summary["hash_pairs"] = len(pairs[-1])
+    found = np.concatenate(pairs)
+    copies = dup.external_copies(df, found)
+    keep = np.ones(len(df), dtype=bool)
+    keep[copies["row"].to_numpy()] = False
+    new_index = np.cumsum(keep) - 1
+    found = found[keep[found[:, 0]] & keep[found[:, 1]]]
+    df = df[keep].reset_index(drop=True)
+    groups = dup.group_labels(df["patient_id"], new_index[found])
+    joined = df.groupby(groups.to_numpy())["patient_id"].agg(["nunique", "size"])
+    summary["copies"] = copies.drop(columns="row")
+    summary["joined"] = joined[joined["nunique"] > 1]
+    return df, groups, summary
+
+
+def format_duplicates(summary: dict, examples: int = 20) -> str:
+    """The duplicates section of the folds report."""
+    lines = ["", "## Duplicates", ""]
+    if "marked" in summary:
+        lines.append(f"- rows marked tfrecord == -1 (a duplicate), dropped: {summary['marked']}")
+    if "published" in summary:
+        lines.append(
+            f"- pairs of the published duplicates list in this table: {summary['published']}"
+        )
+    if summary["hashed"]:
+        lines.append(
+            f"- near-duplicate pairs by image hash (at most {summary['threshold']} of "
+            f"{dup.DCT_SIDE**2 - 1} bits differ, any flip or rotation): {summary['hash_pairs']}"
+        )
+    joined, copies = summary["joined"], summary["copies"]
+    lines.append(
+        f"- groups of several patients joined by duplicates (one fold each): {len(joined)}"
+    )
+    lines.append(f"- external images that copy a competition image, dropped: {len(copies)}")
+    if len(joined):
+        table = joined.rename(columns={"nunique": "patients", "size": "images"})
+        table = table.rename_axis("group").reset_index().head(examples)
+        lines += ["", f"Joined groups (first {len(table)}):", "", markdown_table(table)]
+    if len(copies):
+        lines += ["", "Dropped external copies:", "", markdown_table(copies)]
+    return "\n".join(lines) + "\n"
 
 
 def fold_stats(df: pd.DataFrame) -> pd.DataFrame:
@@ -211,16 +313,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="give non-competition rows folds too (default: fold -1)",
     )
     parser.add_argument("--report", help="also write the fold statistics here (markdown)")
+    parser.add_argument(
+        "--image-root",
+        help="data root of the table's image_path (default images jpeg/train/<name>.jpg): "
+        "hash every image and keep near-duplicates in one fold",
+    )
+    parser.add_argument(
+        "--hash-cache", help="CSV of image hashes, reused while files are unchanged"
+    )
+    parser.add_argument(
+        "--duplicates-csv", help="published duplicate pairs (image_name_1, image_name_2)"
+    )
+    parser.add_argument(
+        "--dup-threshold",
+        type=int,
+        default=dup.DEFAULT_THRESHOLD,
+        help=f"largest hash distance called a duplicate (default {dup.DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="threads for hashing (default 4)")
 
 
 def run(args: argparse.Namespace) -> int:
     df = read_train_csv(args.train_csv)
+    groups, summary = None, None
+    if args.image_root or args.duplicates_csv or "tfrecord" in df.columns:
+        df, groups, summary = resolve_duplicates(
+            df,
+            args.image_root,
+            args.hash_cache,
+            args.duplicates_csv,
+            args.dup_threshold,
+            args.workers,
+        )
     try:
-        out = assign_folds(df, args.n_folds, args.seed, args.include_external)
+        out = assign_folds(df, args.n_folds, args.seed, args.include_external, groups)
     except ValueError as err:
         raise ValueError(f"{args.train_csv}: {err}") from err
     write_csv(out, args.out)
     text = format_report(out, args.n_folds, args.seed, args.include_external)
+    if summary is not None:
+        text += format_duplicates(summary)
     print(text, end="")
     if args.report:
         write_text(text, args.report)

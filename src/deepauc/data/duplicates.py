@@ -1,0 +1,261 @@
+"""Near-duplicate images: a 255-bit DCT sign hash per image (cached by file size and
+mtime), pairs within a Hamming distance under any of the 8 flips and rotations, the
+published duplicate lists, and the groups (patients joined by duplicate pairs) they form.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from deepauc.data.resize import image_size
+
+HASH_SIDE = 64  # the grey image is reduced to HASH_SIDE x HASH_SIDE before the DCT
+DCT_SIDE = 16  # the DCT_SIDE x DCT_SIDE lowest frequencies; their signs are the hash
+WORDS = DCT_SIDE * DCT_SIDE // 64
+# Largest Hamming distance (of 255 bits) still called a duplicate: between the copies made
+# by re-encoding, resizing, flipping or a crop of a few pixels and the distinct images, as
+# tests/test_duplicates.py measures.
+DEFAULT_THRESHOLD = 32
+CACHE_COLUMNS = ["path", "size", "mtime_ns", "hash"]
+PUBLISHED_COLUMNS = ["image_name_1", "image_name_2"]
+_REDUCED_GREY = (
+    (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+    (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+    (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+)
+
+
+# ----------------------------------------------------------------------- hashing
+
+
+def dct_signs(grey: np.ndarray) -> np.ndarray:
+    """DCT_SIDE x DCT_SIDE booleans: the signs of the image's lowest DCT frequencies.
+
+    The DC term (mean brightness) is set False. Signs rather than a median split make
+    a flip of the image an exact XOR of the bits: the DCT of a mirrored row negates
+    its odd frequencies.
+    """
+    small = cv2.resize(grey, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
+    coef = cv2.dct(small.astype(np.float32))[:DCT_SIDE, :DCT_SIDE]
+    signs = coef > 0
+    signs[0, 0] = False
+    return signs
+
+
+def pack(signs: np.ndarray) -> np.ndarray:
+    """(n, DCT_SIDE, DCT_SIDE) booleans -> (n, WORDS) uint64."""
+    flat = np.packbits(signs.reshape(len(signs), -1), axis=1)
+    return flat.view(">u8").astype(np.uint64)
+
+
+def unpack(words: np.ndarray) -> np.ndarray:
+    """(n, WORDS) uint64 -> (n, DCT_SIDE, DCT_SIDE) booleans (inverse of :func:`pack`)."""
+    raw = np.ascontiguousarray(words.astype(">u8")).view(np.uint8)
+    return np.unpackbits(raw, axis=1).astype(bool).reshape(len(words), DCT_SIDE, DCT_SIDE)
+
+
+def dihedral_variants(words: np.ndarray) -> list[np.ndarray]:
+    """The hashes of the 8 flips/rotations of each image, identity first."""
+    signs = unpack(words)
+    odd = np.arange(DCT_SIDE) % 2 == 1
+    out = []
+    for transpose in (False, True):
+        base = signs.transpose(0, 2, 1) if transpose else signs
+        for flip_rows in (False, True):
+            for flip_cols in (False, True):
+                mask = np.outer(odd & flip_rows, np.ones(DCT_SIDE, bool))
+                mask ^= np.outer(np.ones(DCT_SIDE, bool), odd & flip_cols)
+                out.append(pack(base ^ mask))
+    return out
+
+
+def to_hex(words: np.ndarray) -> list[str]:
+    return ["".join(f"{int(w):016x}" for w in row) for row in words]
+
+
+def from_hex(texts: Iterable[str]) -> np.ndarray:
+    rows = [[int(t[i : i + 16], 16) for i in range(0, 16 * WORDS, 16)] for t in texts]
+    return np.array(rows, dtype=np.uint64).reshape(-1, WORDS)
+
+
+def read_grey(path: str | os.PathLike) -> np.ndarray:
+    """The image as 8-bit grey, decoded at a reduced JPEG scale when that still leaves
+    a short side of at least 2 * HASH_SIDE."""
+    flag = cv2.IMREAD_GRAYSCALE
+    wh = image_size(path)
+    if wh is not None:
+        for factor, reduced in _REDUCED_GREY:
+            if min(wh) // factor >= 2 * HASH_SIDE:
+                flag = reduced
+                break
+    grey = cv2.imread(str(path), flag)
+    if grey is None:
+        raise ValueError(f"{path}: cannot decode image (corrupt or not an image)")
+    return grey
+
+
+def image_hash(path: str | os.PathLike) -> np.ndarray:
+    """The (WORDS,) uint64 hash of one image file."""
+    return pack(dct_signs(read_grey(path))[None])[0]
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def hash_images(
+    paths: Sequence[str | os.PathLike], cache: str | os.PathLike | None = None, workers: int = 4
+) -> np.ndarray:
+    """(n, WORDS) hashes of ``paths``; a file whose size and mtime match a row of the
+    ``cache`` CSV is not read again, and the cache is rewritten with every path hashed."""
+    keys = [str(p) for p in paths]
+    stats = [_stat(p) for p in keys]
+    known: dict[tuple[str, int, int], str] = {}
+    if cache is not None and Path(cache).is_file():
+        old = pd.read_csv(cache, dtype={"path": str, "hash": str})
+        known = {
+            (p, int(s), int(m)): h
+            for p, s, m, h in old[CACHE_COLUMNS].itertuples(index=False, name=None)
+        }
+    texts = [known.get((k, *st)) for k, st in zip(keys, stats)]
+    todo = [i for i, t in enumerate(texts) if t is None]
+    # OpenCV decodes and resizes with the GIL released, so threads run in parallel.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, words in zip(todo, pool.map(image_hash, [keys[i] for i in todo])):
+            texts[i] = to_hex(words[None])[0]
+    if cache is not None and todo:
+        from deepauc.io import write_csv
+
+        rows = {k: (k, *st, t) for k, st, t in zip(keys, stats, texts)}
+        for (p, s, m), h in known.items():
+            rows.setdefault(p, (p, s, m, h))
+        write_csv(pd.DataFrame(list(rows.values()), columns=CACHE_COLUMNS), cache)
+    return from_hex(texts)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------- matching
+
+
+def _distance_table(a: np.ndarray, b: np.ndarray, words: slice) -> np.ndarray:
+    """Hamming distances of every row of ``a`` to every row of ``b`` over ``words``."""
+    d = np.zeros((len(a), len(b)), dtype=np.uint16)
+    for w in range(*words.indices(WORDS)):
+        d += np.bitwise_count(a[:, w, None] ^ b[None, :, w])
+    return d
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distance of each row of ``a`` to the same row of ``b``."""
+    return np.bitwise_count(a ^ b).sum(axis=-1)
+
+
+def close_pairs(
+    query: np.ndarray,
+    target: np.ndarray,
+    threshold: int = DEFAULT_THRESHOLD,
+    same: bool = False,
+    flips: bool = True,
+    chunk: int = 256,
+) -> np.ndarray:
+    """(k, 2) sorted index pairs (query row, target row) whose hashes differ in at most
+    ``threshold`` bits, the query taken in any of its 8 flips/rotations when ``flips``.
+
+    ``same``: ``query`` is ``target``; only pairs with query index < target index.
+    """
+    variants = dihedral_variants(query) if flips else [query]
+    half = slice(0, WORDS // 2)
+    found: set[tuple[int, int]] = set()
+    for start in range(0, len(query), chunk):
+        stop = min(start + chunk, len(query))
+        offset = start if same else 0
+        tgt = target[offset:]
+        for var in variants:
+            q = var[start:stop]
+            # A pair within the threshold is within it on the first half of the bits too;
+            # that cheap test leaves few candidates for the full distance.
+            qi, ti = np.nonzero(_distance_table(q, tgt, half) <= threshold)
+            ok = hamming(q[qi], tgt[ti]) <= threshold
+            for a, b in zip(qi[ok] + start, ti[ok] + offset):
+                if not same or a < b:
+                    found.add((int(a), int(b)))
+    return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+
+
+def table_pairs(
+    hashes: np.ndarray, is_competition: np.ndarray, threshold: int = DEFAULT_THRESHOLD
+) -> np.ndarray:
+    """Near-duplicate row pairs of a table that involve a competition row: competition
+    with competition and external with competition (external rows are never validated,
+    so their pairs among themselves cannot leak)."""
+    comp = np.flatnonzero(is_competition)
+    ext = np.flatnonzero(~is_competition)
+    inner = close_pairs(hashes[comp], hashes[comp], threshold, same=True)
+    cross = close_pairs(hashes[ext], hashes[comp], threshold) if len(ext) else inner[:0]
+    pairs = [comp[inner], np.stack([ext[cross[:, 0]], comp[cross[:, 1]]], axis=1)]
+    return np.concatenate(pairs).reshape(-1, 2)
+
+
+# ----------------------------------------------------------------------- groups
+
+
+def read_published_pairs(path: str | os.PathLike, names: pd.Series) -> np.ndarray:
+    """Row pairs of the table (image names ``names``) listed in a published duplicates CSV
+    (``image_name_1``, ``image_name_2``); pairs naming an image not in the table are skipped."""
+    from deepauc.data.tables import read_csv_table
+
+    listed = read_csv_table(path, PUBLISHED_COLUMNS, text_columns=PUBLISHED_COLUMNS)
+    row_of = pd.Series(np.arange(len(names)), index=names.to_numpy())
+    first = listed["image_name_1"].astype(str).map(row_of)
+    second = listed["image_name_2"].astype(str).map(row_of)
+    both = first.notna() & second.notna()
+    return np.stack([first[both], second[both]], axis=1).astype(np.int64).reshape(-1, 2)
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def group_labels(patient_ids: pd.Series, pairs: np.ndarray) -> pd.Series:
+    """Per row, a group label: rows are joined when they share a patient id or form a
+    duplicate pair (union-find). The label is the smallest patient id of the group, so
+    a row whose patient has no duplicate keeps its own patient id."""
+    ids = patient_ids.astype(str).to_numpy()
+    codes, uniques = pd.factorize(ids, sort=True)
+    parent = list(range(len(uniques)))
+    for a, b in pairs:
+        ra, rb = _find(parent, int(codes[a])), _find(parent, int(codes[b]))
+        if ra != rb:
+            # uniques are sorted: the smaller code is the smaller patient id
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([_find(parent, c) for c in range(len(uniques))], dtype=np.int64)
+    return pd.Series(uniques[roots[codes]], index=patient_ids.index, name="group")
+
+
+def external_copies(table: pd.DataFrame, pairs: np.ndarray) -> pd.DataFrame:
+    """The external rows that duplicate a competition row: one row per dropped image
+    with ``image_name``, ``source`` and the competition image it copies (``copy_of``)."""
+    if "source" not in table.columns:
+        return pd.DataFrame(
+            {"row": np.empty(0, np.int64), "image_name": [], "source": [], "copy_of": []}
+        )
+    source = table["source"].fillna("competition").to_numpy()
+    names = table["image_name"].to_numpy()
+    rows = []
+    for a, b in pairs:
+        for ext, comp in ((a, b), (b, a)):
+            if source[ext] != "competition" and source[comp] == "competition":
+                rows.append((int(ext), names[ext], source[ext], names[comp]))
+    out = pd.DataFrame(rows, columns=["row", "image_name", "source", "copy_of"])
+    out["row"] = out["row"].astype(np.int64)
+    return out.drop_duplicates("row").sort_values("row").reset_index(drop=True)

@@ -1,8 +1,5 @@
-"""Training augmentation (albumentations) and the test-time dihedral views (torch).
-
-Augmentation runs in the data loader workers on uint8 HWC images; normalisation is left
-to the device (:func:`deepauc.data.dataset.to_device_batch`), so workers ship uint8
-tensors (4x less memory traffic than float32).
+"""Training augmentation (albumentations, on uint8 images in the loader workers) and the
+test-time dihedral views (torch, on the device).
 """
 
 from __future__ import annotations

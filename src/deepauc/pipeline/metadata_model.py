@@ -1,37 +1,5 @@
-"""``deepauc meta``: a metadata-only model per fold (the paper's 2-layer MLP, or LightGBM).
-
-The paper blends its image model with "a 2-layer neural network (256x128) ... trained
-independently" on age, sex and anatomic site. This stage trains that network (or a
-LightGBM model) once per fold of the training table written by ``deepauc folds``:
-
-- fold k's model trains on the rows with ``fold != k``, predicts fold k's rows (the
-  OOF predictions) and the test set;
-- the test prediction is the mean of the fold models' probabilities.
-
-Rows used for training. By default (``use_external: false``) only competition rows
-(``source == "competition"``) with a fold >= 0 train the model. External rows (ISIC
-2019 etc., mostly ``fold == -1``) come from other clinics with other age/site mixes
-and a far higher malignant ratio, and they have no patient grouping, so their
-per-patient image count (a strong feature in the competition data) is meaningless.
-With ``use_external: true`` every row with ``fold != k`` trains fold k's model,
-``fold == -1`` rows included. Either way every validated row (``fold >= 0``, external
-ones included) gets an OOF prediction, so the OOF file lines up with the image
-models' OOF files for blending.
-
-Features (:func:`build_features`):
-
-- ``age``: standardised with the training table's mean and standard deviation;
-  missing -> 0 (the mean) plus an ``age_missing`` indicator;
-- ``sex_male``, ``sex_female``, ``sex_missing``: one-hot, missing its own value;
-- ``site_<site>`` for the six 2020 sites and ``site_missing``: one-hot likewise;
-- ``log1p_patient_images``: log(1 + number of images of the row's patient), counted
-  within each table (training table for training rows, test table for test rows),
-  as competitors did. A row without patient_id counts as a patient of one image.
-
-Determinism: the MLP seeds torch with ``seed + fold`` and draws its mini-batch order
-from its own generator, LightGBM runs with ``deterministic`` and ``seed + fold``; a
-rerun with the same config writes the same files (on the same machine and library
-versions).
+"""``deepauc meta``: a metadata-only model per fold (the paper's 256x128 MLP, or LightGBM) on
+age, sex, site and images per patient, with OOF and test predictions.
 """
 
 from __future__ import annotations

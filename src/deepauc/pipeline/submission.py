@@ -1,11 +1,5 @@
-"""Submission files: validate against the sample submission, write atomically.
-
-``deepauc validate-submission --sample SAMPLE_CSV SUBMISSION_CSV`` exits 0 when the
-file would be accepted and 1 with a message naming the problem otherwise.
-
-Rules (the competition's, made strict): exactly the columns image_name and target
-(in either order); every sample image_name exactly once and no other; target
-numeric, not NaN, in [0, 1]. Row order is free, as on Kaggle.
+"""Submission files: validated against the sample submission (``deepauc validate-submission``),
+written atomically.
 """
 
 from __future__ import annotations

@@ -131,9 +131,9 @@ def sex_column(df: pd.DataFrame, column: str, name: str) -> pd.Series:
 def load_competition(train_csv: str | os.PathLike) -> pd.DataFrame:
     """The competition train table with source and image_path, in either 2020 layout.
 
-    Kaggle layout: image_path ``jpeg/train/<name>.jpg``. Resized set
-    (jpeg-melanoma-NxN): ``train/<name>.jpg``, tfrecord/width/height as integers and
-    the ``_duplicate_mark`` column True on its ``tfrecord == -1`` rows.
+    Kaggle layout: image_path ``jpeg/train/<name>.jpg``; resized set (jpeg-melanoma-NxN):
+    ``train/<name>.jpg``. When tfrecord, width and height are present they are integers
+    and the ``_duplicate_mark`` column is True on the ``tfrecord == -1`` rows.
     """
     train_csv = Path(train_csv)
     df = read_train_csv(train_csv)
@@ -146,7 +146,8 @@ def load_competition(train_csv: str | os.PathLike) -> pd.DataFrame:
     out = df[TRAIN_COLUMNS + extras].copy()
     out["source"] = "competition"
     out["_duplicate_mark"] = False
-    if layout.name == "resized2020":
+    # A Kaggle-layout train.csv may carry the resized set's columns too: read them alike.
+    if set(RESIZED_COLUMNS) <= set(df.columns):
         columns, out["_duplicate_mark"] = resized_columns(df, str(train_csv))
         for column in RESIZED_COLUMNS:
             out[column] = columns[column]

@@ -25,6 +25,8 @@ GPU_SLOT := $(if $(GPUS),$(PY) -m deepauc.pipeline.gpu_slot --gpus $(GPUS) --loc
 EXP ?= demo
 DATA ?= data/$(EXP)
 EXTERNAL ?= $(DATA)/external
+# test images: jpeg/test/ in the Kaggle layout, test/ in a resized set (docs/data-layouts.md)
+TEST_IMAGES ?= $(if $(wildcard $(DATA)/jpeg/test),$(DATA)/jpeg/test,$(DATA)/test)
 N_FOLDS ?= 5
 SEED ?= 42
 # extra flags for tests and quick runs: demo-data sizes, config overrides for every CNN
@@ -144,7 +146,7 @@ $(FOLDS): $(TRAIN_TABLE)
 $(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
 $(CACHE)/%/index_test.csv: $(TEST_CSV)
-	$(DEEPAUC) resize --csv $< --image-root $(DATA)/jpeg/test --size $* --out $(CACHE)
+	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) --size $* --out $(CACHE)
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES

@@ -1,5 +1,5 @@
 """``deepauc external``: one training table from the competition and external ISIC data,
-each image once."""
+each image once, whichever published layout each folder holds (docs/data-layouts.md)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-csv",
         required=True,
-        help="competition train.csv; its folder is the data root for image_path",
+        help="competition train.csv (Kaggle 2020 or jpeg-melanoma-NxN layout); its folder "
+        "is the data root for image_path",
     )
     parser.add_argument(
         "--isic2019-dir",
-        help="folder with ISIC_2019_Training_GroundTruth.csv, _Metadata.csv, images",
+        help="folder with ISIC_2019_Training_GroundTruth.csv, _Metadata.csv, images, "
+        "or a jpeg-isic2019-NxN folder (train.csv, train/); none: competition rows only",
     )
-    parser.add_argument("--isic2018-dir", help="folder with HAM10000_metadata.csv and images")
+    parser.add_argument(
+        "--isic2018-dir",
+        help="folder with ISIC2018_Task3_Training_GroundTruth.csv (ISIC challenge) "
+        "or HAM10000_metadata.csv (Kaggle/Dataverse), and images",
+    )
     parser.add_argument(
         "--isic2017-dir", help="folder with ISIC 2017 part 3 ground truth and images"
     )

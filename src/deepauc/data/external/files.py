@@ -9,6 +9,9 @@ from pathlib import Path
 
 DOWNSAMPLED_SUFFIX = "_downsampled"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Files beside ISIC images that are not images of a lesion (ISIC 2017 superpixel maps,
+# segmentation masks): never indexed, so they cannot stand in for a listed image.
+NOT_LESION_SUFFIXES = ("_superpixels", "_segmentation")
 # How many names an error message lists before "and N more".
 SHOW = 5
 
@@ -27,14 +30,15 @@ def strip_suffix(name: str) -> str:
 def index_images(folder: Path) -> dict[str, Path]:
     """Map file stem -> path for every image under ``folder`` (recursive, sorted walk).
 
-    When two files share a stem, the first in sorted path order wins.
+    When two files share a stem, the first in sorted path order wins. Superpixel maps
+    and segmentation masks are skipped.
     """
     found: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for fname in sorted(filenames):
             stem, ext = os.path.splitext(fname)
-            if ext.lower() in IMAGE_EXTENSIONS:
+            if ext.lower() in IMAGE_EXTENSIONS and not stem.endswith(NOT_LESION_SUFFIXES):
                 found.setdefault(stem, Path(dirpath) / fname)
     return found
 

@@ -10,16 +10,29 @@ import numpy as np
 import pandas as pd
 
 from deepauc.data.external.files import file_digest, listed
+from deepauc.data.external.resized import load_resized2019
 from deepauc.data.external.sources import (
     load_competition,
     load_isic2017,
     load_isic2018,
+    load_isic2018_task3,
     load_isic2019,
     load_malignant,
 )
+from deepauc.data.layouts import detect_competition, detect_external
 from deepauc.data.tables import TRAIN_COLUMNS
 
 SOURCES = ["competition", "isic2019", "isic2018", "isic2017", "malignant"]
+# The reader of each detected external layout (deepauc.data.layouts.EXTERNAL_LAYOUTS).
+READERS = {
+    "isic2019": load_isic2019,
+    "resized2019": load_resized2019,
+    "isic2018_task3": load_isic2018_task3,
+    "ham10000": load_isic2018,
+    "isic2017": load_isic2017,
+    "malignant": load_malignant,
+}
+MARKED_DUPLICATE = "marked duplicate (tfrecord -1)"
 
 
 def _content_digests(files: list[str], workers: int) -> list[str | None]:
@@ -119,19 +132,35 @@ def deduplicate(
     return df, dropped_df, internal
 
 
-def _load_sources(train_csv: Path, folders: list[str | os.PathLike | None]) -> pd.DataFrame:
-    """The competition rows, then those of each given external folder, in SOURCES order.
+def _load_sources(
+    train_csv: Path, folders: list[str | os.PathLike | None]
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The competition rows, then those of each given external folder, in SOURCES order,
+    and the layout detected for each source.
 
     ``folders`` are the ISIC 2019, 2018, 2017 and extra malignant folders (None: absent).
     """
-    loaders = [load_isic2019, load_isic2018, load_isic2017, load_malignant]
     frames = [load_competition(train_csv)]
-    for folder, loader in zip(folders, loaders):
+    layouts = {"competition": detect_competition(train_csv).name}
+    for source, folder in zip(SOURCES[1:], folders):
         if folder is not None:
-            if not Path(folder).is_dir():
-                raise FileNotFoundError(f"{folder}: no such directory")
-            frames.append(loader(folder, train_csv.parent))
-    return pd.concat(frames, ignore_index=True)
+            layout = detect_external(folder, source)
+            layouts[source] = layout.name
+            frames.append(READERS[layout.name](folder, train_csv.parent))
+    return pd.concat(frames, ignore_index=True), layouts
+
+
+def drop_marked(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop the rows the publisher marked as duplicates (``_duplicate_mark``).
+
+    Returns (kept rows, dropped rows in the dropped-report columns; the kept copy is
+    not named by the mark, so ``kept_image_name`` and ``kept_source`` are empty).
+    """
+    marked = df["_duplicate_mark"].fillna(False).astype(bool).to_numpy()
+    dropped = df.loc[marked, ["image_name", "source", "target", "image_path"]].assign(
+        reason=MARKED_DUPLICATE, kept_image_name=np.nan, kept_source=np.nan
+    )
+    return df[~marked].reset_index(drop=True), dropped.reset_index(drop=True)
 
 
 def _source_counts(merged: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
@@ -144,10 +173,14 @@ def _source_counts(merged: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFra
     def n_dropped(source: str, reason: str) -> int:
         return int(((dropped["source"] == source) & (dropped["reason"] == reason)).sum())
 
+    marked = {}
+    if (dropped["reason"] == MARKED_DUPLICATE).any():
+        marked = {"dropped_marked_duplicate": [n_dropped(s, MARKED_DUPLICATE) for s in present]}
     counts = pd.DataFrame(
         {
             "source": present,
             "images_in": [int(before.get(s, 0)) for s in present],
+            **marked,
             "dropped_same_name": [n_dropped(s, "same image name") for s in present],
             "dropped_same_content": [n_dropped(s, "same image content") for s in present],
             "images_out": [int(after.get(s, 0)) for s in present],
@@ -176,14 +209,17 @@ def build_training_table(
     Returns (table, report) where table has the train columns (plus any extra
     competition columns), ``source`` and ``image_path``; report holds ``counts``
     (per source before/after), ``dropped`` (one row per dropped image) and
-    ``competition_content_duplicates``.
+    ``competition_content_duplicates`` and ``layouts`` (source -> detected layout,
+    see :mod:`deepauc.data.layouts`).
 
     ``source`` is one of SOURCES. ``image_path`` is the original image as a POSIX path
     relative to the data root, the folder of ``train_csv`` (competition rows:
-    ``jpeg/train/<name>.jpg``; an image elsewhere gets a ``../`` path), so ``deepauc
+    ``jpeg/train/<name>.jpg``, or ``train/<name>.jpg`` in a resized set; an image
+    elsewhere gets a ``../`` path), so ``deepauc
     resize --image-root`` must be that folder.
 
-    Deduplication keeps the earlier source, in the order competition > isic2019 >
+    Rows a resized set marks as duplicates (``tfrecord == -1``) are dropped first.
+    Deduplication then keeps the earlier source, in the order competition > isic2019 >
     isic2018 > isic2017 > malignant:
 
     1. by name, after stripping the ``_downsampled`` suffix of some 2019 names (so the
@@ -196,17 +232,21 @@ def build_training_table(
     Competition rows are never dropped: byte-identical images inside the competition
     set are only counted in the report.
     """
-    merged = _load_sources(
+    merged, layouts = _load_sources(
         Path(train_csv), [isic2019_dir, isic2018_dir, isic2017_dir, malignant_dir]
     )
-    kept, dropped, internal = deduplicate(merged, content=content_dedup, workers=workers)
+    unmarked, marked = drop_marked(merged)
+    kept, dropped, internal = deduplicate(unmarked, content=content_dedup, workers=workers)
+    if len(marked):
+        dropped = pd.concat([marked, dropped], ignore_index=True)
     counts = _source_counts(merged, kept, dropped)
-    table = kept.drop(columns="_file")
+    table = kept.drop(columns=["_file", "_duplicate_mark"])
     cols = TRAIN_COLUMNS + [c for c in table.columns if c not in TRAIN_COLUMNS]
     report = {
         "counts": counts,
         "dropped": dropped,
         "competition_content_duplicates": internal,
         "content_dedup": content_dedup,
+        "layouts": layouts,
     }
     return table[cols], report

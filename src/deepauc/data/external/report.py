@@ -17,6 +17,15 @@ def format_report(report: dict, examples: int = 10) -> str:
         f"Result: {int(total['images_out'])} images, {int(total['malignant_out'])} malignant "
         f"({total['malignant_ratio']:.2%}).",
     ]
+    if report.get("layouts"):
+        lines.append(
+            "Layouts: " + ", ".join(f"{src} = {name}" for src, name in report["layouts"].items())
+        )
+    if "dropped_marked_duplicate" in counts.columns:
+        lines.append(
+            f"{int(total['dropped_marked_duplicate'])} row(s) marked as duplicates by a resized "
+            "set (tfrecord -1) were dropped."
+        )
     if not report["content_dedup"]:
         lines.append("Content deduplication was skipped (--no-content-dedup).")
     if report["competition_content_duplicates"]:

@@ -16,6 +16,17 @@ from deepauc.data.external.files import (
     resolve_images,
     strip_suffix,
 )
+from deepauc.data.layouts import (
+    HAM_METADATA,
+    ISIC2018_GROUND_TRUTH,
+    ISIC2018_LESION_GROUPINGS,
+    ISIC2019_GROUND_TRUTH,
+    ISIC2019_METADATA,
+    MALIGNANT_CSV,
+    RESIZED_COLUMNS,
+    detect_competition,
+    resized_columns,
+)
 from deepauc.data.tables import (
     SEXES,
     SITE_COLUMN,
@@ -31,11 +42,6 @@ from deepauc.data.tables import (
     validate_train_frame,
 )
 
-ISIC2019_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
-ISIC2019_METADATA = "ISIC_2019_Training_Metadata.csv"
-HAM_METADATA = "HAM10000_metadata.csv"
-MALIGNANT_CSV = "malignant.csv"
-
 ISIC2019_DIAGNOSIS = {
     "MEL": "melanoma",
     "NV": "nevus",
@@ -46,6 +52,15 @@ ISIC2019_DIAGNOSIS = {
     "VASC": "vascular lesion",
     "SCC": "squamous cell carcinoma",
     "UNK": "unknown",
+}
+ISIC2018_DIAGNOSIS = {
+    "MEL": "melanoma",
+    "NV": "nevus",
+    "BCC": "basal cell carcinoma",
+    "AKIEC": "actinic keratosis",
+    "BKL": "benign keratosis",
+    "DF": "dermatofibroma",
+    "VASC": "vascular lesion",
 }
 HAM_DIAGNOSIS = {
     "mel": "melanoma",
@@ -84,10 +99,16 @@ HAM_SITE_TO_2020: dict[str, str | None] = {
 _SEX: dict[str, str | None] = {**{s: s for s in SEXES}, "unknown": None}
 
 
-def _finish(
-    df: pd.DataFrame, source: str, files: list[Path], root: Path, name: str
+def finish_rows(
+    df: pd.DataFrame,
+    source: str,
+    files: list[Path],
+    root: Path,
+    name: str,
+    duplicate_mark: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Add source, image_path and the private ``_file`` column; validate as a train table."""
+    """Add source, image_path and the private ``_file`` and ``_duplicate_mark`` columns
+    (a row the publisher marked as a duplicate); validate as a train table."""
     df = df.reset_index(drop=True)
     # The competition's target is melanoma only: BCC and SCC, malignant lesions but not
     # melanoma, are target 0 and therefore "benign" here.
@@ -96,26 +117,43 @@ def _finish(
     df["source"] = source
     df["image_path"] = [relative_posix(f, root) for f in files]
     df["_file"] = [str(f) for f in files]
+    mark = False if duplicate_mark is None else duplicate_mark.to_numpy(dtype=bool)
+    df["_duplicate_mark"] = mark
     return df
 
 
-def _sex(df: pd.DataFrame, column: str, name: str) -> pd.Series:
+def sex_column(df: pd.DataFrame, column: str, name: str) -> pd.Series:
+    """Sex in the 2020 vocabulary; "unknown" and empty cells are missing."""
     values = df[column].str.strip().str.lower()
     return map_vocabulary(df.assign(**{column: values}), column, _SEX, name)
 
 
 def load_competition(train_csv: str | os.PathLike) -> pd.DataFrame:
-    """The competition train table with source and image_path (``jpeg/train/<name>.jpg``)."""
+    """The competition train table with source and image_path, in either 2020 layout.
+
+    Kaggle layout: image_path ``jpeg/train/<name>.jpg``; resized set (jpeg-melanoma-NxN):
+    ``train/<name>.jpg``. When tfrecord, width and height are present they are integers
+    and the ``_duplicate_mark`` column is True on the ``tfrecord == -1`` rows.
+    """
     train_csv = Path(train_csv)
     df = read_train_csv(train_csv)
     if "source" in df.columns and (df["source"].fillna("competition") != "competition").any():
         raise ValueError(
             f"{train_csv}: has non-competition 'source' rows; pass the original train.csv"
         )
+    layout = detect_competition(train_csv)
     extras = [c for c in df.columns if c not in TRAIN_COLUMNS and c not in ("source", "image_path")]
     out = df[TRAIN_COLUMNS + extras].copy()
     out["source"] = "competition"
-    out["image_path"] = "jpeg/train/" + out["image_name"] + ".jpg"
+    out["_duplicate_mark"] = False
+    # A Kaggle-layout train.csv may carry the resized set's columns too: read them alike.
+    if set(RESIZED_COLUMNS) <= set(df.columns):
+        columns, out["_duplicate_mark"] = resized_columns(df, str(train_csv))
+        for column in RESIZED_COLUMNS:
+            out[column] = columns[column]
+    assert layout.train_images is not None
+    folder = relative_posix(layout.train_images, train_csv.parent)
+    out["image_path"] = folder + "/" + out["image_name"] + ".jpg"
     out["_file"] = [str(train_csv.parent / p) for p in out["image_path"]]
     return out
 
@@ -166,7 +204,7 @@ def load_isic2019(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
             "age_approx": check_age(meta, "age_approx", str(meta_path)),
             "site": map_vocabulary(meta, "anatom_site_general", SITE_TO_2020, str(meta_path)),
             "lesion_id": meta["lesion_id"],
-            "sex": _sex(meta, "sex", str(meta_path)),
+            "sex": sex_column(meta, "sex", str(meta_path)),
         }
     )
     merged = gt[["image"]].merge(meta, on="image", how="left", validate="one_to_one")
@@ -185,11 +223,11 @@ def load_isic2019(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         }
     )
     files = resolve_images(merged["image"], index_images(folder), str(gt_path))
-    return _finish(df, "isic2019", files, root, str(gt_path))
+    return finish_rows(df, "isic2019", files, root, str(gt_path))
 
 
 def load_isic2018(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
-    """ISIC 2018 task 3 / HAM10000 as train-format rows.
+    """ISIC 2018 in the Kaggle/Dataverse HAM10000 layout as train-format rows.
 
     ``dx`` -> diagnosis, mel -> target 1, ``localization`` -> 2020 site,
     ``patient_id`` = ``lesion_id``.
@@ -214,7 +252,7 @@ def load_isic2018(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         {
             "image_name": meta["image_id"],
             "patient_id": meta["lesion_id"],
-            "sex": _sex(meta, "sex", str(path)),
+            "sex": sex_column(meta, "sex", str(path)),
             "age_approx": check_age(meta, "age", str(path)),
             SITE_COLUMN: map_vocabulary(
                 meta.assign(localization=loc), "localization", HAM_SITE_TO_2020, str(path)
@@ -224,7 +262,54 @@ def load_isic2018(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         }
     )
     files = resolve_images(meta["image_id"], index_images(folder), str(path))
-    return _finish(df, "isic2018", files, root, str(path))
+    return finish_rows(df, "isic2018", files, root, str(path))
+
+
+def _lesion_groupings(folder: Path) -> pd.DataFrame | None:
+    """image -> lesion_id of the ISIC 2018 Task 3 lesion groupings file, if present."""
+    paths = sorted(folder.rglob(ISIC2018_LESION_GROUPINGS))
+    if not paths:
+        return None
+    table = read_csv_table(
+        paths[0], ["image", "lesion_id", "diagnosis_confirm_type"], text_columns=["lesion_id"]
+    )
+    check_unique_names(table, str(paths[0]), "image")
+    return table[["image", "lesion_id"]]
+
+
+def load_isic2018_task3(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
+    """ISIC 2018 in the ISIC challenge (Task 3) layout as train-format rows.
+
+    The one-hot class (MEL, NV, BCC, AKIEC, BKL, DF, VASC) becomes ``diagnosis``;
+    ``target`` = MEL. ``patient_id`` is the ``lesion_id`` of the lesion groupings file
+    when it is present, else ``ISIC2018_<image>``. This layout has no age, sex or site:
+    they are missing.
+    """
+    folder = Path(folder)
+    gt_path = find_file(folder, ISIC2018_GROUND_TRUTH)
+    classes = list(ISIC2018_DIAGNOSIS)
+    gt = read_csv_table(gt_path, ["image", *classes])
+    check_unique_names(gt, str(gt_path), "image")
+    labels = np.array(classes)[_check_onehot(gt, classes, str(gt_path)).argmax(axis=1)]
+    lesion = pd.Series(np.nan, index=gt.index, dtype=object)
+    groupings = _lesion_groupings(folder)
+    if groupings is not None:
+        merged = gt[["image"]].merge(groupings, on="image", how="left", validate="one_to_one")
+        lesion = merged["lesion_id"]
+    has_lesion = lesion.notna() & (lesion.astype(str).str.strip() != "")
+    df = pd.DataFrame(
+        {
+            "image_name": gt["image"],
+            "patient_id": np.where(has_lesion, lesion, "ISIC2018_" + gt["image"]),
+            "sex": np.nan,
+            "age_approx": np.nan,
+            SITE_COLUMN: np.nan,
+            "diagnosis": [ISIC2018_DIAGNOSIS[c] for c in labels],
+            "target": (labels == "MEL").astype(int),
+        }
+    )
+    files = resolve_images(gt["image"], index_images(folder), str(gt_path))
+    return finish_rows(df, "isic2018", files, root, str(gt_path))
 
 
 def _concat_tables(paths: list[Path], required: list[str], id_column: str) -> pd.DataFrame:
@@ -247,7 +332,11 @@ def _isic2017_metadata(path: Path) -> pd.DataFrame:
         str(path),
     )
     return pd.DataFrame(
-        {"image_id": meta["image_id"], "age_approximate": age, "sex": _sex(meta, "sex", str(path))}
+        {
+            "image_id": meta["image_id"],
+            "age_approximate": age,
+            "sex": sex_column(meta, "sex", str(path)),
+        }
     )
 
 
@@ -306,7 +395,7 @@ def load_isic2017(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
         }
     )
     files = resolve_images(gt["image_id"], index_images(folder), str(folder))
-    return _finish(df, "isic2017", files, root, ", ".join(map(str, gt_paths)))
+    return finish_rows(df, "isic2017", files, root, ", ".join(map(str, gt_paths)))
 
 
 def _check_onehot_or_none(gt: pd.DataFrame, name: str) -> np.ndarray:
@@ -343,10 +432,10 @@ def load_malignant(folder: str | os.PathLike, root: Path) -> pd.DataFrame:
     no_pid = pid.isna() | (pid.astype(str).str.strip() == "")
     df["patient_id"] = np.where(no_pid, "MALIGNANT_" + df["image_name"], pid)
     df[SITE_COLUMN] = map_vocabulary(df, SITE_COLUMN, SITE_TO_2020, str(path))
-    df["sex"] = _sex(df, "sex", str(path))
+    df["sex"] = sex_column(df, "sex", str(path))
     target = numeric_column(df, "target", str(path))
     df["diagnosis"] = df["diagnosis"].fillna(
         pd.Series(np.where(target == 1, "melanoma", "unknown"))
     )
     files = resolve_images(df["image_name"], index_images(folder), str(path))
-    return _finish(df, "malignant", files, root, str(path))
+    return finish_rows(df, "malignant", files, root, str(path))

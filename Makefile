@@ -64,8 +64,6 @@ SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(TEST_CSV) --set data
   --set n_folds=$(N_FOLDS) $(EXTRA_SETS)
 STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
 CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
-# the cache indexes are the resize stamps: keep them although only pattern rules name them
-.PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
 CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
 BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
 # the ensemble's prediction directories: every model of MODELS blended with metadata
@@ -142,11 +140,14 @@ $(FOLDS): $(TRAIN_TABLE)
 	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md \
 	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))
 
-# 4. resize cache, once per resolution
-$(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
-	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
-$(CACHE)/%/index_test.csv: $(TEST_CSV)
-	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) --size $* --out $(CACHE)
+# 4. resize cache: one call per table writes every size, so each original is decoded once
+TRAIN_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv)
+TEST_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_test.csv)
+SIZE_FLAGS := $(foreach s,$(SIZES),--size $(s))
+$(TRAIN_INDEXES) &: $(TRAIN_TABLE)
+	$(DEEPAUC) resize --csv $< --image-root $(DATA) $(SIZE_FLAGS) --out $(CACHE)
+$(TEST_INDEXES) &: $(TEST_CSV)
+	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) $(SIZE_FLAGS) --out $(CACHE)
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES

@@ -1,0 +1,31 @@
+"""The Makefile's own rules, read with `make -n` on placeholder files (nothing runs)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dry_run(work: Path, *args: str) -> list[str]:
+    cmd = ["make", "-n", "--no-print-directory", "-C", str(work), f"PY={sys.executable}"]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_resize_decodes_each_table_once_for_every_size(tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("image_name\n")
+    targets = [
+        f"data/cache/demo/{s}/index_{t}.csv" for s in (32, 64) for t in ("demo_train", "test")
+    ]
+    lines = [
+        ln for ln in dry_run(tmp_path, "EXP=demo", "SIZES=32 64", *targets) if " resize " in ln
+    ]
+    assert len(lines) == 2, lines  # one call per table, not one per table and size
+    for line in lines:
+        assert "--size 32 --size 64" in line

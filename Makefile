@@ -148,6 +148,12 @@ $(TRAIN_INDEXES) &: $(TRAIN_TABLE)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) $(SIZE_FLAGS) --out $(CACHE)
 $(TEST_INDEXES) &: $(TEST_CSV)
 	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) $(SIZE_FLAGS) --out $(CACHE)
+# a size outside SIZES, asked for by its index file
+$(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
+	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
+$(CACHE)/%/index_test.csv: $(TEST_CSV)
+	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) --size $* --out $(CACHE)
+.PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES

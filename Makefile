@@ -25,6 +25,13 @@ GPU_SLOT := $(if $(GPUS),$(PY) -m deepauc.pipeline.gpu_slot --gpus $(GPUS) --loc
 EXP ?= demo
 DATA ?= data/$(EXP)
 EXTERNAL ?= $(DATA)/external
+# each external set's folder; point one elsewhere (e.g. a read-only /kaggle/input/... folder)
+ISIC2019 ?= $(EXTERNAL)/isic2019
+ISIC2018 ?= $(EXTERNAL)/isic2018
+ISIC2017 ?= $(EXTERNAL)/isic2017
+MALIGNANT ?= $(EXTERNAL)/malignant
+# the competition's sample submission (a resized set may not ship one)
+SAMPLE ?= $(DATA)/sample_submission.csv
 # test images: jpeg/test/ in the Kaggle layout, test/ in a resized set (docs/data-layouts.md)
 TEST_IMAGES ?= $(if $(wildcard $(DATA)/jpeg/test),$(DATA)/jpeg/test,$(DATA)/test)
 N_FOLDS ?= 5
@@ -54,7 +61,7 @@ SAMPLE_CSV := data/interim/smoke/sample_submission.csv
 else
 MERGED_TABLE := $(TRAIN_TABLE)
 TEST_CSV := $(DATA)/test.csv
-SAMPLE_CSV := $(DATA)/sample_submission.csv
+SAMPLE_CSV := $(SAMPLE)
 endif
 FOLDS := folds/$(EXP).csv
 CACHE := data/cache/$(EXP)
@@ -74,7 +81,7 @@ MEMBER_LIST := [$(subst $(space),$(comma),$(strip $(MEMBERS)))]
 SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
-.PHONY: help venv demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
+.PHONY: help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
 help: ## list the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -115,20 +122,20 @@ pipeline: $(SUBMISSION) $(REPORT)
 data/demo/train.csv: | $(STAMP)
 	$(DEEPAUC) demo-data --out data/demo --seed $(SEED) $(DEMO_ARGS)
 
-$(DATA)/test.csv $(DATA)/sample_submission.csv: | $(DATA)/train.csv
+$(DATA)/test.csv $(SAMPLE): | $(DATA)/train.csv
 
 # 2. external data merged into one training table
 # Without external folders the table is the competition rows (the competition-only route).
 $(MERGED_TABLE): $(DATA)/train.csv
 	$(DEEPAUC) external --train-csv $< \
-	  $(if $(wildcard $(EXTERNAL)/isic2019),--isic2019-dir $(EXTERNAL)/isic2019) \
-	  $(if $(wildcard $(EXTERNAL)/isic2018),--isic2018-dir $(EXTERNAL)/isic2018) \
-	  $(if $(wildcard $(EXTERNAL)/isic2017),--isic2017-dir $(EXTERNAL)/isic2017) \
-	  $(if $(wildcard $(EXTERNAL)/malignant),--malignant-dir $(EXTERNAL)/malignant) \
+	  $(if $(wildcard $(ISIC2019)),--isic2019-dir $(ISIC2019)) \
+	  $(if $(wildcard $(ISIC2018)),--isic2018-dir $(ISIC2018)) \
+	  $(if $(wildcard $(ISIC2017)),--isic2017-dir $(ISIC2017)) \
+	  $(if $(wildcard $(MALIGNANT)),--malignant-dir $(MALIGNANT)) \
 	  --out $@ --report reports/external_$(EXP).md
 ifeq ($(EXP),smoke)
-$(TRAIN_TABLE): $(MERGED_TABLE) $(DATA)/test.csv $(DATA)/sample_submission.csv
-	$(PY) -m deepauc.data.subset --train-csv $< --test-csv $(DATA)/test.csv --sample $(DATA)/sample_submission.csv \
+$(TRAIN_TABLE): $(MERGED_TABLE) $(DATA)/test.csv $(SAMPLE)
+	$(PY) -m deepauc.data.subset --train-csv $< --test-csv $(DATA)/test.csv --sample $(SAMPLE) \
 	  --out-train $@ --out-dir $(dir $(TEST_CSV)) --seed $(SEED)
 $(TEST_CSV) $(SAMPLE_CSV): | $(TRAIN_TABLE)
 endif
@@ -182,8 +189,11 @@ $(REPORT): $(SUBMISSION)
 	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
 	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble
 
-submit: $(SUBMISSION) ## upload the submission with the Kaggle CLI
-	kaggle competitions submit -c siim-isic-melanoma-classification -f $< -m "deepauc $(EXP)"
+KAGGLE ?= $(if $(wildcard $(VENV)/bin/kaggle),$(VENV)/bin/kaggle,kaggle)
+kaggle-cli: $(STAMP) ## install the Kaggle CLI into .venv (for make submit)
+	$(PY) -m pip install -q 'kaggle==2.2.5'
+submit: $(SUBMISSION) ## upload the submission with the Kaggle CLI (make kaggle-cli first)
+	$(KAGGLE) competitions submit -c siim-isic-melanoma-classification -f $< -m "deepauc $(EXP)"
 
 clean-demo: ## delete every demo output
 	rm -rf data/demo data/interim/demo_* data/cache/demo folds/demo.csv models/demo_* preds/demo_* submissions/demo.csv reports/cv_demo*

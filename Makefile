@@ -34,7 +34,9 @@ MALIGNANT ?= $(EXTERNAL)/malignant
 SAMPLE ?= $(DATA)/sample_submission.csv
 # test images: jpeg/test/ in the Kaggle layout, test/ in a resized set (docs/data-layouts.md)
 TEST_IMAGES ?= $(if $(wildcard $(DATA)/jpeg/test),$(DATA)/jpeg/test,$(DATA)/test)
-N_FOLDS ?= 5
+# the demo is a first look on a CPU: 3 folds; the real recipe: 5
+N_FOLDS_demo := 3
+N_FOLDS ?= $(or $(N_FOLDS_$(EXP)),5)
 SEED ?= 42
 # extra flags for tests and quick runs: demo-data sizes, config overrides for every CNN
 DEMO_ARGS ?=

@@ -58,3 +58,26 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def load_torch(path: str | os.PathLike) -> dict:
+    """``torch.load`` of a checkpoint dict on CPU, weights only.
+
+    A zero-byte, truncated or corrupt file raises ValueError naming the path, so that
+    the CLI reports one line instead of torch's traceback.
+    """
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # the unpickler of damaged bytes raises almost any type
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path}: cannot be read (empty, truncated or corrupt: {reason}); "
+            "delete it and rerun the same command"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a deepauc checkpoint; delete it and rerun the same command")
+    return obj

@@ -59,3 +59,19 @@ def test_truncated_checkpoint_names_its_path(tiny_data, capsys, content):
     code, err = run(capsys, "train", "--config", str(path))
     assert code == 1 and len(err) == 1
     assert f"{run_dir / 'checkpoint.pt'}: cannot be read" in err[0] and "delete it" in err[0]
+
+
+def test_unwritable_output_folder_fails_before_predicting(tiny_data, capsys, monkeypatch):
+    import deepauc.pipeline.predict as predict_module
+
+    blocker = tiny_data["root"] / "not_a_folder"
+    blocker.write_text("a file where the predictions folder should be")
+    path = write_experiment(tiny_data, "ce", preds_dir=str(blocker))
+
+    def no_computing(*args, **kwargs):
+        raise AssertionError("predicted before checking the output folder")
+
+    monkeypatch.setattr(predict_module, "load_fold_model", no_computing)
+    code, err = run(capsys, "predict", "--config", str(path))
+    assert code == 1 and len(err) == 1
+    assert f"{blocker / 'ce'}: output folder is not writable" in err[0]

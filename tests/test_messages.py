@@ -50,3 +50,21 @@ def test_non_finite_loss_counts_steps_from_one(tiny_data):
     # the 0-based global step 4 of 3-step epochs is epoch 2's second step: step 5 of the run
     with pytest.raises(NonFiniteLoss, match=r"at step 5 \(epoch 2, step 2 of 3\)"):
         _raise_if_non_finite(cfg, torch.tensor(4), 1, 3)
+
+
+def test_ragged_csv_names_the_file_and_line(tmp_path):
+    from deepauc.data.tables import read_csv_table
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("image_name,target\nA,0\nB,1,extra\n")
+    with pytest.raises(ValueError, match=r"t.csv: not a well-formed CSV .*line 3"):
+        read_csv_table(csv, ["image_name"])
+
+
+def test_latin1_csv_names_the_file(tmp_path):
+    from deepauc.data.tables import read_csv_table
+
+    csv = tmp_path / "t.csv"
+    csv.write_bytes("image_name,site\nA,tête\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"t.csv: not UTF-8 text \(byte 0xea at offset"):
+        read_csv_table(csv, ["image_name"])

@@ -36,6 +36,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and check a file can be written in it, before any long computing.
+
+    Raises PermissionError (or another OSError) naming the folder.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".writable.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise type(err)(
+            f"{folder}: output folder is not writable ({err.strerror or err})"
+        ) from None
+    return folder
+
+
 def write_csv(df, path: str | os.PathLike, **kwargs) -> Path:
     """Write a pandas DataFrame to ``path`` atomically (no index by default)."""
     kwargs.setdefault("index", False)

@@ -162,6 +162,14 @@ def read_csv_table(
         )
     except pd.errors.EmptyDataError as err:
         raise ValueError(f"{path}: empty file (no header)") from err
+    except pd.errors.ParserError as err:
+        reason = " ".join(str(err).split())
+        raise ValueError(f"{path}: not a well-formed CSV ({reason})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     check_columns(df, required, str(path))
     if len(df) == 0:

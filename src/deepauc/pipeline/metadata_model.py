@@ -57,6 +57,7 @@ from deepauc.data.tables import (
     describe_rows,
     read_csv_table,
 )
+from deepauc.io import ensure_writable
 from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
 from deepauc.pipeline.report import score_oof
@@ -405,6 +406,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"meta {cfg.name}: {cfg.model}, {len(train_df)} training-table rows, {len(test_df)} test rows"
     )
+    ensure_writable(cfg.output_dir)  # fail before training, not after it
     result = run_meta(cfg, train_df, test_df)
     record = {"folds": folds_of_table(cfg.train_csv)}
     out = write_pred_dir(

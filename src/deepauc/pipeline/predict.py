@@ -23,7 +23,7 @@ from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import CachedImages, to_device_batch
 from deepauc.data.resize import check_cached
 from deepauc.data.tables import read_test_csv
-from deepauc.io import load_torch
+from deepauc.io import ensure_writable, load_torch
 from deepauc.models import create_model
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
@@ -114,6 +114,9 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
         check_cached(
             list(test["image_name"]), cfg.data.cache_dir, cfg.data.image_size, cfg.data.test_csv
         )
+    out = Path(cfg.preds_dir) / cfg.name
+    for directory in (out, Path(f"{out}-notta")):  # fail before the computing, not after it
+        ensure_writable(directory)
     oof_parts, plain_parts, test_cols, test_plain = [], [], {}, {}
     for fold in cfg.fold_ids():
         model = load_fold_model(cfg, fold, device, folds)
@@ -133,7 +136,6 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
             test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(
                 model, test, cfg, device
             )
-    out = Path(cfg.preds_dir) / cfg.name
     record = prediction_record(cfg, folds)
     for directory, parts, tests in [
         (out, oof_parts, test_cols),

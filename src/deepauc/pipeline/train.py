@@ -4,7 +4,9 @@ The same command runs both stages of two-stage DAM: stage 1 (CE or focal, Adam, 
 lr) and stage 2 (``model.init_from`` = the stage-1 run; the classifier is replaced by a
 fresh one and all layers train with AUC-M + PESG). Outputs per fold, under
 ``models/<name>/fold<k>/``: ``model.pt`` (weights predict uses; written last, so its
-presence means the fold is finished), ``log.csv`` (one row per epoch) and ``train.log``.
+presence means the fold is finished; a rerun keeps it only while its record, see
+:mod:`deepauc.provenance`, matches the current config, folds and stage-1 weights),
+``log.csv`` (one row per epoch) and ``train.log``.
 While training, ``checkpoint.pt`` holds everything needed to resume after a kill (model,
 optimizer including PESG's v_ref/α, epoch); a rerun picks it up, refuses it if it came
 from another config, and continues from the last finished epoch. Augmentation, shuffling

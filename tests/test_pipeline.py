@@ -95,3 +95,26 @@ def test_notebooks_execute_headless_on_the_demo_outputs(pipeline_run, notebook, 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert outputs  # the notebook printed or drew something
+
+
+def test_new_folds_stop_make_instead_of_reusing_models(pipeline_run, tmp_path):
+    """A new folds seed: make stops at the first stale model, naming what to delete."""
+    import json
+
+    from deepauc.provenance import folds_of_table
+
+    work, _ = pipeline_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    old = folds_of_table(copy / "folds/demo.csv")
+    (copy / "folds/demo.csv").unlink()
+    proc = make(copy, "pipeline", "META=meta_mlp", "EXTRA_META_SETS=--set epochs=3", "SEED=7")
+    assert proc.returncode != 0
+    assert (
+        "was trained under another fold assignment (folds/demo.csv changed); delete models/demo_"
+        in proc.stderr
+    )
+    assert folds_of_table(copy / "folds/demo.csv") != old
+    # every CNN prediction dir on disk still comes from models of its own fold assignment
+    for oof in copy.glob("preds/demo_*lite0_64/oof.csv"):
+        assert json.loads((oof.parent / "provenance.json").read_text())["folds"] == old

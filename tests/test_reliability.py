@@ -359,7 +359,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     code, _, err = _train(capsys, path)
     run_dir = tiny_data["root"] / "models" / "nan" / "fold0"
     assert code == 1
-    assert "training loss became non-finite at step 4 (epoch 2, step 2 of 3)" in err
+    assert "training loss became non-finite at step 5 (epoch 2, step 2 of 3)" in err
     assert f"the last good checkpoint {run_dir / 'checkpoint.pt'} (end of epoch 1) is kept" in err
     assert not (run_dir / "model.pt").exists()
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)

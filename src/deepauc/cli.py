@@ -70,11 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except KeyboardInterrupt:
         if getattr(args, "debug", False):
             raise
-        print(f"deepauc {command}: error: {err}", file=sys.stderr)
+        print(f"deepauc {command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError) as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"deepauc {command}: error: {message(err)}", file=sys.stderr)
         return 1
+
+
+def message(err: BaseException) -> str:
+    """The message of ``err`` (a KeyError's without the quotes ``str`` adds)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ value checks in a ``validate()`` method that raises ``ValueError``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -61,9 +63,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(typing.cast(type, tp), value, key)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        return _finite_float(value, key)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
@@ -79,6 +79,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
+
+
+# YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number it means.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _finite_float(value: Any, key: str) -> float:
+    """``value`` as a finite float; numeric text such as ``1e-3`` is accepted."""
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return float(value)
 
 
 def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
@@ -119,6 +134,17 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     return obj
 
 
+def check_dir_name(value: str, key: str = "name") -> None:
+    """Raise ValueError unless ``value`` is one plain directory name (a run's output folder)."""
+    from deepauc.data.tables import is_safe_name
+
+    if not isinstance(value, str) or not is_safe_name(value):
+        raise ValueError(
+            f"{key} must be a plain directory name (no '/', '\\', ':', '..' or control "
+            f"characters), got {value!r}"
+        )
+
+
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``dotted.key=value`` strings (values parsed as YAML) to a nested dict in place.
 
@@ -135,7 +161,11 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(err).split())
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({reason})") from None
     return data
 
 

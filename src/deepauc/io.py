@@ -36,6 +36,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and check a file can be written in it, before any long computing.
+
+    Raises PermissionError (or another OSError) naming the folder.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".writable.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise type(err)(
+            f"{folder}: output folder is not writable ({err.strerror or err})"
+        ) from None
+    return folder
+
+
 def write_csv(df, path: str | os.PathLike, **kwargs) -> Path:
     """Write a pandas DataFrame to ``path`` atomically (no index by default)."""
     kwargs.setdefault("index", False)
@@ -58,3 +76,26 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def load_torch(path: str | os.PathLike) -> dict:
+    """``torch.load`` of a checkpoint dict on CPU, weights only.
+
+    A zero-byte, truncated or corrupt file raises ValueError naming the path, so that
+    the CLI reports one line instead of torch's traceback.
+    """
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # the unpickler of damaged bytes raises almost any type
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path}: cannot be read (empty, truncated or corrupt: {reason}); "
+            "delete it and rerun the same command"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a deepauc checkpoint; delete it and rerun the same command")
+    return obj

@@ -26,7 +26,10 @@ Decisions:
   half-grey image for it) stops the run with an error naming the file(s): images
   finished so far stay cached (each is written atomically) and the index is not
   written, so a rerun after the fix only does the rest.
-* Existing cache files are skipped (``--overwrite`` redoes them).
+* Existing cache files are skipped (``--overwrite`` redoes them), unless their source
+  changed: ``CACHE_DIR/<S>/sources_<csv stem>.csv`` (written just before the index)
+  records each source's path, size and modification time, and a source whose size or
+  time differs from that record is cached again.
 * ``deepauc train`` checks that every row of its table is cached (:func:`check_cached`)
   before any work, listing the first few missing names and the count.
 """
@@ -43,7 +46,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from deepauc.data.tables import check_unique_names, read_csv_table
+from deepauc.data.tables import check_unique_names, is_safe_name, read_csv_table
 from deepauc.io import atomic_path, write_csv
 
 JPEG_QUALITY = 95
@@ -60,8 +63,21 @@ class ImageError(ValueError):
 
 
 def cache_path(cache_dir: str | os.PathLike, size: int, image_name: str) -> Path:
-    """Where the S x S copy of ``image_name`` lives: ``cache_dir/<size>/<image_name>.jpg``."""
+    """Where the S x S copy of ``image_name`` lives: ``cache_dir/<size>/<image_name>.jpg``.
+
+    A name that would address a file outside that folder raises ValueError.
+    """
+    if not is_safe_name(str(image_name)):
+        raise ValueError(f"image_name {image_name!r} is a path, not a plain name")
     return Path(cache_dir) / str(int(size)) / f"{image_name}.jpg"
+
+
+def _check_inside(folder: Path, paths: list[str]) -> None:
+    """Raise ValueError unless every path resolves to a file directly inside ``folder``."""
+    root = folder.resolve()
+    outside = [p for p in paths if Path(p).parent.resolve() != root]
+    if outside:
+        raise ValueError(f"refusing to write outside {folder}: {', '.join(outside[:_SHOW])}")
 
 
 def load_cached(cache_dir: str | os.PathLike, size: int, image_name: str) -> np.ndarray:
@@ -257,18 +273,25 @@ def resize_table(
             f"{image_root}: {', '.join(missing[:_SHOW])}{more}"
         )
 
+    stamps = [source_stamp(p) for p in sources]
+    recorded = {s: read_source_stamps(cache_dir, s, csv) for s in sizes}
     jobs = []
     written = dict.fromkeys(sizes, 0)
-    for name, src in zip(names, sources):
+    for name, src, stamp in zip(names, sources, stamps):
         targets = [(s, str(cache_path(cache_dir, s, name))) for s in sizes]
-        if not overwrite:
-            targets = [(s, d) for s, d in targets if not os.path.isfile(d)]
+        if not overwrite:  # kept: cached and, where recorded, from this very source file
+            targets = [
+                (s, d)
+                for s, d in targets
+                if not os.path.isfile(d) or recorded[s].get(name, stamp) != stamp
+            ]
         if targets:
             jobs.append((str(src), targets))
             for s, _ in targets:
                 written[s] += 1
     for s in sizes:
         (Path(cache_dir) / str(s)).mkdir(parents=True, exist_ok=True)
+        _check_inside(Path(cache_dir) / str(s), [d for _, ts in jobs for z, d in ts if z == s])
 
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
@@ -287,9 +310,46 @@ def resize_table(
         )
 
     for s in sizes:
+        write_source_stamps(cache_dir, s, csv, names, sources, stamps)
         index = pd.DataFrame({"image_name": names, "path": [f"{s}/{n}.jpg" for n in names]})
         write_csv(index, index_path(cache_dir, s, csv))
     return written
+
+
+def source_stamp(path: str | os.PathLike) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a source image: changes when it is replaced."""
+    st = os.stat(path)
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+def sources_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike) -> Path:
+    """The record of the sources behind ``index_<stem>.csv``: ``cache_dir/<size>/sources_<stem>.csv``."""
+    return Path(cache_dir) / str(int(size)) / f"sources_{Path(csv).stem}.csv"
+
+
+def read_source_stamps(cache_dir, size: int, csv) -> dict[str, tuple[int, int]]:
+    """image_name -> source stamp recorded by the last complete run (empty if none or unreadable)."""
+    path = sources_path(cache_dir, size, csv)
+    try:
+        df = pd.read_csv(path, dtype={"image_name": str})
+        return {
+            n: (int(b), int(t))
+            for n, b, t in zip(df["image_name"], df["source_bytes"], df["source_mtime_ns"])
+        }
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return {}  # no usable record: cached files count as current, as before records existed
+
+
+def write_source_stamps(cache_dir, size: int, csv, names, sources, stamps) -> None:
+    frame = pd.DataFrame(
+        {
+            "image_name": names,
+            "source": [str(p) for p in sources],
+            "source_bytes": [b for b, _ in stamps],
+            "source_mtime_ns": [t for _, t in stamps],
+        }
+    )
+    write_csv(frame, sources_path(cache_dir, size, csv))
 
 
 def index_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike) -> Path:

@@ -66,12 +66,34 @@ _NA_VALUES = ["", "nan", "NaN"]
 # Columns that name an image, in the competition and in the ISIC tables.
 ID_COLUMNS = ("image_name", "image", "image_id")
 _SHOW = 5
+# DataFrame.attrs key: the file line of each row (int64 bytes) of a table read by read_csv_table
+CSV_LINES = "csv_lines"
+
+
+def _file_lines(df: pd.DataFrame, positions) -> list[int]:
+    """1-based file line numbers of the rows at ``positions``.
+
+    :func:`read_csv_table` records each row's line (blank lines, which pandas skips,
+    would otherwise shift every later number); a frame without that record, or whose
+    index no longer points into it, counts the header as line 1 and one line per row.
+    """
+    record = df.attrs.get(CSV_LINES)
+    lines = np.frombuffer(record, dtype=np.int64) if isinstance(record, bytes) else None
+    labels = df.index
+    if (
+        lines is not None
+        and pd.api.types.is_integer_dtype(labels)
+        and len(labels)
+        and labels.min() >= 0
+        and labels.max() < len(lines)
+    ):
+        return [int(lines[labels[p]]) for p in positions]
+    return [int(p) + 2 for p in positions]
 
 
 def line_numbers(df: pd.DataFrame, mask) -> list[int]:
     """1-based CSV line numbers of the rows selected by ``mask`` (header = line 1)."""
-    positions = np.flatnonzero(np.asarray(mask, dtype=bool))
-    return [int(p) + 2 for p in positions]
+    return _file_lines(df, np.flatnonzero(np.asarray(mask, dtype=bool)))
 
 
 def describe_rows(
@@ -86,8 +108,8 @@ def describe_rows(
     id_column = next((c for c in ID_COLUMNS if c in df.columns), None)
     names = df[id_column].to_numpy() if id_column is not None else None
     parts = []
-    for p in positions[:limit]:
-        label = f"line {p + 2}"
+    for p, line in zip(positions[:limit], _file_lines(df, positions[:limit])):
+        label = f"line {line}"
         if names is not None:
             label += f" ({names[p]})"
         if value_column is not None:
@@ -126,7 +148,7 @@ def read_csv_table(
     as strings.
 
     Raises FileNotFoundError if ``path`` does not exist and ValueError if it has no
-    data rows or lacks a required column.
+    data rows, lacks a required column or names an image by a path (:func:`is_safe_name`).
     """
     path = Path(path)
     if not path.is_file():
@@ -140,11 +162,56 @@ def read_csv_table(
         )
     except pd.errors.EmptyDataError as err:
         raise ValueError(f"{path}: empty file (no header)") from err
+    except pd.errors.ParserError as err:
+        reason = " ".join(str(err).split())
+        raise ValueError(f"{path}: not a well-formed CSV ({reason})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     check_columns(df, required, str(path))
     if len(df) == 0:
         raise ValueError(f"{path}: no data rows")
+    lines = _data_lines(path)
+    if len(lines) == len(df):  # else quoted line breaks: keep counting one line per row
+        df.attrs[CSV_LINES] = lines.tobytes()  # bytes: cheap to copy, compares as a whole
+    for column in ID_COLUMNS:
+        if column in df.columns:
+            check_safe_names(df, str(path), column)
     return df
+
+
+def _data_lines(path: Path) -> np.ndarray:
+    """1-based line numbers of a CSV's non-blank lines after the header."""
+    with open(path, "rb") as fh:
+        filled = [i for i, line in enumerate(fh, 1) if line.strip()]
+    return np.asarray(filled[1:], dtype=np.int64)
+
+
+def is_safe_name(value: str) -> bool:
+    """True for a name usable as one file name inside a folder.
+
+    No path separator, not ``.`` or ``..``, no drive colon, no control character: an
+    image or run name can then never address a file outside its output folder.
+    """
+    return (
+        value not in ("", ".", "..")
+        and not any(c in value for c in "/\\:")
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    )
+
+
+def check_safe_names(df: pd.DataFrame, name: str, column: str) -> None:
+    """Raise ValueError naming the lines whose ``column`` could address a path elsewhere."""
+    values = df[column]
+    bad = np.array([isinstance(v, str) and not is_safe_name(v) for v in values], dtype=bool)
+    if bad.any():
+        raise ValueError(
+            f"{name}: column {column!r} holds a path, not a plain name (no '/', '\\', ':', "
+            f"'..' or control characters allowed) at {describe_rows(df, bad, column)}"
+        )
 
 
 def check_unique_names(df: pd.DataFrame, name: str, column: str = "image_name") -> None:

@@ -37,7 +37,7 @@ from deepauc.metrics import average_ranks, roc_auc
 from deepauc.pipeline.pred_files import (
     COMPETITION,
     fold_columns,
-    read_oof,
+    read_oofs_same_folds,
     read_test,
     read_test_folds,
     write_pred_dir,
@@ -127,14 +127,15 @@ def nested_weights(y, folds, cnn, meta, grid) -> dict:
 # --------------------------------------------------------------------------- alignment
 
 
-def _name_diff(a: pd.Series, b: pd.Series, limit: int = 5) -> str:
+def _name_diff(a: pd.Series, b: pd.Series, a_name: str, b_name: str, limit: int = 5) -> str:
+    """The image names only in ``a`` and only in ``b``, each side named by its file."""
     only_a = sorted(set(a) - set(b))
     only_b = sorted(set(b) - set(a))
     parts = []
     if only_a:
-        parts.append(f"{len(only_a)} only in the first (e.g. {only_a[:limit]})")
+        parts.append(f"{len(only_a)} only in {a_name} (e.g. {only_a[:limit]})")
     if only_b:
-        parts.append(f"{len(only_b)} only in the second (e.g. {only_b[:limit]})")
+        parts.append(f"{len(only_b)} only in {b_name} (e.g. {only_b[:limit]})")
     return "; ".join(parts)
 
 
@@ -143,9 +144,10 @@ def align_to(
 ) -> pd.DataFrame:
     """``other`` reordered to ``ref``'s image_name order; error unless the name sets agree."""
     if len(ref) != len(other) or set(ref["image_name"]) != set(other["image_name"]):
+        diff = _name_diff(ref["image_name"], other["image_name"], ref_name, other_name)
         raise ValueError(
             f"{other_name} and {ref_name} hold different image_name sets "
-            f"({len(other)} vs {len(ref)} rows): {_name_diff(ref['image_name'], other['image_name'])}"
+            f"({len(other)} vs {len(ref)} rows): {diff}"
         )
     return other.set_index("image_name").loc[ref["image_name"]].reset_index()
 
@@ -187,8 +189,8 @@ def blend_dirs(
         raise ValueError(f"blend: --weight must be in [0, 1] (got {weight})")
     grid = weight_grid(steps)
     cnn_oof_path, meta_oof_path = f"{Path(cnn_dir) / 'oof.csv'}", f"{Path(meta_dir) / 'oof.csv'}"
-    cnn_oof = read_oof(cnn_dir)
-    meta_oof = align_oof(cnn_oof, read_oof(meta_dir), cnn_oof_path, meta_oof_path)
+    (cnn_oof, meta_raw), provenance = read_oofs_same_folds([cnn_dir, meta_dir])
+    meta_oof = align_oof(cnn_oof, meta_raw, cnn_oof_path, meta_oof_path)
     cnn_s = to_scale(cnn_oof["pred"], method)
     meta_s = to_scale(meta_oof["pred"], method)
 
@@ -236,7 +238,7 @@ def blend_dirs(
     }
     # blend.md first: oof.csv, written last by write_pred_dir, marks the directory complete
     write_text(render_blend(result, cnn_dir, meta_dir), Path(out_dir) / "blend.md")
-    write_pred_dir(out_dir, oof, test, test_folds)
+    write_pred_dir(out_dir, oof, test, test_folds, provenance)
     return result
 
 

@@ -32,11 +32,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from deepauc.config import add_config_arguments, load_config
+from deepauc.config import add_config_arguments, check_dir_name, load_config
 from deepauc.data.tables import read_sample_submission
 from deepauc.markdown import markdown_table
 from deepauc.pipeline.blend import align_oof, align_to, to_scale
-from deepauc.pipeline.pred_files import model_names, read_oof, read_test, write_pred_dir
+from deepauc.pipeline.pred_files import (
+    model_names,
+    read_oof,
+    read_oofs_same_folds,
+    read_test,
+    write_pred_dir,
+)
 from deepauc.pipeline.report import score_oof
 
 
@@ -53,8 +59,7 @@ class EnsembleConfig:
     oof_out: str | None = None
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name must be a non-empty directory name (got {self.name!r})")
+        check_dir_name(self.name)
         dup = sorted({m for m in self.members if self.members.count(m) > 1})
         if dup:
             raise ValueError(f"members: listed more than once: {dup}")
@@ -128,11 +133,12 @@ def run_ensemble(cfg: EnsembleConfig) -> pd.DataFrame:
         raise ValueError(f"weights: {len(cfg.weights)} weight(s) for {len(cfg.members)} member(s)")
     weights = normalised_weights(cfg.weights, len(cfg.members))
     sample = read_sample_submission(cfg.sample_submission)
+    _, provenance = read_oofs_same_folds(cfg.members)
     oof = ensemble_oof(cfg.members, weights, cfg.method)
     sub = ensemble_test(cfg.members, sample, weights, cfg.method, cfg.sample_submission)
     sub = validate_submission(sub, sample, cfg.out)
     test = sub.rename(columns={"target": "pred"})
-    write_pred_dir(cfg.oof_dir, oof, test)
+    write_pred_dir(cfg.oof_dir, oof, test, provenance=provenance)
     write_submission(sub, sample, cfg.out)
 
     rows = []

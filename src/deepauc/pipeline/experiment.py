@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from deepauc.config import load_config, to_dict
+from deepauc.config import check_dir_name, load_config, to_dict
 from deepauc.data.augment import AugmentConfig
 
 
@@ -169,8 +169,7 @@ class ExperimentConfig:
     def validate(self) -> None:
         if self.data is None:
             raise ValueError("missing required key data (with data.train_csv)")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name must be a non-empty directory name, got {self.name!r}")
+        check_dir_name(self.name)
         if self.n_folds < 2:
             raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
         bad = [f for f in self.fold_ids() if not 0 <= f < self.n_folds]

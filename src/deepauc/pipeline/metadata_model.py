@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from deepauc.config import add_config_arguments, load_config
+from deepauc.config import add_config_arguments, check_dir_name, load_config
 from deepauc.data.tables import (
     SEXES,
     SITE_COLUMN,
@@ -26,9 +26,11 @@ from deepauc.data.tables import (
     one_hot,
     read_csv_table,
 )
+from deepauc.io import ensure_writable
 from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
 from deepauc.pipeline.report import score_oof
+from deepauc.provenance import folds_of_table
 
 # --------------------------------------------------------------------------- config
 
@@ -81,8 +83,7 @@ class MetaConfig:
     threads: int = 1
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name must be a non-empty directory name (got {self.name!r})")
+        check_dir_name(self.name)
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1 (got {self.hidden})")
         if not 0 <= self.dropout < 1:
@@ -373,7 +374,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"meta {cfg.name}: {cfg.model}, {len(train_df)} training-table rows, {len(test_df)} test rows"
     )
+    ensure_writable(cfg.output_dir)  # fail before training, not after it
     result = run_meta(cfg, train_df, test_df)
-    out = write_pred_dir(cfg.output_dir, result["oof"], result["test"], result["test_folds"])
+    record = {"folds": folds_of_table(cfg.train_csv)}
+    out = write_pred_dir(
+        cfg.output_dir, result["oof"], result["test"], result["test_folds"], record
+    )
     print(f"wrote {out}/oof.csv, test.csv, test_folds.csv")
     return 0

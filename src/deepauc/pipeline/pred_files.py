@@ -6,6 +6,8 @@ A prediction directory ``preds/<name>/`` holds
                     training row, ``pred`` from the model of that row's fold
     test.csv        image_name, pred                         mean over the fold models
     test_folds.csv  image_name, fold0, fold1, ...            optional, one column per fold
+    provenance.json what made it: the fold assignment (every OOF row of fold k was
+                    scored by the fold-k model trained under it), the inputs
 
 ``predict``, ``meta``, ``blend`` and ``ensemble`` write it through :func:`write_pred_dir`
 (``oof.csv`` last: it is the Makefile target), and ``blend``, ``ensemble`` and ``report``
@@ -24,6 +26,12 @@ import pandas as pd
 
 from deepauc.data.tables import check_targets, check_unique_names, describe_rows, read_csv_table
 from deepauc.io import write_csv
+from deepauc.provenance import (
+    PROVENANCE_FILE,
+    common_folds,
+    read_pred_provenance,
+    write_pred_provenance,
+)
 
 OOF_COLUMNS = ["image_name", "fold", "source", "target", "pred"]
 TEST_PRED_COLUMNS = ["image_name", "pred"]
@@ -114,13 +122,16 @@ def write_pred_dir(
     oof: pd.DataFrame,
     test: pd.DataFrame | None,
     test_folds: pd.DataFrame | None = None,
+    provenance: dict | None = None,
 ) -> Path:
-    """Write ``test_folds.csv``, ``test.csv`` (when given) and ``oof.csv``, each atomically.
+    """Write ``test_folds.csv``, ``test.csv`` (when given), ``provenance.json`` and ``oof.csv``.
 
-    Only the format's columns are written, in the format's order. ``oof.csv`` is
-    written last because it is the Makefile's target for a prediction directory: its
-    presence means the directory is complete. A stale ``test_folds.csv`` from an
-    earlier run is removed when none is given, so the directory never mixes two runs.
+    Each file is written atomically, only the format's columns, in the format's order.
+    ``oof.csv`` is written last because it is the Makefile's target for a prediction
+    directory: its presence means the directory is complete. ``provenance`` (see
+    :mod:`deepauc.provenance`; it must hold ``folds``) is written beside it. A stale
+    ``test_folds.csv`` or ``provenance.json`` from an earlier run is removed when none is
+    given, so the directory never mixes two runs.
     """
     out = Path(out_dir)
     missing = [c for c in OOF_COLUMNS if c not in oof.columns]
@@ -133,8 +144,31 @@ def write_pred_dir(
         stale.unlink()
     if test is not None:
         write_csv(test[TEST_PRED_COLUMNS], out / "test.csv")
+    if provenance is not None:
+        write_pred_provenance(out, provenance, oof)
+    else:
+        (out / PROVENANCE_FILE).unlink(missing_ok=True)
     write_csv(oof[OOF_COLUMNS], out / "oof.csv")
     return out
+
+
+def read_oofs_same_folds(
+    pred_dirs: Sequence[str | os.PathLike],
+) -> tuple[list[pd.DataFrame], dict | None]:
+    """Read the ``oof.csv`` of every directory; refuse a mix of fold assignments.
+
+    Returns the frames and the provenance to record for an output made from them
+    (``folds`` and the inputs; None when no input has a record).
+    """
+    oofs, records = [], {}
+    for d in pred_dirs:
+        oof = read_oof(d)
+        oofs.append(oof)
+        records[str(d)] = read_pred_provenance(d, oof)
+    folds = common_folds(records)
+    if folds is None:
+        return oofs, None
+    return oofs, {"folds": folds, "inputs": [str(d) for d in pred_dirs]}
 
 
 def model_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:

@@ -23,26 +23,34 @@ from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import ImageAndCopies, to_device_batch
 from deepauc.data.resize import check_cached
 from deepauc.data.tables import read_test_csv
+from deepauc.io import ensure_writable, load_torch
 from deepauc.models import create_model
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
 from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device, safe_auc
+from deepauc.provenance import check_model_record, file_fingerprint, folds_of_table
 
 log = logging.getLogger("deepauc.pipeline.predict")
 
 
-def load_fold_model(cfg: ExperimentConfig, fold: int, device: torch.device) -> torch.nn.Module:
-    """The trained network of ``fold``, in eval mode on ``device``."""
+def load_fold_model(
+    cfg: ExperimentConfig, fold: int, device: torch.device, folds: str | None = None
+) -> torch.nn.Module:
+    """The trained network of ``fold``, in eval mode on ``device``.
+
+    Refused unless it was trained with the current config and, when ``folds`` (the
+    training table's fold fingerprint) is given, under the current fold assignment.
+    """
     path = cfg.run_dir(fold) / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(
             f"no trained model for fold {fold}: {path} (run `deepauc train` first)"
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("fingerprint") != cfg.fingerprint():
-        raise ValueError(
-            f"{path} was trained with a different config than {cfg.name}'s current one"
-        )
+    saved = load_torch(path)
+    expected = {"fingerprint": cfg.fingerprint(), "folds": folds}
+    if folds is None:
+        expected["folds"] = (saved.get("provenance") or {}).get("folds")
+    check_model_record(saved, path, expected, cfg.data.train_csv, str(path.parent.parent))
     model = create_model(cfg.model.backbone, pretrained=False)
     model.load_state_dict(saved["model"])
     model.to(device).eval()
@@ -93,14 +101,18 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
     """Score every fold's OOF rows and the test set; write the prediction directories."""
     device = device or pick_device()
     table = pd.read_csv(cfg.data.train_csv)
+    folds = folds_of_table(cfg.data.train_csv)
     test = read_test_csv(cfg.data.test_csv) if cfg.data.test_csv else None
     if test is not None:  # fail before the first fold, not after it
         check_cached(
             list(test["image_name"]), cfg.data.cache_dir, cfg.data.image_size, cfg.data.test_csv
         )
+    out = Path(cfg.preds_dir) / cfg.name
+    for directory in (out, Path(f"{out}-notta")):  # fail before the computing, not after it
+        ensure_writable(directory)
     oof_parts, plain_parts, test_cols, test_plain = [], [], {}, {}
     for fold in cfg.fold_ids():
-        model = load_fold_model(cfg, fold, device)
+        model = load_fold_model(cfg, fold, device, folds)
         valid = table[table["fold"] == fold]
         cols = ["image_name", "fold", "target"] + (["source"] if "source" in valid else [])
         tta, plain = tta_predict(model, valid, cfg, device)
@@ -117,17 +129,30 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
             test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(
                 model, test, cfg, device
             )
-    out = Path(cfg.preds_dir) / cfg.name
+    record = prediction_record(cfg, folds)
     for directory, parts, tests in [
         (out, oof_parts, test_cols),
         (Path(f"{out}-notta"), plain_parts, test_plain),
     ]:
-        write_predictions(directory, pd.concat(parts, ignore_index=True), test, tests)
+        write_predictions(directory, pd.concat(parts, ignore_index=True), test, tests, record)
     return out
 
 
+def prediction_record(cfg: ExperimentConfig, folds: str) -> dict:
+    """The provenance of a prediction directory: OOF rows of fold k were scored by ``models[k]``."""
+    models = {}
+    for fold in cfg.fold_ids():
+        path = cfg.run_dir(fold) / "model.pt"
+        models[str(fold)] = {"path": str(path), "sha256": file_fingerprint(path)}
+    return {"folds": folds, "config": cfg.fingerprint(), "models": models}
+
+
 def write_predictions(
-    directory: Path, oof: pd.DataFrame, test: pd.DataFrame | None, fold_preds: dict
+    directory: Path,
+    oof: pd.DataFrame,
+    test: pd.DataFrame | None,
+    fold_preds: dict,
+    provenance: dict | None = None,
 ) -> None:
     """Write one prediction directory (see :mod:`deepauc.pipeline.pred_files`); test = mean over folds."""
     if "source" not in oof:
@@ -141,7 +166,7 @@ def write_predictions(
                 "pred": folds.drop(columns="image_name").mean(axis=1),
             }
         )
-    write_pred_dir(directory, oof, mean, folds)
+    write_pred_dir(directory, oof, mean, folds, provenance)
 
 
 def add_arguments(parser) -> None:

@@ -36,7 +36,12 @@ import pandas as pd
 from deepauc.io import atomic_path, write_text
 from deepauc.markdown import markdown_table
 from deepauc.metrics import roc_auc
-from deepauc.pipeline.pred_files import COMPETITION, model_names, read_oof
+from deepauc.pipeline.pred_files import (
+    COMPETITION,
+    model_names,
+    read_oof,
+    read_oofs_same_folds,
+)
 
 # --------------------------------------------------------------------------- scores
 
@@ -193,6 +198,7 @@ def write_report(
 ) -> pd.DataFrame:
     """Write the markdown report and its two PNGs; return the CV table."""
     out = Path(out)
+    read_oofs_same_folds(pred_dirs)  # refuse models scored under different fold assignments
     table = cv_table(pred_dirs)
     oofs = {name: read_oof(d) for name, d in zip(table["model"], pred_dirs)}
     roc, hist = figure_paths(out)

@@ -4,7 +4,9 @@ The same command runs both stages of two-stage DAM: stage 1 (CE or focal, Adam, 
 lr) and stage 2 (``model.init_from`` = the stage-1 run; the classifier is replaced by a
 fresh one and all layers train with AUC-M + PESG). Outputs per fold, under
 ``models/<name>/fold<k>/``: ``model.pt`` (weights predict uses; written last, so its
-presence means the fold is finished), ``log.csv`` (one row per epoch) and ``train.log``.
+presence means the fold is finished; a rerun keeps it only while its record, see
+:mod:`deepauc.provenance`, matches the current config, folds and stage-1 weights),
+``log.csv`` (one row per epoch) and ``train.log``.
 While training, ``checkpoint.pt`` holds everything needed to resume after a kill (model,
 optimizer including PESG's v_ref/α, epoch); a rerun picks it up, refuses it if it came
 from another config, and continues from the last finished epoch. Augmentation, shuffling
@@ -38,7 +40,7 @@ from deepauc.data.augment import build_train_transform
 from deepauc.data.dataset import CachedImages, to_device_batch
 from deepauc.data.resize import check_cached
 from deepauc.data.tables import check_columns, check_targets
-from deepauc.io import save_torch, write_csv
+from deepauc.io import load_torch, save_torch, write_csv
 from deepauc.losses import AUCMLoss, AUCSLoss, create_loss, loss_input
 from deepauc.models import create_model, reset_head
 from deepauc.optim import PESG, create_optimizer
@@ -56,6 +58,7 @@ from deepauc.pipeline.runtime import (
     safe_auc,
     sync_batchnorm_for_ranks,
 )
+from deepauc.provenance import check_model_record, training_record
 
 log = logging.getLogger("deepauc.pipeline.train")
 
@@ -186,7 +189,7 @@ def load_stage1(model: torch.nn.Module, cfg: ExperimentConfig, fold: int) -> Non
         raise FileNotFoundError(
             f"stage-1 weights not found: {path} (train {cfg.model.init_from} first)"
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_torch(path)
     if saved.get("backbone") != cfg.model.backbone:
         raise ValueError(
             f"{path} holds a {saved.get('backbone')} but this config trains a {cfg.model.backbone}"
@@ -196,21 +199,28 @@ def load_stage1(model: torch.nn.Module, cfg: ExperimentConfig, fold: int) -> Non
 
 
 def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = None) -> Path:
-    """Train fold ``fold`` of experiment ``cfg``; returns the path of its ``model.pt``."""
+    """Train fold ``fold`` of experiment ``cfg``; returns the path of its ``model.pt``.
+
+    An existing ``model.pt`` is kept only if it was made from the current config, fold
+    assignment and stage-1 weights; otherwise the run stops and names the difference.
+    """
     device = device or pick_device()
     run_dir = cfg.run_dir(fold)
     final = run_dir / "model.pt"
+    record = training_record(cfg, fold)
     if final.exists():
+        redo = str(run_dir.parent)
+        check_model_record(load_torch(final), final, record, cfg.data.train_csv, redo)
         log.info("%s exists: fold %d already trained", final, fold)
         return final
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist_info()[0] != 0:  # only rank 0 writes files
-        return _train(cfg, fold, device, run_dir)
+        return _train(cfg, fold, device, run_dir, record)
     for stale in run_dir.glob(".*.tmp"):  # left by a run killed while writing (io.atomic_path)
         stale.unlink()
     handler = _file_logger(run_dir)
     try:
-        return _train(cfg, fold, device, run_dir)
+        return _train(cfg, fold, device, run_dir, record)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -279,7 +289,9 @@ def _steps_per_epoch(cfg: ExperimentConfig, n_rows: int, fold: int) -> int:
     return steps
 
 
-def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path) -> Path:
+def _train(
+    cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path, record: dict
+) -> Path:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed = cfg.train.seed * 1000 + fold
@@ -297,7 +309,7 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
         start_epoch, best_auc, best_state = resume(
-            ckpt_path, cfg, state.model, state.loss_fn, state.optimizer, state.scaler
+            ckpt_path, cfg, state.model, state.loss_fn, state.optimizer, state.scaler, record
         )
         log.info("resumed %s at epoch %d", ckpt_path, start_epoch)
     _wrap_for_steps(state)
@@ -353,10 +365,10 @@ def _train(cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path
         if rank == 0:
             write_csv(pd.DataFrame(history), run_dir / "log.csv")
         if not last and rank == 0:
-            _save_checkpoint(state, ckpt_path, epoch, best_auc, best_state)
+            _save_checkpoint(state, ckpt_path, epoch, best_auc, best_state, record)
         if world > 1:
             dist.barrier()  # no rank runs ahead of the checkpoint rank 0 just wrote
-    return _save_final(state, run_dir, best_state)
+    return _save_final(state, run_dir, best_state, record)
 
 
 def _load_history(run_dir: Path, epochs_done: int) -> list[dict]:
@@ -394,11 +406,17 @@ def _epoch_row(
 
 
 def _save_checkpoint(
-    state: TrainState, path: Path, epoch: int, best_auc: float, best_state: dict | None
+    state: TrainState,
+    path: Path,
+    epoch: int,
+    best_auc: float,
+    best_state: dict | None,
+    record: dict,
 ) -> None:
     save_torch(
         {
             "fingerprint": state.cfg.fingerprint(),
+            "provenance": record,
             "epoch": epoch + 1,
             "model": state.model.state_dict(),
             "loss": state.loss_fn.state_dict(),
@@ -411,7 +429,7 @@ def _save_checkpoint(
     )
 
 
-def _save_final(state: TrainState, run_dir: Path, best_state: dict | None) -> Path:
+def _save_final(state: TrainState, run_dir: Path, best_state: dict | None, record: dict) -> Path:
     """Write ``model.pt`` (rank 0) and drop the mid-run checkpoint; returns its path."""
     cfg = state.cfg
     rank, world = dist_info()
@@ -424,6 +442,7 @@ def _save_final(state: TrainState, run_dir: Path, best_state: dict | None) -> Pa
                 "image_size": cfg.data.image_size,
                 "fingerprint": cfg.fingerprint(),
                 "config": to_dict(cfg),
+                "provenance": record,
             },
             final,
         )
@@ -433,18 +452,22 @@ def _save_final(state: TrainState, run_dir: Path, best_state: dict | None) -> Pa
     return final
 
 
-def resume(path: Path, cfg: ExperimentConfig, model, loss_fn, optimizer, scaler=None):
+def resume(path: Path, cfg: ExperimentConfig, model, loss_fn, optimizer, scaler=None, record=None):
     """Restore a mid-run checkpoint; refuse one written by a different config.
 
+    With ``record`` (see :func:`training_record`) a checkpoint made under another fold
+    assignment or from other stage-1 weights is refused too.
     RNG states need no saving: augmentation, shuffling and dropout are reseeded at the
     start of every epoch, and checkpoints are written only at epoch ends.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path)
     if state.get("fingerprint") != cfg.fingerprint():
         raise ValueError(
             f"{path} was written by a different config (fingerprint {state.get('fingerprint')} != "
             f"{cfg.fingerprint()}); delete it or restore the config it came from"
         )
+    if record is not None:
+        check_model_record(state, path, record, cfg.data.train_csv, str(path))
     model.load_state_dict(state["model"])
     loss_fn.load_state_dict(state["loss"])
     optimizer.load_state_dict(state["optimizer"])
@@ -515,7 +538,10 @@ def _train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Te
 
 
 def _raise_if_non_finite(cfg: ExperimentConfig, first_bad: torch.Tensor, epoch: int, steps: int):
-    """Stop all ranks together at the first non-finite step of any rank (-1: none yet)."""
+    """Stop all ranks together at the first non-finite step of any rank (-1: none yet).
+
+    ``first_bad`` is 0-based; the message counts steps from 1, over the run and in the epoch.
+    """
     bad = first_bad
     if dist_info()[1] > 1:
         none = torch.iinfo(torch.long).max
@@ -525,7 +551,7 @@ def _raise_if_non_finite(cfg: ExperimentConfig, first_bad: torch.Tensor, epoch: 
     first = int(bad)
     if first >= 0:
         raise NonFiniteLoss(
-            f"{cfg.name}: training loss became non-finite at step {first} "
+            f"{cfg.name}: training loss became non-finite at step {first + 1} "
             f"(epoch {epoch + 1}, step {first - epoch * steps + 1} of {steps})"
         )
 

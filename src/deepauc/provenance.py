@@ -1,0 +1,176 @@
+"""Records of what made each output: config, package version, fold assignment, input weights.
+
+``model.pt`` and every prediction directory (``provenance.json`` beside ``oof.csv``) carry
+one; a stage compares it with its current inputs and refuses outputs made from other ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from deepauc.data.tables import describe_rows, read_csv_table
+from deepauc.io import load_torch, write_text
+
+PROVENANCE_FILE = "provenance.json"
+
+
+class ProvenanceMismatch(ValueError):
+    """An output was made from other inputs than the current ones."""
+
+
+def package_version() -> str:
+    from deepauc import __version__
+
+    return __version__
+
+
+def fold_fingerprint(table: pd.DataFrame) -> str:
+    """Hash of the sorted (image_name, fold) pairs of a training table.
+
+    Two tables share it exactly when every image sits in the same fold, whatever the
+    row order or the other columns.
+    """
+    pairs = sorted(zip(table["image_name"].astype(str), table["fold"].astype(int)))
+    text = "".join(f"{name}\t{fold}\n" for name, fold in pairs)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folds_of_table(path: str | os.PathLike) -> str:
+    """:func:`fold_fingerprint` of the training table at ``path`` (image names read as text)."""
+    table = read_csv_table(path, ["image_name", "fold"])
+    folds = pd.to_numeric(table["fold"], errors="coerce")
+    bad = (folds.isna() | (folds != folds.round())).to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"{path}: column 'fold' must be an integer at {describe_rows(table, bad, 'fold')}"
+        )
+    return fold_fingerprint(table.assign(fold=folds.astype(int)))
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Hash of a file's bytes (e.g. the stage-1 ``model.pt`` a stage-2 run starts from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def oof_rows_fingerprint(oof: pd.DataFrame) -> str:
+    """Hash of an OOF file's own (image_name, fold) pairs: ties the record to the file."""
+    return fold_fingerprint(oof)
+
+
+def write_pred_provenance(out_dir: str | os.PathLike, record: dict, oof: pd.DataFrame) -> Path:
+    """Write ``<out_dir>/provenance.json``: ``record`` plus the fingerprint of ``oof``'s rows."""
+    full = {**record, "oof_rows": oof_rows_fingerprint(oof), "version": package_version()}
+    return write_text(
+        json.dumps(full, indent=1, sort_keys=True) + "\n", Path(out_dir) / PROVENANCE_FILE
+    )
+
+
+def read_pred_provenance(pred_dir: str | os.PathLike, oof: pd.DataFrame) -> dict | None:
+    """The record of a prediction directory, checked against its ``oof.csv`` rows.
+
+    None when the directory has no record (written by hand or by an older version).
+    """
+    path = Path(pred_dir) / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path}: not a valid provenance record ({err}); rerun the stage that wrote {pred_dir}"
+        ) from None
+    if not isinstance(record, dict) or "folds" not in record:
+        raise ValueError(
+            f"{path}: not a valid provenance record (no 'folds'); rerun the stage that wrote {pred_dir}"
+        )
+    if record.get("oof_rows") != oof_rows_fingerprint(oof):
+        raise ProvenanceMismatch(
+            f"{Path(pred_dir) / 'oof.csv'} does not hold the rows its {PROVENANCE_FILE} "
+            f"records (edited or copied after it was written); delete {pred_dir} and rerun "
+            "the stage that writes it"
+        )
+    return record
+
+
+def common_folds(records: dict[str, dict | None]) -> str | None:
+    """The one fold fingerprint shared by the recorded prediction dirs (None if none recorded).
+
+    Raises ProvenanceMismatch naming two directories made under different fold assignments.
+    """
+    seen: dict[str, str] = {}
+    for name, record in records.items():
+        if record is not None:
+            seen.setdefault(record["folds"], name)
+    if len(seen) > 1:
+        (fp_a, a), (fp_b, b) = list(seen.items())[:2]
+        raise ProvenanceMismatch(
+            f"{a} and {b} were predicted under different fold assignments "
+            f"({fp_a} vs {fp_b}); rerun the stale one's predict or meta after the folds "
+            "table changed"
+        )
+    return next(iter(seen), None)
+
+
+def check_model_record(saved: dict, path: Path, expected: dict, train_csv: str, redo: str) -> None:
+    """Raise ProvenanceMismatch unless ``saved`` (a loaded ``model.pt``) matches ``expected``.
+
+    ``expected`` holds ``fingerprint`` (config), ``folds`` and ``init_from`` (stage-1
+    weights or None); ``redo`` says what to delete to retrain.
+    """
+    if saved.get("fingerprint") != expected["fingerprint"]:
+        raise ProvenanceMismatch(
+            f"{path} was trained with a different config than the current one; "
+            f"delete {redo} to retrain (or restore the config it came from)"
+        )
+    record = saved.get("provenance")
+    if not isinstance(record, dict):
+        raise ProvenanceMismatch(
+            f"{path} has no record of the fold assignment it trained under; delete {redo} to retrain"
+        )
+    if record.get("folds") != expected["folds"]:
+        raise ProvenanceMismatch(
+            f"{path} was trained under another fold assignment ({train_csv} changed); "
+            f"delete {redo} to retrain"
+        )
+    if "init_from" in expected and record.get("init_from") != expected["init_from"]:
+        raise ProvenanceMismatch(
+            f"{path} was trained from other stage-1 weights than the current ones; "
+            f"delete {redo} to retrain"
+        )
+
+
+def training_record(cfg, fold: int) -> dict:
+    """What fold ``fold`` of experiment ``cfg`` trains from: config, folds, stage-1 weights.
+
+    For stage 2 the stage-1 ``model.pt`` must itself have trained under the current fold
+    assignment, else its weights have seen this fold's validation rows.
+    """
+    folds = folds_of_table(cfg.data.train_csv)
+    init_from = None
+    if cfg.model.init_from:
+        stage1 = Path(str(cfg.model.init_from)) / f"fold{fold}" / "model.pt"
+        if stage1.is_file():
+            saved = load_torch(stage1)
+            check_model_record(
+                saved,
+                stage1,
+                {"fingerprint": saved.get("fingerprint"), "folds": folds},
+                cfg.data.train_csv,
+                str(cfg.model.init_from),
+            )
+            init_from = file_fingerprint(stage1)
+    return {
+        "fingerprint": cfg.fingerprint(),
+        "folds": folds,
+        "init_from": init_from,
+        "version": package_version(),
+    }

@@ -1,9 +1,6 @@
-"""Deep AUC Maximization for imbalanced medical image classification.
-
-The library: :mod:`deepauc.losses` (AUC-M, AUC-S, focal, BCE), :mod:`deepauc.optim` (PESG)
-and :mod:`deepauc.metrics` (ROC AUC). The melanoma pipeline lives in :mod:`deepauc.data`
-and :mod:`deepauc.pipeline`, the paper's studies in :mod:`deepauc.research`.
-"""
+"""Deep AUC Maximization for imbalanced image classification: the library (``losses``,
+``optim``, ``metrics``), the melanoma pipeline (``data``, ``pipeline``) and the paper's studies
+(``research``)."""
 
 from deepauc.losses import AUCMLoss, AUCSLoss, BCELoss, FocalLoss
 from deepauc.metrics import roc_auc

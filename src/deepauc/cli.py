@@ -1,9 +1,7 @@
 """The ``deepauc`` command: one subcommand per pipeline stage.
 
-Each stage module defines ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only when their subcommand runs, so that ``deepauc --help``
-and the light stages do not pay for importing torch.
-"""
+Each module is imported only when its subcommand runs; one handler turns every failure into
+a one-line message."""
 
 from __future__ import annotations
 

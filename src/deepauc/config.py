@@ -1,10 +1,5 @@
-"""Strict YAML experiment configs.
-
-A config is a YAML mapping checked against a (possibly nested) dataclass before any
-work starts: an unknown key, a wrong type or an impossible value raises a
-``ConfigError`` naming the file and the dotted key. Dataclasses declare their own
-value checks in a ``validate()`` method that raises ``ValueError``.
-"""
+"""Strict YAML configs: a mapping checked against a nested dataclass before any work, every
+unknown key, wrong type or impossible value reported with the file and the dotted key."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Atomic file output: every artefact is written beside its target and renamed into place.
-
-A run killed at any moment therefore never leaves a half-written file that a later
-``make`` would take as finished.
-"""
+"""Atomic file output: every artefact is written beside its target and renamed into place, so
+a killed run never leaves a half-written file that ``make`` would take as finished."""
 
 from __future__ import annotations
 

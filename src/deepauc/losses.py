@@ -1,28 +1,5 @@
-"""Losses of the paper's tables, one config switch apart.
-
-* :class:`AUCMLoss`: the AUC margin loss, paper eq. (8), min over (w, a, b), max over α ≥ 0.
-* :class:`AUCSLoss`: the AUC square loss, paper eq. (4), the same min-max form with
-  margin 1 and α unconstrained.
-* :class:`FocalLoss`: α-balanced focal loss on logits.
-* :class:`BCELoss`: binary cross-entropy on logits.
-
-With ``h`` the score (the sigmoid of the logit, or the logit normalised over the batch
-under Batch Score Normalization), ``y ∈ {0, 1}`` the label and ``p`` the positive ratio, the
-per-example objective of the AUC losses is::
-
-    F = (1-p)(h-a)^2 [y=1] + p(h-b)^2 [y=0] - p(1-p) α^2
-        + 2α( p(1-p) m + p h [y=0] - (1-p) h [y=1] )
-
-averaged over the rows of the mini-batch (and over labels for multi-label input, each
-label with its own a, b, α, p). Theorem 1 of the paper: for fixed scores,
-``min_{a,b} max_{α≥0} E[F] = p(1-p) · A_M`` with
-``A_M = Var(h|y=1) + Var(h|y=0) + max(0, m - E[h|y=1] + E[h|y=0])^2``.
-
-The AUC losses take sigmoid scores, or the logits under Batch Score Normalization
-(:func:`batch_score_norm`); focal and BCE take logits. Every loss carries
-``takes_logits`` so that :func:`loss_input` feeds each the right thing, and
-:func:`build_loss` creates any of them by name.
-"""
+"""The paper's losses, one config switch apart: AUC-M (eq. 8), AUC-S (eq. 4), focal and BCE;
+:func:`loss_input` feeds each the logits or the sigmoid scores it takes."""
 
 from __future__ import annotations
 
@@ -79,7 +56,19 @@ def _as_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 class _AUCMinMaxLoss(nn.Module):
-    """Shared min-max objective of AUC-M and AUC-S (see the module docstring).
+    """Shared min-max objective of AUC-M and AUC-S.
+
+    With ``h`` the score (the sigmoid of the logit, or the logit normalised over the batch
+    under Batch Score Normalization), ``y ∈ {0, 1}`` the label and ``p`` the positive ratio, the
+    per-example objective of the AUC losses is::
+
+        F = (1-p)(h-a)^2 [y=1] + p(h-b)^2 [y=0] - p(1-p) α^2
+            + 2α( p(1-p) m + p h [y=0] - (1-p) h [y=1] )
+
+    averaged over the rows of the mini-batch (and over labels for multi-label input, each
+    label with its own a, b, α, p). Theorem 1 of the paper: for fixed scores,
+    ``min_{a,b} max_{α≥0} E[F] = p(1-p) · A_M`` with
+    ``A_M = Var(h|y=1) + Var(h|y=0) + max(0, m - E[h|y=1] + E[h|y=0])^2``.
 
     ``p`` is the positive ratio per label. Given ``imratio`` it is fixed. When
     ``imratio`` is None it is the running ratio of positives over every training batch

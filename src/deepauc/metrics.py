@@ -1,10 +1,5 @@
-"""ROC AUC by the rank-sum (Mann-Whitney) formula, equal to scikit-learn's ``roc_auc_score``.
-
-    AUC = (Σ ranks of positives - n₊(n₊+1)/2) / (n₊ n₋)
-
-with tied scores given their average rank (a tie between a positive and a negative
-counts 1/2, as the trapezoidal ROC area does). One sort per label: O(n log n).
-"""
+"""ROC AUC by the rank-sum (Mann-Whitney) formula with tied scores at their average rank,
+equal to scikit-learn's ``roc_auc_score``; one sort per label."""
 
 from __future__ import annotations
 

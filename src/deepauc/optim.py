@@ -1,34 +1,5 @@
-"""PESG: the proximal epoch stochastic gradient method of the paper's Algorithm 1.
-
-With ``v = (w, a, b)`` the primal variables (network weights and the AUC loss's a, b)
-and α the dual variable, one step is::
-
-    v ← v - η ( ∇_v F + γ (v - v_ref) ) - η λ v
-    α ← max(0, α + η ∇_α F)                 # AUC-S: no max(0, ·)
-
-γ is ``epoch_decay``, λ ``weight_decay``. ``v_ref`` starts at the starting weights;
-:meth:`PESG.next_stage` divides η by a factor and sets ``v_ref`` to the average of the
-iterates of the stage just finished (the weights after each of its steps).
-
-The dual step. ∇_α F = 2 p(1-p)(m + E[h|y=0] - E[h|y=1] - α) in expectation, so with few
-positives Algorithm 1 moves α very slowly. ``dual="normalized"`` (the default) divides
-the dual step by p(1-p)::
-
-    α ← max(0, α + η ∇_α F / (p(1-p)))      # ≈ α + η·2(m + b̂ - â - α)
-
-which keeps the true gradient direction (unlike a closed form in a and b) but makes its
-size independent of the class ratio. It contracts α by (1 - 2η) per step, so it needs
-η < 1 (it oscillates at η = 1 and diverges beyond); the paper's form has no such bound
-for any realistic η because its step carries the factor p(1-p) ≤ 1/4.
-``dual="paper"`` is Algorithm 1 as written. Why the default: docs/method.md.
-
-Momentum (an extension, off by default) is heavy-ball on the primal direction
-``d = ∇_v F + γ (v - v_ref)``: ``buf ← μ buf + d``, ``v ← v - η buf - η λ v``.
-
-Under torch DDP, the gradients of the loss's a, b, α are averaged across ranks before
-the step (the model's own gradients are already averaged by DDP), so every rank keeps
-identical a, b, α.
-"""
+"""PESG, the paper's Algorithm 1 (proximal epoch stochastic gradient descent-ascent), and
+:func:`create_optimizer`, the one place optimizers are created by name."""
 
 from __future__ import annotations
 
@@ -93,6 +64,35 @@ def _check_libauc_keywords(
 class PESG(torch.optim.Optimizer):
     """Proximal epoch stochastic gradient descent-ascent (paper Algorithm 1).
 
+    With ``v = (w, a, b)`` the primal variables (network weights and the AUC loss's a, b)
+    and α the dual variable, one step is::
+
+        v ← v - η ( ∇_v F + γ (v - v_ref) ) - η λ v
+        α ← max(0, α + η ∇_α F)                 # AUC-S: no max(0, ·)
+
+    γ is ``epoch_decay``, λ ``weight_decay``. ``v_ref`` starts at the starting weights;
+    :meth:`PESG.next_stage` divides η by a factor and sets ``v_ref`` to the average of the
+    iterates of the stage just finished (the weights after each of its steps).
+
+    The dual step. ∇_α F = 2 p(1-p)(m + E[h|y=0] - E[h|y=1] - α) in expectation, so with few
+    positives Algorithm 1 moves α very slowly. ``dual="normalized"`` (the default) divides
+    the dual step by p(1-p)::
+
+        α ← max(0, α + η ∇_α F / (p(1-p)))      # ≈ α + η·2(m + b̂ - â - α)
+
+    which keeps the true gradient direction (unlike a closed form in a and b) but makes its
+    size independent of the class ratio. It contracts α by (1 - 2η) per step, so it needs
+    η < 1 (it oscillates at η = 1 and diverges beyond); the paper's form has no such bound
+    for any realistic η because its step carries the factor p(1-p) ≤ 1/4.
+    ``dual="paper"`` is Algorithm 1 as written. Why the default: docs/method.md.
+
+    Momentum (an extension, off by default) is heavy-ball on the primal direction
+    ``d = ∇_v F + γ (v - v_ref)``: ``buf ← μ buf + d``, ``v ← v - η buf - η λ v``.
+
+    Under torch DDP, the gradients of the loss's a, b, α are averaged across ranks before
+    the step (the model's own gradients are already averaged by DDP), so every rank keeps
+    identical a, b, α.
+
     Args:
         params: the network's parameters (iterable of tensors or param-group dicts, or
             the module itself).
@@ -104,7 +104,7 @@ class PESG(torch.optim.Optimizer):
         epoch_decay: γ, the pull toward ``v_ref`` (paper: 1/100 … 1/1000).
         weight_decay: λ.
         momentum: heavy-ball momentum on the primal direction (0 = Algorithm 1).
-        dual: ``"normalized"`` (default) or ``"paper"``; see the module docstring.
+        dual: ``"normalized"`` (default) or ``"paper"``; see above.
         mode, margin, verbose, device: LibAUC's keywords, see below.
 
     Batch Score Normalization lives in the loss: with ``batch_score_norm=True`` the loss

@@ -1,8 +1,5 @@
-"""Records of what made each output: config, package version, fold assignment, input weights.
-
-``model.pt`` and every prediction directory (``provenance.json`` beside ``oof.csv``) carry
-one; a stage compares it with its current inputs and refuses outputs made from other ones.
-"""
+"""Records of what made each output (config, package version, fold assignment, input weights),
+and the checks that refuse an output made from other inputs."""
 
 from __future__ import annotations
 

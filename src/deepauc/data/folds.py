@@ -45,7 +45,7 @@ def patient_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _assign_patients(pat: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.Series:
-    """Fold of each patient by the greedy stratified rule of the module docstring."""
+    """Fold of each patient by the greedy stratified rule of docs/pipeline.md."""
     order = rng.permutation(len(pat))
     pat = pat.iloc[order].copy()
     pat["_rank"] = np.arange(len(pat))
@@ -94,7 +94,7 @@ def assign_folds(
 ) -> pd.DataFrame:
     """Copy of ``df`` with an integer ``fold`` column (0..n_folds-1, or -1).
 
-    ``df`` needs ``patient_id`` and ``target``; see the module docstring for the
+    ``df`` needs ``patient_id`` and ``target``; see docs/pipeline.md for the
     method. ``groups`` (one label per row, e.g. :func:`deepauc.data.duplicates.group_labels`)
     replaces the patient id as the unit kept in one fold. Raises ValueError if a fold
     would get no malignant image.

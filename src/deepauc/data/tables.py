@@ -1,12 +1,5 @@
-"""Readers that validate the competition tables before any stage uses them.
-
-Every check raises ``ValueError`` whose message names the file, the 1-based line of
-the CSV (the header is line 1, so data row ``i`` is line ``i + 2``) and the image
-name, so that a bad row can be found with ``sed -n LINEp FILE``.
-
-Missing metadata is legal (the real data has empty sex/age/site cells) and is
-read as NaN. Extra columns (``source``, ``image_path``, ``fold``, ...) are kept.
-"""
+"""Readers that validate the competition tables before any stage uses them; each error names
+the file, the 1-based CSV line and the image (docs/pipeline.md)."""
 
 from __future__ import annotations
 

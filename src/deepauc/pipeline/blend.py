@@ -1,26 +1,5 @@
-"""``deepauc blend``: blend a CNN with a metadata model, ``p = (1 - w)·cnn + w·meta``.
-
-The paper blends its EfficientNet with a metadata MLP at a fixed 0.5 : 0.5. Here the
-weight ``w`` is chosen by a grid over [0, 1] maximising the out-of-fold AUC on the
-competition rows (``source == "competition"``), and the report shows that choice
-beside the paper's w = 0.5 and both ends (w = 0: CNN alone, w = 1: metadata alone).
-
-Two blending scales (``--method``):
-
-- ``prob``: blend the predictions as they are (probabilities, or whatever the two
-  models output).
-- ``rank``: replace each model's predictions by their average ranks scaled to [0, 1]
-  (``(rank - 1) / (n - 1)``) and blend those. Ranks are taken within each file: OOF
-  predictions among the OOF rows, test predictions among the test rows, so the
-  blended test predictions do not depend on the OOF file. Useful when one model's
-  scores are not calibrated probabilities (AUC-trained scores are not).
-
-Honesty: the OOF AUC at the chosen weight is optimistic by construction, because the
-weight was fit on the very predictions it is scored on. The nested estimate picks,
-for every fold k, the weight maximising the AUC of the *other* folds' competition
-rows and scores fold k's rows with it; pooling those rows gives an OOF AUC that no
-weight choice has seen. That is the number to quote.
-"""
+"""``deepauc blend``: ``p = (1 - w)·cnn + w·meta`` with ``w`` chosen on out-of-fold AUC, probabilities
+or ranks, and the nested (honest) estimate of the blend's AUC (docs/pipeline.md)."""
 
 from __future__ import annotations
 

@@ -1,26 +1,5 @@
-"""``deepauc ensemble``: average prediction directories into a submission CSV.
-
-The paper's final entry averages 10 models. Each member is a prediction directory
-(``oof.csv``, ``test.csv``); ``method`` says what is averaged:
-
-- ``mean``: the (weighted) mean of the members' predictions;
-- ``rank``: the (weighted) mean of the members' average ranks scaled to [0, 1],
-  taken within each file (test among the test rows, OOF among the OOF rows). AUC
-  only sees the order, and ranks stop a member with a wider score range (AUC-trained
-  scores are not probabilities) from dominating the mean.
-
-``weights`` (optional, one per member, >= 0) are normalised to sum 1. ``members`` may be
-left out of the YAML and given as ``--set members=[...]``: the Makefile passes the
-prediction directories of the models it built.
-
-Outputs: the submission ``out`` (the sample submission's ids in its order, checked by
-:func:`deepauc.pipeline.submission.validate_submission` before it is written) and, in the
-prediction directory ``oof_out`` (default ``preds/<name>``), the ensemble's
-``oof.csv`` and ``test.csv``, so that ``deepauc report`` can score the ensemble like
-any single model. The members' OOF files must hold the same rows (image names) with
-the same fold and target; otherwise the OOF mean would score a different row set
-per member and the stage stops with an error.
-"""
+"""``deepauc ensemble``: the (weighted) mean or rank mean of prediction directories into a
+validated submission CSV and the ensemble's own OOF and test predictions."""
 
 from __future__ import annotations
 
@@ -48,7 +27,7 @@ from deepauc.pipeline.report import score_oof
 
 @dataclasses.dataclass
 class EnsembleConfig:
-    """The ``deepauc ensemble`` config (YAML keys; see the module docstring)."""
+    """The ``deepauc ensemble`` config (YAML keys; docs/pipeline.md)."""
 
     name: str
     sample_submission: str

@@ -1,8 +1,4 @@
-"""The experiment YAML schema shared by ``deepauc train`` and ``deepauc predict``.
-
-One YAML per experiment (``configs/demo/*.yaml``, ``configs/siim/*.yaml``); experiments
-differ only in their YAML. Every key is checked before any work starts.
-"""
+"""The experiment YAML schema shared by ``deepauc train`` and ``deepauc predict``."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ class LightGBMParams:
 
 @dataclasses.dataclass
 class MetaConfig:
-    """The ``deepauc meta`` config (YAML keys; see the module docstring)."""
+    """The ``deepauc meta`` config (YAML keys; docs/pipeline.md)."""
 
     name: str
     train_csv: str
@@ -312,7 +312,7 @@ def fit_predict_lightgbm(
 
 
 def train_mask(df: pd.DataFrame, k: int, use_external: bool) -> np.ndarray:
-    """Rows that train fold ``k``'s model (see the module docstring)."""
+    """Rows that train fold ``k``'s model (docs/pipeline.md)."""
     fold = df["fold"].to_numpy()
     if use_external:
         return fold != k

@@ -1,19 +1,5 @@
-"""Prediction directories: the one file format every stage after training shares.
-
-A prediction directory ``preds/<name>/`` holds
-
-    oof.csv         image_name, fold, source, target, pred   one row per validated
-                    training row, ``pred`` from the model of that row's fold
-    test.csv        image_name, pred                         mean over the fold models
-    test_folds.csv  image_name, fold0, fold1, ...            optional, one column per fold
-    provenance.json what made it: the fold assignment (every OOF row of fold k was
-                    scored by the fold-k model trained under it), the inputs
-
-``predict``, ``meta``, ``blend`` and ``ensemble`` write it through :func:`write_pred_dir`
-(``oof.csv`` last: it is the Makefile target), and ``blend``, ``ensemble`` and ``report``
-read it through the checked readers here (errors name the file, the CSV line and the
-column).
-"""
+"""Prediction directories (``oof.csv``, ``test.csv``, ``test_folds.csv``, ``provenance.json``):
+the checked readers and the writer every stage after training shares (docs/pipeline.md)."""
 
 from __future__ import annotations
 

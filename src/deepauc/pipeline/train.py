@@ -1,25 +1,5 @@
-"""``deepauc train``: one model per fold from an experiment YAML.
-
-The same command runs both stages of two-stage DAM: stage 1 (CE or focal, Adam, cyclic
-lr) and stage 2 (``model.init_from`` = the stage-1 run; the classifier is replaced by a
-fresh one and all layers train with AUC-M + PESG). Outputs per fold, under
-``models/<name>/fold<k>/``: ``model.pt`` (weights predict uses; written last, so its
-presence means the fold is finished; a rerun keeps it only while its record, see
-:mod:`deepauc.provenance`, matches the current config, folds and stage-1 weights),
-``log.csv`` (one row per epoch) and ``train.log``.
-While training, ``checkpoint.pt`` holds everything needed to resume after a kill (model,
-optimizer including PESG's v_ref/α, epoch); a rerun picks it up, refuses it if it came
-from another config, and continues from the last finished epoch. Augmentation, shuffling
-and dropout are seeded per epoch, so on CPU a resumed run ends with the same weights as
-an uninterrupted one.
-
-Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) training is data-parallel
-(PyTorch DDP; NCCL on GPUs, gloo on CPU): each rank takes a strided share of the same
-seeded per-epoch permutation, ``batch_size / N`` rows per step, so the global batch of
-step j holds exactly the rows of a single-process run's batch j; gradients (and, through
-PESG, those of a, b, α) are averaged over ranks; validation is split over the ranks and
-gathered; only rank 0 writes files (see docs/when-things-go-wrong.md).
-"""
+"""``deepauc train``: one model per fold from an experiment YAML, for either stage of two-stage
+DAM, resumable after a kill and data-parallel under torchrun (docs/pipeline.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""``deepauc demo-data``: a small synthetic data set in the exact competition layout.
-
-Look-alike data written deterministically from a seed, so that the pipeline runs end to
-end without the competition and ISIC downloads.
-"""
+"""``deepauc demo-data``: a small synthetic data set in the exact competition and ISIC layouts,
+written deterministically from a seed, so the pipeline runs without the downloads."""
 
 from __future__ import annotations
 

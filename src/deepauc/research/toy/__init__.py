@@ -1,7 +1,6 @@
-"""``deepauc toy``: the paper's Figure 1, AUC-S against AUC-M on 2-D data with easy and noisy examples.
+"""``deepauc toy``: the paper's Figure 1, AUC-S against AUC-M on 2-D data.
 
-Trains both losses on a clean, a +easy and a +noisy training set for each seed and
-reports the test AUCs and the 2 × 3 figure of decision boundaries.
+Both losses train on clean, +easy and +noisy data per seed; test AUCs and the 2 × 3 figure.
 """
 
 from __future__ import annotations

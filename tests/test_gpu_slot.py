@@ -51,7 +51,16 @@ def test_bad_gpu_lists_are_refused(text):
 
 def test_make_routes_train_and_predict_through_a_slot_only_with_gpus():
     def dry(*args):
-        cmd = ["make", "-n", "--no-print-directory", "-C", str(REPO), "PY=python", "EXP=demo"]
+        cmd = [
+            "make",
+            "-n",
+            "--no-print-directory",
+            "-C",
+            str(REPO),
+            "PY=python",
+            "EXP=demo",
+            "N_FOLDS=5",
+        ]
         return subprocess.run([*cmd, *args, "preds/demo_ce_lite0_64/oof.csv"], capture_output=True,
                               text=True, timeout=60).stdout  # fmt: skip
 

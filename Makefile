@@ -187,7 +187,7 @@ $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix 
 
 # 11. cross-validation report
 $(REPORT): $(SUBMISSION)
-	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ --preds \
+	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ --folds $(FOLDS) --preds \
 	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
 	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble
 

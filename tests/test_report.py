@@ -7,7 +7,8 @@ import pytest
 from deepauc import cli
 from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import read_oof, write_pred_dir
-from deepauc.pipeline.report import cv_table, score_oof
+from deepauc.pipeline.report import cv_table, score_oof, write_report
+from deepauc.provenance import ProvenanceMismatch, fold_fingerprint
 
 
 def make_pred_dir(path, seed=0, n=300, folds=3, n_external=0, signal=1.0):
@@ -103,3 +104,28 @@ def test_bad_oof_is_reported_with_file_and_line(tmp_path, capsys):
     assert "oof.csv" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         cv_table([tmp_path / "missing"])
+
+
+def test_no_curves_figure_without_recorded_models(tmp_path):
+    make_pred_dir(tmp_path / "cnn", seed=7)
+    out = tmp_path / "cv.md"
+    out.with_name("cv_curves.png").write_bytes(b"from an earlier report")
+    write_report([tmp_path / "cnn"], out)
+    assert "training curves" not in out.read_text()
+    assert not out.with_name("cv_curves.png").exists()
+
+
+def test_folds_table_is_compared_with_the_recorded_assignment(tmp_path):
+    oof = make_pred_dir(tmp_path / "plain", seed=8)
+    write_pred_dir(tmp_path / "cnn", oof, None, provenance={"folds": fold_fingerprint(oof)})
+    folds_csv = tmp_path / "folds.csv"
+    oof[["image_name", "fold"]].to_csv(folds_csv, index=False)
+    dirs = [tmp_path / "plain", tmp_path / "cnn"]
+    write_report(dirs, tmp_path / "cv.md", folds_csv=folds_csv)
+
+    oof.assign(fold=(oof["fold"] + 1) % 3)[["image_name", "fold"]].to_csv(folds_csv, index=False)
+    with pytest.raises(ProvenanceMismatch, match="cnn was predicted under another fold") as err:
+        write_report(dirs, tmp_path / "cv2.md", folds_csv=folds_csv)
+    assert str(folds_csv) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "cv2.md").exists()
+    write_report([tmp_path / "plain"], tmp_path / "cv3.md", folds_csv=folds_csv)  # no record

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from deepauc.data.resize import image_size
 
@@ -128,9 +129,20 @@ def hash_images(
     texts = [known.get((k, *st)) for k, st in zip(keys, stats)]
     todo = [i for i, t in enumerate(texts) if t is None]
     # OpenCV decodes and resizes with the GIL released, so threads run in parallel.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(
+            total=len(todo),
+            desc="hashing images",
+            unit="image",
+            leave=False,
+            mininterval=5,
+            disable=not todo or os.environ.get("DEEPAUC_PROGRESS", "1") == "0",
+        ) as bar,
+    ):
         for i, words in zip(todo, pool.map(image_hash, [keys[i] for i in todo])):
             texts[i] = to_hex(words[None])[0]
+            bar.update(1)
     if cache is not None and todo:
         from deepauc.io import write_csv
 

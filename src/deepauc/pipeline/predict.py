@@ -12,11 +12,13 @@ under ``preds/<name>-notta/``, so the report can show what TTA adds.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from deepauc.config import add_config_arguments
 from deepauc.data.augment import build_train_transform, dihedral_views
@@ -31,6 +33,11 @@ from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device, safe_a
 from deepauc.provenance import check_model_record, file_fingerprint, folds_of_table
 
 log = logging.getLogger("deepauc.pipeline.predict")
+
+
+def progress_disabled() -> bool:
+    """Progress bars are off when ``DEEPAUC_PROGRESS=0`` (tests, logs)."""
+    return os.environ.get("DEEPAUC_PROGRESS", "1") == "0"
 
 
 def load_fold_model(
@@ -61,12 +68,13 @@ def load_fold_model(
 
 @torch.no_grad()
 def tta_predict(
-    model, table: pd.DataFrame, cfg: ExperimentConfig, device
+    model, table: pd.DataFrame, cfg: ExperimentConfig, device, desc: str = "predict"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(TTA score, identity-view score) per row of ``table``.
 
     The TTA score is the mean sigmoid over the dihedral views and the random copies; each
     image is decoded once and all its views go through the network in one forward pass.
+    ``desc`` labels the progress bar over batches.
     """
     amp = amp_dtype(cfg.train.amp, device)
     n_views, n_random = cfg.tta.dihedral, cfg.tta.n_random
@@ -83,7 +91,10 @@ def tta_predict(
     per_batch = max(1, cfg.tta.batch_size * n_views // (n_views + n_random))
     loader = make_loader(ds, per_batch, cfg.train.num_workers, shuffle=False)
     sums, plain = [], []
-    for x, _ in loader:
+    batches = tqdm(
+        loader, desc=desc, unit="batch", leave=False, mininterval=5, disable=progress_disabled()
+    )
+    for x, _ in batches:
         b = x.shape[0]
         x = to_device_batch(x.transpose(0, 1).flatten(0, 1), device, cfg.train.channels_last)
         views = torch.cat([dihedral_views(x[:b], n_views), x[b:]])  # view-major
@@ -111,24 +122,29 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
     for directory in (out, Path(f"{out}-notta")):  # fail before the computing, not after it
         ensure_writable(directory)
     oof_parts, plain_parts, test_cols, test_plain = [], [], {}, {}
-    for fold in cfg.fold_ids():
-        model = load_fold_model(cfg, fold, device, folds)
-        valid = table[table["fold"] == fold]
-        cols = ["image_name", "fold", "target"] + (["source"] if "source" in valid else [])
-        tta, plain = tta_predict(model, valid, cfg, device)
-        oof_parts.append(valid[cols].assign(pred=tta))
-        plain_parts.append(valid[cols].assign(pred=plain))
-        log.info(
-            "%s fold %d: OOF AUC %.4f (TTA) %.4f (no TTA)",
-            cfg.name,
-            fold,
-            safe_auc(valid["target"].to_numpy(), tta),
-            safe_auc(valid["target"].to_numpy(), plain),
-        )
-        if test is not None:
-            test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(
-                model, test, cfg, device
+    fold_ids = cfg.fold_ids()
+    with tqdm(
+        total=len(fold_ids), desc=f"{cfg.name} folds", unit="fold", disable=progress_disabled()
+    ) as bar:
+        for fold in fold_ids:
+            model = load_fold_model(cfg, fold, device, folds)
+            valid = table[table["fold"] == fold]
+            cols = ["image_name", "fold", "target"] + (["source"] if "source" in valid else [])
+            tta, plain = tta_predict(model, valid, cfg, device, f"fold {fold} OOF")
+            oof_parts.append(valid[cols].assign(pred=tta))
+            plain_parts.append(valid[cols].assign(pred=plain))
+            log.info(
+                "%s fold %d: OOF AUC %.4f (TTA) %.4f (no TTA)",
+                cfg.name,
+                fold,
+                safe_auc(valid["target"].to_numpy(), tta),
+                safe_auc(valid["target"].to_numpy(), plain),
             )
+            if test is not None:
+                test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = tta_predict(
+                    model, test, cfg, device, f"fold {fold} test"
+                )
+            bar.update(1)
     record = prediction_record(cfg, folds)
     for directory, parts, tests in [
         (out, oof_parts, test_cols),

@@ -20,12 +20,19 @@ Figures (matplotlib, Agg backend) are written beside the markdown file:
 ``<stem>_roc.png`` (ROC curves of all models on competition OOF rows) and
 ``<stem>_hist.png`` (per model, the histograms of OOF predictions of positives and of
 negatives: the paper's Figure 4, drawn on out-of-fold rather than training
-predictions).
+predictions) and, when the directories' ``provenance.json`` name trained models with a
+``log.csv``, ``<stem>_curves.png`` (training loss and validation AUC per epoch, one line
+per fold, one row per training run).
+
+With ``--folds FOLDS_CSV`` a directory whose recorded fold assignment differs from the
+current folds table is refused: its OOF rows may have been scored by models that trained
+on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepauc.data.tables import read_csv_table
 from deepauc.io import atomic_path, write_text
 from deepauc.markdown import markdown_table
 from deepauc.metrics import roc_auc
@@ -42,6 +50,7 @@ from deepauc.pipeline.pred_files import (
     read_oof,
     read_oofs_same_folds,
 )
+from deepauc.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
 
 # --------------------------------------------------------------------------- scores
 
@@ -85,6 +94,61 @@ def cv_table(pred_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
         rows.append({"model": name, **score_oof(read_oof(d))})
     folds = sorted({k for r in rows for k in r if k.startswith("fold ")}, key=lambda c: int(c[5:]))
     return pd.DataFrame(rows, columns=["model", *folds, "OOF", "external"])
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _read_record(pred_dir: str | os.PathLike) -> dict | None:
+    """The ``provenance.json`` of a directory already checked by ``read_oofs_same_folds``."""
+    path = Path(pred_dir) / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _model_runs(record: dict) -> dict[int, Path]:
+    """Fold -> ``model.pt`` path of a record written by ``predict`` (empty for other stages)."""
+    models = record.get("models")
+    if not isinstance(models, dict):
+        return {}
+    return {
+        int(fold): Path(entry["path"])
+        for fold, entry in models.items()
+        if str(fold).isdigit() and isinstance(entry, dict) and "path" in entry
+    }
+
+
+def _redo_command(pred_dir: str | os.PathLike, record: dict) -> str:
+    """What redoes a prediction directory, by the stage its record says wrote it."""
+    runs = sorted({str(path.parent.parent) for path in _model_runs(record).values()})
+    if runs:
+        return (
+            f"delete {' '.join(runs)} and rerun `make` (or `deepauc train` and "
+            f"`deepauc predict` with the config that wrote {pred_dir})"
+        )
+    if "inputs" in record:
+        inputs = ", ".join(str(i) for i in record["inputs"])
+        return (
+            f"redo its inputs ({inputs}), then rerun `make` (or the `deepauc blend` or "
+            f"`deepauc ensemble` that wrote {pred_dir})"
+        )
+    return f"rerun `make` (or `deepauc meta` with the config that wrote {pred_dir})"
+
+
+def check_current_folds(
+    pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
+) -> None:
+    """Refuse a prediction directory recorded under another fold assignment than ``folds_csv``.
+
+    Directories without ``provenance.json`` are accepted: only their ``fold`` column is known.
+    """
+    current = folds_of_table(folds_csv)
+    for d in pred_dirs:
+        record = _read_record(d)
+        if record is not None and record["folds"] != current:
+            raise ProvenanceMismatch(
+                f"{d} was predicted under another fold assignment ({record['folds']}) than "
+                f"{folds_csv} holds now ({current}); {_redo_command(d, record)}"
+            )
 
 
 # --------------------------------------------------------------------------- figures
@@ -165,6 +229,58 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+# --------------------------------------------------------------------------- training curves
+
+
+def read_training_log(path: str | os.PathLike) -> pd.DataFrame:
+    """``epoch``, ``train_loss`` and ``val_auc`` of a ``log.csv`` as numbers (NaN if unreadable)."""
+    log = read_csv_table(path, ["epoch", "train_loss", "val_auc"])
+    return log[["epoch", "train_loss", "val_auc"]].apply(pd.to_numeric, errors="coerce")
+
+
+def training_runs(pred_dirs: Sequence[str | os.PathLike]) -> dict[str, dict[int, pd.DataFrame]]:
+    """Run folder -> fold -> ``log.csv`` of the models behind the prediction directories.
+
+    The models are those each directory's ``provenance.json`` names; directories without
+    them (meta, blend, ensemble, hand-made) and folds without a ``log.csv`` add nothing.
+    A run behind two directories (``<name>`` and ``<name>-notta``) appears once.
+    """
+    runs: dict[str, dict[int, pd.DataFrame]] = {}
+    for d in pred_dirs:
+        record = _read_record(d) or {}
+        for fold, model_path in sorted(_model_runs(record).items()):
+            log_csv = model_path.parent / "log.csv"
+            if log_csv.is_file():
+                runs.setdefault(str(model_path.parent.parent), {})[fold] = read_training_log(
+                    log_csv
+                )
+    return runs
+
+
+def plot_curves(runs: dict[str, dict[int, pd.DataFrame]], path: str | os.PathLike) -> Path:
+    """Per training run, train loss and validation AUC per epoch, one line per fold, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.2 * len(runs)), squeeze=False)
+    for (loss_ax, auc_ax), (run, logs) in zip(axes, runs.items()):
+        for fold, log in sorted(logs.items()):
+            # markers: a one-epoch run is a single point, which a line alone would not show
+            loss_ax.plot(log["epoch"], log["train_loss"], marker="o", ms=3, label=f"fold {fold}")
+            auc_ax.plot(log["epoch"], log["val_auc"], marker="o", ms=3, label=f"fold {fold}")
+        name = Path(run).name
+        loss_ax.set(title=f"{name}: training loss", xlabel="epoch", ylabel="train loss")
+        auc_ax.set(title=f"{name}: validation AUC", xlabel="epoch", ylabel="AUC")
+        for ax in (loss_ax, auc_ax):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -174,13 +290,26 @@ def figure_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     return out.with_name(f"{out.stem}_roc.png"), out.with_name(f"{out.stem}_hist.png")
 
 
+def curves_path(out: str | os.PathLike) -> Path:
+    """``<stem>_curves.png`` beside the markdown file ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_curves.png")
+
+
 def render_report(
-    table: pd.DataFrame, title: str, pred_dirs: Sequence[str | os.PathLike], out: Path
+    table: pd.DataFrame,
+    title: str,
+    pred_dirs: Sequence[str | os.PathLike],
+    out: Path,
+    runs: Sequence[str] = (),
 ) -> str:
-    """The markdown text of the report: title, table, what the columns mean, figures."""
+    """The markdown text of the report: title, table, what the columns mean, figures.
+
+    ``runs``: the training runs drawn in the curves figure (none: no curves section).
+    """
     roc, hist = figure_paths(out)
     sources = "\n".join(f"- `{name}`: `{d}`" for name, d in zip(table["model"], pred_dirs))
-    return (
+    text = (
         f"# {title}\n\n"
         f"{markdown_table(table)}\n\n"
         "ROC AUC of out-of-fold predictions. `fold k`: the competition rows of fold k, "
@@ -191,20 +320,43 @@ def render_report(
         f"Prediction directories:\n{sources}\n\n"
         f"![ROC]({roc.name})\n\n![prediction histograms]({hist.name})\n"
     )
+    if runs:
+        listed = ", ".join(f"`{run}`" for run in runs)
+        text += (
+            "\nTraining curves (from each fold's `log.csv`): mean training loss and "
+            f"validation AUC per epoch, one line per fold, for {listed}.\n\n"
+            f"![training curves]({curves_path(out).name})\n"
+        )
+    return text
 
 
 def write_report(
-    pred_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, title: str | None = None
+    pred_dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    title: str | None = None,
+    folds_csv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Write the markdown report and its two PNGs; return the CV table."""
+    """Write the markdown report and its PNGs; return the CV table.
+
+    ``folds_csv``: the current folds table; a directory recorded under another fold
+    assignment is refused (see :func:`check_current_folds`).
+    """
     out = Path(out)
     read_oofs_same_folds(pred_dirs)  # refuse models scored under different fold assignments
+    if folds_csv is not None:
+        check_current_folds(pred_dirs, folds_csv)
     table = cv_table(pred_dirs)
     oofs = {name: read_oof(d) for name, d in zip(table["model"], pred_dirs)}
     roc, hist = figure_paths(out)
     plot_roc(oofs, roc)
     plot_histograms(oofs, hist)
-    write_text(render_report(table, title or f"Cross-validation: {out.stem}", pred_dirs, out), out)
+    runs = training_runs(pred_dirs)
+    if runs:
+        plot_curves(runs, curves_path(out))
+    else:
+        curves_path(out).unlink(missing_ok=True)  # a figure of an earlier report's models
+    title = title or f"Cross-validation: {out.stem}"
+    write_text(render_report(table, title, pred_dirs, out, list(runs)), out)
     return table
 
 
@@ -214,12 +366,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="markdown file, e.g. reports/cv_<name>.md")
     parser.add_argument("--title", default=None, help="report title (default: from --out)")
+    parser.add_argument(
+        "--folds",
+        default=None,
+        metavar="FOLDS_CSV",
+        help="current folds table: refuse prediction dirs recorded under another fold assignment",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:
-    table = write_report(args.preds, args.out, args.title)
+    table = write_report(args.preds, args.out, args.title, args.folds)
     print(markdown_table(table))
-    roc, hist = figure_paths(args.out)
-    print(f"wrote {args.out}, {roc}, {hist}")
+    written = [args.out, *figure_paths(args.out)]
+    if curves_path(args.out).is_file():
+        written.append(curves_path(args.out))
+    print(f"wrote {', '.join(str(w) for w in written)}")
     return 0

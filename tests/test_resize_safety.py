@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from deepauc.cli import main
+from deepauc.data import resize as resize_module
 from deepauc.data.resize import cache_path, index_path, resize_table
 from helpers import cpu_subprocess_env
 
@@ -179,8 +180,6 @@ def test_progress_bar_unless_switched_off(tmp_path, capsys, monkeypatch):
 
 def test_without_a_death_signal_a_worker_watches_its_parent(monkeypatch):
     """Where prctl is missing, a thread ends the worker once its parent pid changes."""
-    from deepauc.data import resize as resize_module
-
     parents = iter([41, 41, 1])
     ended = []
     monkeypatch.setattr(resize_module.os, "getppid", lambda: next(parents))

@@ -52,6 +52,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -179,9 +180,15 @@ def check_complete(path: Path) -> None:
         if head != b"\xff\xd8":
             return
         fh.seek(0)
-        # without a frame header there is no image to cut short: the decoder reports it
-        # rfind: the marker is normally at the very end, so the search stops at once
-        if _read_header(fh) is not None and fh.read().rfind(b"\xff\xd9") < 0:
+        if _read_header(fh) is None:
+            return  # no frame header, no image to cut short: the decoder reports it
+        start = fh.tell()
+        end = fh.seek(0, os.SEEK_END)
+        fh.seek(max(start, end - 4096))
+        if b"\xff\xd9" in fh.read():
+            return  # the usual case: the marker ends the file
+        fh.seek(start)
+        if fh.read().rfind(b"\xff\xd9") < 0:  # rfind: from the end, past any padding
             raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
@@ -208,6 +215,10 @@ def _decode(path: Path, min_side: int) -> np.ndarray:
     return img
 
 
+# per process: a temporary file that receives what the decoder prints to stderr
+_stderr_sink: dict[int, IO[bytes]] = {}
+
+
 def _with_stderr_captured(decode):
     """(``decode()``, what it wrote to file descriptor 2).
 
@@ -219,15 +230,24 @@ def _with_stderr_captured(decode):
         saved = os.dup(2)
     except OSError:  # no stderr to watch
         return decode(), ""
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            result = decode()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sink.seek(0)
-        said = sink.read().decode(errors="replace")
+    pid = os.getpid()
+    if pid not in _stderr_sink:  # a forked worker gets its own
+        _stderr_sink.clear()
+        _stderr_sink[pid] = tempfile.TemporaryFile()
+    sink = _stderr_sink[pid].fileno()  # empty, at offset 0
+    os.dup2(sink, 2)
+    try:
+        result = decode()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    size = os.lseek(sink, 0, os.SEEK_CUR)
+    if not size:
+        return result, ""
+    os.lseek(sink, 0, os.SEEK_SET)
+    said = os.read(sink, size).decode(errors="replace")
+    os.lseek(sink, 0, os.SEEK_SET)
+    os.ftruncate(sink, 0)
     return result, said
 
 

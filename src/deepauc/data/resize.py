@@ -22,10 +22,13 @@ Decisions:
   since the cached copy is exactly what an RGB JPEG of the same picture would give.
 * Missing files are checked before any work: the first few names and the count
   are reported and nothing is written. An unreadable, zero-byte or truncated file
-  (a JPEG without its end-of-image marker; OpenCV would silently return a
-  half-grey image for it) stops the run with an error naming the file(s): images
-  finished so far stay cached (each is written atomically) and the index is not
-  written, so a rerun after the fix only does the rest.
+  (a JPEG without an end-of-image marker after its frame header; OpenCV would silently
+  return a half-grey image for it) or a JPEG whose data libjpeg reports as corrupt
+  stops the run with an error naming the file(s): images finished so far stay cached
+  (each is written atomically) and the index is not written, so a rerun after the fix
+  only does the rest. Bytes after the end-of-image marker are ignored, as decoders do.
+* Workers die with the resizer: a killed parent never leaves them writing to the cache
+  or holding its output pipe open.
 * Existing cache files are skipped (``--overwrite`` redoes them), unless their source
   changed: ``CACHE_DIR/<S>/sources_<csv stem>.csv`` (written just before the index)
   records each source's path, size and modification time, and a source whose size or
@@ -37,10 +40,19 @@ Decisions:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import multiprocessing
 import os
+import signal
 import struct
+import sys
+import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -56,6 +68,9 @@ _REDUCED = (
     (2, cv2.IMREAD_REDUCED_COLOR_2),
 )
 _SHOW = 5
+# libjpeg's warnings that mean the pixel data is damaged (it decodes on, guessing)
+_DAMAGED = ("Corrupt JPEG data", "Premature end of JPEG file")
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ImageError(ValueError):
@@ -114,53 +129,67 @@ def source_format(path: str | os.PathLike) -> str | None:
 def _header(path: str | os.PathLike) -> tuple[str, int, int, int] | None:
     """(kind, width, height, JPEG components or 0) from a JPEG or PNG header; None if unknown."""
     with open(path, "rb") as fh:
-        head = fh.read(26)
-        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-            w, h = struct.unpack(">II", head[16:24])
-            return "png", int(w), int(h), 0
-        if head[:2] != b"\xff\xd8":
-            return None
-        fh.seek(2)
-        while True:
+        return _read_header(fh)
+
+
+def _read_header(fh) -> tuple[str, int, int, int] | None:
+    """:func:`_header` of an open file; a JPEG's is left just after its frame header."""
+    head = fh.read(26)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        return "png", int(w), int(h), 0
+    if head[:2] != b"\xff\xd8":
+        return None
+    fh.seek(2)
+    while True:
+        byte = fh.read(1)
+        while byte and byte != b"\xff":
             byte = fh.read(1)
-            while byte and byte != b"\xff":
-                byte = fh.read(1)
-            while byte == b"\xff":  # fill bytes
-                byte = fh.read(1)
-            if not byte:
+        while byte == b"\xff":  # fill bytes
+            byte = fh.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue  # markers without a length field
+        length_bytes = fh.read(2)
+        if len(length_bytes) < 2:
+            return None
+        (length,) = struct.unpack(">H", length_bytes)
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            data = fh.read(6)
+            if len(data) < 6:
                 return None
-            marker = byte[0]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                continue  # markers without a length field
-            length_bytes = fh.read(2)
-            if len(length_bytes) < 2:
-                return None
-            (length,) = struct.unpack(">H", length_bytes)
-            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                data = fh.read(6)
-                if len(data) < 6:
-                    return None
-                h, w = struct.unpack(">HH", data[1:5])
-                return "jpeg", int(w), int(h), int(data[5])
-            fh.seek(length - 2, os.SEEK_CUR)
+            h, w = struct.unpack(">HH", data[1:5])
+            return "jpeg", int(w), int(h), int(data[5])
+        fh.seek(length - 2, os.SEEK_CUR)
 
 
 def check_complete(path: Path) -> None:
-    """Raise ImageError for an empty file or a JPEG without its end-of-image marker.
+    """Raise ImageError for an empty file or a JPEG without an end-of-image marker.
 
-    The marker is looked for in the last 4 KiB: some writers pad after it, and
-    entropy-coded data cannot contain it (0xFF bytes there are stuffed or RSTn).
+    The marker is looked for after the frame header (an embedded thumbnail before it
+    has its own) to the end of the file: bytes after it (padding, appended data) are
+    allowed, and entropy-coded data cannot contain it (0xFF bytes there are stuffed or RSTn).
     """
-    n = path.stat().st_size
-    if n == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
     with open(path, "rb") as fh:
-        is_jpeg = fh.read(2) == b"\xff\xd8"
-        if is_jpeg:
-            fh.seek(max(0, n - 4096))
-            if b"\xff\xd9" not in fh.read():
-                raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+        head = fh.read(2)
+        if not head:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        if head != b"\xff\xd8":
+            return
+        fh.seek(0)
+        if _read_header(fh) is None:
+            return  # no frame header, no image to cut short: the decoder reports it
+        start = fh.tell()
+        end = fh.seek(0, os.SEEK_END)
+        fh.seek(max(start, end - 4096))
+        if b"\xff\xd9" in fh.read():
+            return  # the usual case: the marker ends the file
+        fh.seek(start)
+        if fh.read().rfind(b"\xff\xd9") < 0:  # rfind: from the end, past any padding
+            raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
 def _decode(path: Path, min_side: int) -> np.ndarray:
@@ -175,10 +204,51 @@ def _decode(path: Path, min_side: int) -> np.ndarray:
             if short // factor >= min_side:
                 flag = reduced
                 break
-    img = cv2.imread(str(path), flag)
+    img, said = _with_stderr_captured(lambda: cv2.imread(str(path), flag))
     if img is None:
         raise ImageError(f"{path}: cannot decode image (corrupt or not an image)")
+    damaged = [line for line in said.splitlines() if line.startswith(_DAMAGED)]
+    if damaged:
+        raise ImageError(f"{path}: corrupt JPEG data (libjpeg: {damaged[0].strip()})")
+    if said:
+        os.write(2, said.encode())  # other decoder messages pass through unchanged
     return img
+
+
+# per process: a temporary file that receives what the decoder prints to stderr
+_stderr_sink: dict[int, IO[bytes]] = {}
+
+
+def _with_stderr_captured(decode):
+    """(``decode()``, what it wrote to file descriptor 2).
+
+    libjpeg reports damaged data only as a warning printed to stderr, naming no file.
+    """
+    if sys.stderr is not None:
+        sys.stderr.flush()  # text printed before the decode is not the decoder's
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to watch
+        return decode(), ""
+    pid = os.getpid()
+    if pid not in _stderr_sink:  # a forked worker gets its own
+        _stderr_sink.clear()
+        _stderr_sink[pid] = tempfile.TemporaryFile()
+    sink = _stderr_sink[pid].fileno()  # empty, at offset 0
+    os.dup2(sink, 2)
+    try:
+        result = decode()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    size = os.lseek(sink, 0, os.SEEK_CUR)
+    if not size:
+        return result, ""
+    os.lseek(sink, 0, os.SEEK_SET)
+    said = os.read(sink, size).decode(errors="replace")
+    os.lseek(sink, 0, os.SEEK_SET)
+    os.ftruncate(sink, 0)
+    return result, said
 
 
 def _square(img: np.ndarray, size: int) -> np.ndarray:
@@ -200,12 +270,20 @@ def resize_image(src: str | os.PathLike, size: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+# the temporary file this process is writing, removed if it dies with its parent
+_unfinished: list[Path] = []
+
+
 def _write_jpeg(bgr: np.ndarray, path: Path) -> None:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ImageError(f"{path}: JPEG encoding failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
+    try:
+        with atomic_path(path) as tmp:
+            _unfinished.append(tmp)
+            tmp.write_bytes(buf.tobytes())
+    finally:
+        _unfinished.clear()
 
 
 def _process(job: tuple[str, list[tuple[int, str]]]) -> tuple[str | None, str | None]:
@@ -225,9 +303,63 @@ def _process(job: tuple[str, list[tuple[int, str]]]) -> tuple[str | None, str | 
     return None, (f"{src} ({kind})" if kind else None)
 
 
-def _init_worker() -> None:
+def _exit_with_parent(*_signal_args) -> None:
+    """End this worker at once (its parent is gone), removing a half-written file."""
+    for tmp in _unfinished:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    os._exit(1)
+
+
+def _parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    _exit_with_parent()
+
+
+def _init_worker(parent_pid: int) -> None:
     # One OpenCV thread per process: the pool already uses every core.
     cv2.setNumThreads(0)
+    # A killed resizer must not leave workers blocked on its pipes or writing the cache.
+    signal.signal(signal.SIGTERM, _exit_with_parent)
+    if not _parent_death_signal(signal.SIGTERM):
+        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    elif os.getppid() != parent_pid:  # the parent died before the signal was armed
+        _exit_with_parent()
+
+
+def _pool_context():
+    # fork keeps the resizer the direct parent of its workers, which _init_worker checks
+    return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+
+
+def _run_jobs(jobs: list, workers: int, label: str) -> list[tuple[str | None, str | None]]:
+    """:func:`_process` of every job, in order, with a progress bar (DEEPAUC_PROGRESS=0: none)."""
+    from tqdm import tqdm
+
+    quiet = os.environ.get("DEEPAUC_PROGRESS", "1") == "0"
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=_pool_context(),
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
+        ) as pool:
+            # the bar (and its monitor thread) starts after the workers are forked
+            done = pool.map(_process, jobs, chunksize=16)
+            return list(tqdm(done, total=len(jobs), desc=label, leave=False, disable=quiet))
+    return [_process(job) for job in tqdm(jobs, desc=label, leave=False, disable=quiet)]
 
 
 def source_paths(df: pd.DataFrame, image_root: str | os.PathLike) -> list[Path]:
@@ -293,27 +425,27 @@ def resize_table(
         (Path(cache_dir) / str(s)).mkdir(parents=True, exist_ok=True)
         _check_inside(Path(cache_dir) / str(s), [d for _, ts in jobs for z, d in ts if z == s])
 
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            results = list(pool.map(_process, jobs, chunksize=16))
-    else:
-        results = list(map(_process, jobs))
+    results = _run_jobs(jobs, workers, f"resize {csv.name}")
     errors = [e for e, _ in results if e]
     if notes is not None:
         notes.extend(n for _, n in results if n)
     if errors:
-        more = f"\n  ... and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
-        raise ValueError(
-            f"{len(errors)} image(s) could not be read (fix or remove them, then rerun):\n  "
-            + "\n  ".join(errors[:_SHOW])
-            + more
-        )
+        raise ValueError(_unreadable_message(errors))
 
     for s in sizes:
         write_source_stamps(cache_dir, s, csv, names, sources, stamps)
         index = pd.DataFrame({"image_name": names, "path": [f"{s}/{n}.jpg" for n in names]})
         write_csv(index, index_path(cache_dir, s, csv))
     return written
+
+
+def _unreadable_message(errors: list[str]) -> str:
+    """One line for one unreadable image; an indented list of the first few for several."""
+    head = f"{len(errors)} image(s) could not be read (fix or remove them, then rerun):"
+    if len(errors) == 1:
+        return f"{head} {errors[0]}"
+    more = f"\n  ... and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
+    return head + "\n  " + "\n  ".join(errors[:_SHOW]) + more
 
 
 def source_stamp(path: str | os.PathLike) -> tuple[int, int]:

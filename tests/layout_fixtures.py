@@ -36,6 +36,23 @@ RESIZED_TRAIN_EXTRA = [
     "9,640,480",
 ]
 RESIZED_TEST_EXTRA = ["8,6000,4000", "3,6000,4000", "5,1872,1053"]
+# seeds of the generated extra rows' images, apart from every fixed row's seeds
+EXTRA_SEED = 1000
+
+
+def extra_train_rows(n: int) -> list[str]:
+    """``n`` generated competition training rows, one patient each, every third malignant:
+    enough positives for every fold of a smoke run."""
+    sites = ["torso", "lower extremity", "upper extremity", "head/neck"]
+    rows = []
+    for i in range(n):
+        malignant = i % 3 == 0
+        rows.append(
+            f"ISIC_{9000000 + i},IP_{9000000 + i},{'female' if i % 2 else 'male'},"
+            f"{30 + 5 * (i % 9)}.0,{sites[i % 4]},{'melanoma' if malignant else 'unknown'},"
+            f"{'malignant' if malignant else 'benign'},{int(malignant)}"
+        )
+    return rows
 
 
 def jpeg(path: Path, seed: int, size: int = 24) -> Path:
@@ -61,24 +78,28 @@ def _images(folder: Path, names: list[str], seed: int) -> None:
         jpeg(folder / f"{name}.jpg", seed + i)
 
 
+def write_sample_submission(path: Path) -> Path:
+    """The competition's sample_submission.csv for the test rows of these fixtures."""
+    return _csv(path, "image_name,target", [f"{n},0" for n in _names(COMPETITION_TEST)])
+
+
 def _sample_submission(root: Path) -> None:
-    _csv(
-        root / "sample_submission.csv",
-        "image_name,target",
-        [f"{n},0" for n in _names(COMPETITION_TEST)],
-    )
+    write_sample_submission(root / "sample_submission.csv")
 
 
-def write_kaggle2020(root: Path, with_dicom: bool = True) -> Path:
+def write_kaggle2020(root: Path, with_dicom: bool = True, n_extra: int = 0) -> Path:
     """The competition download: train/test/sample_submission CSVs, jpeg/{train,test}/,
-    and (as in the archive) DICOM files in train/ and test/."""
-    _csv(root / "train.csv", TRAIN_HEADER, COMPETITION_TRAIN)
+    and (as in the archive) DICOM files in train/ and test/; ``n_extra`` generated
+    training rows (:func:`extra_train_rows`) after the fixed ones."""
+    extra = extra_train_rows(n_extra)
+    _csv(root / "train.csv", TRAIN_HEADER, COMPETITION_TRAIN + extra)
     _csv(root / "test.csv", TEST_HEADER, COMPETITION_TEST)
     _sample_submission(root)
     _images(root / "jpeg" / "train", _names(COMPETITION_TRAIN), 0)
+    _images(root / "jpeg" / "train", _names(extra), EXTRA_SEED)
     _images(root / "jpeg" / "test", _names(COMPETITION_TEST), 50)
     if with_dicom:
-        _dicom(root, "train", _names(COMPETITION_TRAIN))
+        _dicom(root, "train", _names(COMPETITION_TRAIN + extra))
         _dicom(root, "test", _names(COMPETITION_TEST))
     return root
 
@@ -99,14 +120,19 @@ def write_dicom_only(root: Path) -> Path:
     return root
 
 
-def write_resized2020(root: Path) -> Path:
-    """Chris Deotte's jpeg-melanoma-NxN: the 2020 CSVs + tfrecord,width,height; train/, test/."""
+def write_resized2020(root: Path, n_extra: int = 0, sample_submission: bool = True) -> Path:
+    """Chris Deotte's jpeg-melanoma-NxN: the 2020 CSVs + tfrecord,width,height; train/, test/;
+    ``n_extra`` generated training rows; without ``sample_submission``, as the set ships."""
+    extra = extra_train_rows(n_extra)
     rows = [f"{r},{e}" for r, e in zip(COMPETITION_TRAIN, RESIZED_TRAIN_EXTRA)]
+    rows += [f"{r},{i % 16},6000,4000" for i, r in enumerate(extra)]
     _csv(root / "train.csv", TRAIN_HEADER + RESIZED, rows)
     test = [f"{r},{e}" for r, e in zip(COMPETITION_TEST, RESIZED_TEST_EXTRA)]
     _csv(root / "test.csv", TEST_HEADER + RESIZED, test)
-    _sample_submission(root)
+    if sample_submission:
+        _sample_submission(root)
     _images(root / "train", _names(COMPETITION_TRAIN), 0)
+    _images(root / "train", _names(extra), EXTRA_SEED)
     _images(root / "test", _names(COMPETITION_TEST), 50)
     return root
 

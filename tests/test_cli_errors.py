@@ -75,3 +75,21 @@ def test_unwritable_output_folder_fails_before_predicting(tiny_data, capsys, mon
     code, err = run(capsys, "predict", "--config", str(path))
     assert code == 1 and len(err) == 1
     assert f"{blocker / 'ce'}: output folder is not writable" in err[0]
+
+
+def test_ctrl_c_in_training_names_the_epoch_a_rerun_resumes_from(tiny_data, capsys, monkeypatch):
+    real_run_epoch = train_module.run_epoch
+
+    def interrupted_in_epoch_2(state, loader, epoch, steps):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_run_epoch(state, loader, epoch, steps)
+
+    monkeypatch.setattr(train_module, "run_epoch", interrupted_in_epoch_2)
+    path = write_experiment(tiny_data, "ce", folds=[0], schedule={"epochs": 3})
+    code, err = run(capsys, "train", "--config", str(path))
+    assert code == 130
+    assert err == [
+        "deepauc train: interrupted; rerun the same command to resume ce fold 0 from epoch 2"
+    ]
+    assert (load_experiment(str(path)).run_dir(0) / "checkpoint.pt").exists()  # epoch 1 is kept

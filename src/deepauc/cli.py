@@ -68,10 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     try:
         return int(module.run(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if getattr(args, "debug", False):
             raise
-        print(f"deepauc {command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        where = getattr(err, "resume_from", "")  # set by train: the run and its epoch
+        resume = f"resume {where}" if where else "resume"
+        print(
+            f"deepauc {command}: interrupted; rerun the same command to {resume}", file=sys.stderr
+        )
         return 130
     except (ValueError, KeyError, OSError) as err:
         if getattr(args, "debug", False):

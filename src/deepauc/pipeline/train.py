@@ -47,6 +47,14 @@ class NonFiniteLoss(RuntimeError, ValueError):
     """The training loss became NaN or infinite (a ValueError too, so the CLI reports it)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``resume_from`` says where a rerun of the same command resumes."""
+
+    def __init__(self, run: str, epoch: int) -> None:
+        super().__init__(run, epoch)
+        self.resume_from = f"{run} from epoch {epoch}"
+
+
 @dataclass
 class TrainState:
     """Everything one fold's training steps act on."""
@@ -318,15 +326,7 @@ def _train(
             world=world,
         )
         t0 = time.perf_counter()
-        try:
-            mean_loss = run_epoch(state, loader, epoch, steps)
-        except NonFiniteLoss as err:
-            kept = (
-                f"the last good checkpoint {ckpt_path} (end of epoch {epoch}) is kept"
-                if epoch
-                else "no checkpoint yet (first epoch)"
-            )
-            raise NonFiniteLoss(f"{err}; {kept}, {run_dir / 'model.pt'} is not written") from None
+        mean_loss = _run_epoch_explained(state, loader, epoch, steps, run_dir, fold)
         seconds = time.perf_counter() - t0
         end_of_epoch_schedule(cfg, state.optimizer, epoch)
         last = epoch + 1 == cfg.schedule.epochs
@@ -349,6 +349,23 @@ def _train(
         if world > 1:
             dist.barrier()  # no rank runs ahead of the checkpoint rank 0 just wrote
     return _save_final(state, run_dir, best_state, record)
+
+
+def _run_epoch_explained(
+    state: TrainState, loader, epoch: int, steps: int, run_dir: Path, fold: int
+) -> float:
+    """:func:`run_epoch`, its failure or interruption saying what is kept and where a rerun resumes."""
+    try:
+        return run_epoch(state, loader, epoch, steps)
+    except NonFiniteLoss as err:
+        kept = (
+            f"the last good checkpoint {run_dir / 'checkpoint.pt'} (end of epoch {epoch}) is kept"
+            if epoch
+            else "no checkpoint yet (first epoch)"
+        )
+        raise NonFiniteLoss(f"{err}; {kept}, {run_dir / 'model.pt'} is not written") from None
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"{state.cfg.name} fold {fold}", epoch + 1) from None
 
 
 def _load_history(run_dir: Path, epochs_done: int) -> list[dict]:

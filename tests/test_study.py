@@ -186,7 +186,18 @@ def test_easy_and_noisy_variants_keep_the_ratio():
 
 @pytest.mark.parametrize(
     "tweak",
-    ["", "dual_paper", "vref_noise", "batch_p", "clip", "libauc_alpha", "ema_momentum", "bsn_flip"],
+    [
+        "",
+        "dual_paper",
+        "vref_noise",
+        "batch_p",
+        "clip",
+        "libauc_alpha",
+        "ema_momentum",
+        "bsn_none",
+        "bsn_logits",
+        "bsn_sigmoid",
+    ],
 )
 def test_every_tweak_trains(tweak):
     spec = DatasetSpec("digits", epochs=1, batch_size=128, width=4, imratios=[0.1])

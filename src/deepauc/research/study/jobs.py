@@ -248,7 +248,7 @@ def _two_stage_jobs(
     """The 50/50 two-stage runs and, with ``two_stage_paper``, the paper's two-stage runs
     (whole CE run, then AUC-M) and CE continued for the same extra epochs."""
     pm, pc = chosen[name, r, "auc_m"], chosen[name, r, "ce"] if "ce" in cfg.losses else ()
-    ce_lr = dict(pc).get("lr", dict(pm)["lr"])
+    ce_lr: float = (dict(pc) or dict(pm))["lr"]
     out = {f"two_stage/{name}/{r}/two_stage": _over_seeds(cfg, name, r, "two_stage", pm)}
     if cfg.ablations.two_stage_paper:
         paper = job_params(ce_lr=ce_lr, **dict(pm))
@@ -269,10 +269,10 @@ def fairness_jobs(
     if abl.bsn:
         for spec in available:
             r = lowest_ratio(spec)
-            for setting in BSN_SETTINGS:
-                tw = bsn_tweak(cfg, setting)
+            for bsn_name in BSN_SETTINGS:
+                tw = bsn_tweak(cfg, bsn_name)
                 prm = chosen.get((spec.name, r, "auc_m", tw), chosen[spec.name, r, "auc_m"])
-                jobs[f"bsn/{spec.name}/{r}/{setting}"] = _over_seeds(
+                jobs[f"bsn/{spec.name}/{r}/{bsn_name}"] = _over_seeds(
                     cfg, spec.name, r, "auc_m", prm, tweak=tw
                 )
     over_name = abl.oversample_dataset or available[0].name

@@ -257,6 +257,29 @@ def _chosen_table(res: StudyResults) -> str:
     return table(body, ["Dataset", "imratio", *(LOSS_TITLES[x] for x in losses)])
 
 
+def _not_run(res: StudyResults) -> list[str]:
+    """What the config asked for on the skipped data sets, which this report therefore lacks."""
+    abl, out = res.cfg.ablations, []
+    for name in res.skipped:
+        spec = next(d for d in res.cfg.datasets if d.name == name)
+        parts = [f"its Table-1 rows at {', '.join(f'{r:g}' for r in spec.imratios)}"]
+        if abl.bsn:
+            parts.append("its BSN ablation")
+        if name in abl.datasets + abl.two_stage_datasets and abl.two_stage:
+            parts.append("its two-stage rows")
+        if name in abl.datasets + abl.libauc_datasets and abl.libauc:
+            parts.append("its LibAUC column")
+        if name in abl.datasets:
+            parts.append("the robustness, α ≥ 0 and dual-step ablations on it")
+        if name == abl.oversample_dataset and abl.oversample is not None:
+            parts.append("the oversampling row")
+        searched = [f"{s.imratio:g}" for s in abl.search if s.dataset == name]
+        if searched:
+            parts.append(f"its search setting(s) at imratio {', '.join(searched)}")
+        out.append(f"- Not run, as {name} is missing: " + "; ".join(parts) + ".")
+    return out
+
+
 def study_report(res: StudyResults, wall: float) -> str:
     """The whole markdown report of a finished study that took ``wall`` seconds."""
     rows = _table1_rows(res)
@@ -274,5 +297,6 @@ def study_report(res: StudyResults, wall: float) -> str:
     if res.skipped:
         lines.append("## Data sets skipped\n")
         lines += [f"- {k}: {v}" for k, v in res.skipped.items()]
+        lines += _not_run(res)
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ def epoch_batches(
     dropped (batch score normalisation needs whole batches). Otherwise every batch holds
     ``round(pos_fraction · batch_size)`` positives (at least one, leaving at least one
     negative): positives come from shuffled passes over the positive rows, repeated as
-    often as needed, negatives from one shuffled pass over the negative rows, so an epoch
+    often as needed, negatives likewise from shuffled passes over the negative rows; an epoch
     has as many steps as without oversampling.
     """
     n = len(y)

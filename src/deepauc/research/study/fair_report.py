@@ -53,7 +53,7 @@ def two_stage_paper_rows(res: StudyResults) -> list[str]:
     columns = ["Dataset", "imratio", "CE", "CE + CE continued", "CE + AUC-M (fresh head)"]
     columns += ["two-stage − CE continued", "two-stage − AUC-M from scratch"]
     return [
-        "\nAs the paper and the reference run it: the whole CE run of the row (its tuned lr and "
+        "As the paper and the reference run it: the whole CE run of the row (its tuned lr and "
         f"schedule), then {a.finetune_epochs_fraction:g} × the data set's epochs more, at "
         f"{a.finetune_lr_factor:g} × the stage's tuned lr with the same stagewise decays: "
         "AUC-M by PESG over all layers with a freshly initialised last layer (the tuned γ, m of "

@@ -14,10 +14,11 @@ import yaml
 from deepauc.config import ConfigError, load_config
 from deepauc.research.datasets import load_digits_images, make_imbalanced
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
-from deepauc.research.study.jobs import Job
+from deepauc.research.study.jobs import Job, ablation_jobs, loss_grid, tuning_jobs
 from deepauc.research.study.nets import build_model
+from deepauc.research.study.sampling import epoch_batches
 from deepauc.research.study.splits import add_easy_examples, flip_labels
-from deepauc.research.study.training import run_job
+from deepauc.research.study.training import libauc_scores, make_loss_and_optimizer, run_job
 from deepauc.research.study.variants import import_libauc
 
 CELL = re.compile(r"^\*{0,2}(\d\.\d{3})±(\d\.\d{3})\*{0,2}$")
@@ -186,10 +187,159 @@ def test_easy_and_noisy_variants_keep_the_ratio():
 
 @pytest.mark.parametrize(
     "tweak",
-    ["", "dual_paper", "vref_noise", "batch_p", "clip", "libauc_alpha", "ema_momentum", "bsn_flip"],
+    [
+        "",
+        "dual_paper",
+        "vref_noise",
+        "batch_p",
+        "clip",
+        "libauc_alpha",
+        "ema_momentum",
+        "bsn_none",
+        "bsn_logits",
+        "bsn_sigmoid",
+    ],
 )
 def test_every_tweak_trains(tweak):
     spec = DatasetSpec("digits", epochs=1, batch_size=128, width=4, imratios=[0.1])
     job = Job("digits", 0.1, 0, "auc_m", (("epoch_decay", 0.002), ("margin", 1.0)), tweak=tweak)
     row = run_job(job, spec, TrainSpec(pesg_momentum=0.5), AblationSpec(), None)
     assert 0 <= row["test_auc"] <= 1 and row["steps"] > 0
+
+
+def test_new_config_keys_validate(tmp_path):
+    for value in (False, True, "none", "logits", "sigmoid"):
+        path = tiny_config(tmp_path, train={"batch_score_norm": value, "pos_fraction": 0.5})
+        cfg = load_config(path, StudyConfig)
+        assert cfg.train.bsn == {False: "none", True: "logits"}.get(value, value)
+        assert cfg.train.pos_fraction == 0.5
+    path = tiny_config(tmp_path, train={"batch_score_norm": "softmax"})
+    with pytest.raises(ConfigError, match="batch_score_norm"):
+        load_config(path, StudyConfig)
+    path = tiny_config(tmp_path, train={"pos_fraction": 1.5})
+    with pytest.raises(ConfigError, match="pos_fraction"):
+        load_config(path, StudyConfig)
+    path = tiny_config(tmp_path, grids={"lr": []})
+    with pytest.raises(ConfigError, match="grids.lr"):
+        load_config(path, StudyConfig)
+    path = tiny_config(tmp_path, ablations={"search": [{"dataset": "cifar10", "imratio": 0.01}]})
+    with pytest.raises(ConfigError, match="cifar10"):
+        load_config(path, StudyConfig)
+    path = tiny_config(tmp_path, ablations={"search": [{"dataset": "digits", "imratio": 0.9}]})
+    with pytest.raises(ConfigError, match="imratio"):
+        load_config(path, StudyConfig)
+    path = tiny_config(tmp_path, ablations={"oversample": 0.0})
+    with pytest.raises(ConfigError, match="oversample"):
+        load_config(path, StudyConfig)
+
+
+def test_lr_is_tuned_for_every_loss(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, grids={"lr": [0.03, 0.3]}), StudyConfig)
+    spec = cfg.datasets[0]
+    for loss in ("ce", "focal", "auc_s", "auc_m"):
+        assert {dict(p)["lr"] for p in loss_grid(cfg, spec, loss)} == {0.03, 0.3}
+    cfg = load_config(tiny_config(tmp_path), StudyConfig)  # no lr grid: the data set's lr
+    assert [dict(p)["lr"] for p in loss_grid(cfg, cfg.datasets[0], "ce")] == [cfg.train.lr]
+
+
+def test_bsn_ablation_has_the_three_settings(tmp_path, tiny_study):
+    cfg = load_config(tiny_config(tmp_path), StudyConfig)
+    tune = tuning_jobs(cfg, cfg.datasets)
+    chosen = {k: next(iter(c)) for k, c in tune.items()}
+    for r in cfg.datasets[0].imratios:
+        for loss in cfg.losses:
+            chosen.setdefault(("digits", r, loss), loss_grid(cfg, cfg.datasets[0], loss)[0])
+    jobs, _ = ablation_jobs(cfg, cfg.datasets, chosen)
+    lowest = min(cfg.datasets[0].imratios)
+    tweaks = {s: jobs[f"bsn/digits/{lowest}/{s}"][0].tweak for s in ("none", "logits", "sigmoid")}
+    assert tweaks == {"none": "bsn_none", "logits": "", "sigmoid": "bsn_sigmoid"}
+    # the settings other than the study's own are tuned on their own
+    assert ("digits", lowest, "auc_m", "bsn_sigmoid") in tune
+    md = (tiny_study / "reports" / "tiny.md").read_text()
+    header = "| Dataset | imratio | BSN none | BSN logits | BSN sigmoid |"
+    assert len(table_rows(md, header)) == 1
+
+
+def test_scores_fed_to_the_losses_follow_bsn():
+    z = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    torch.testing.assert_close(libauc_scores("logits", z), torch.nn.functional.normalize(z, dim=0))
+    torch.testing.assert_close(libauc_scores("none", z), torch.sigmoid(z))
+    torch.testing.assert_close(
+        libauc_scores("sigmoid", z), torch.nn.functional.normalize(torch.sigmoid(z), dim=0)
+    )
+    spec = DatasetSpec("digits", width=4)
+    model = build_model(spec, (1, 8, 8))
+    prm = (("epoch_decay", 0.01), ("lr", 0.1), ("margin", 0.5))
+    for tweak, takes_logits in (("bsn_logits", True), ("bsn_sigmoid", False), ("bsn_none", False)):
+        job = Job("digits", 0.1, 0, "auc_m", prm, tweak=tweak)
+        setup = make_loss_and_optimizer(job, model, 0.1, 0.1, TrainSpec())
+        assert setup.loss.takes_logits is takes_logits
+        torch.testing.assert_close(setup.scores(z), z if takes_logits else torch.sigmoid(z))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25])
+def test_oversampling_gives_the_positive_share_per_batch(share):
+    y = torch.zeros(1000)
+    y[:20] = 1
+    gen = torch.Generator().manual_seed(0)
+    batches = epoch_batches(y, 64, share, gen)
+    assert len(batches) == 1000 // 64
+    for idx in batches:
+        assert len(idx) == 64
+        assert int(y[idx].sum()) == round(share * 64)
+    # without oversampling: one shuffled pass, the last partial batch dropped
+    plain = epoch_batches(y, 64, None, torch.Generator().manual_seed(0))
+    expect = torch.randperm(1000, generator=torch.Generator().manual_seed(0))[: 64 * (1000 // 64)]
+    torch.testing.assert_close(torch.cat(plain), expect)
+
+
+def test_oversampling_trains_every_loss():
+    spec = DatasetSpec("digits", epochs=1, batch_size=64, width=4, imratios=[0.1])
+    for method, prm in (("ce", ()), ("auc_m", (("epoch_decay", 0.01), ("margin", 0.5)))):
+        job = Job("digits", 0.1, 0, method, prm, setting=(("pos_fraction", 0.5),))
+        row = run_job(job, spec, TrainSpec(), AblationSpec(), None)
+        assert 0 <= row["test_auc"] <= 1 and row["steps"] > 0
+
+
+def test_paper_two_stage_reinitialises_the_head_at_a_tenth_of_the_lr(monkeypatch):
+    from deepauc.research.study import training
+
+    calls = []
+    original = training._train
+
+    def recording(job, model, *args, **kw):
+        calls.append((job.method, kw["lr"], kw["epochs"], model.head.weight.detach().clone()))
+        out = original(job, model, *args, **kw)
+        calls[-1] += (model.head.weight.detach().clone(),)
+        return out
+
+    monkeypatch.setattr(training, "_train", recording)
+    spec = DatasetSpec("digits", epochs=2, batch_size=128, width=4, imratios=[0.1])
+    abl = AblationSpec(finetune_epochs_fraction=1.0, finetune_lr_factor=0.1)
+    prm = (("ce_lr", 0.3), ("epoch_decay", 0.01), ("lr", 0.2), ("margin", 0.5))
+    run_job(Job("digits", 0.1, 0, "two_stage_paper", prm), spec, TrainSpec(), abl, None)
+    (m1, lr1, e1, _, end1), (m2, lr2, e2, start2, _) = calls
+    assert (m1, lr1, e1) == ("ce", 0.3, 2)  # a whole CE run at CE's lr
+    assert (m2, e2) == ("auc_m", 2) and lr2 == pytest.approx(0.2 / 10)
+    assert not torch.equal(start2, end1)  # a fresh head for the AUC stage
+    calls.clear()
+    run_job(Job("digits", 0.1, 0, "ce_continued", (("lr", 0.3),)), spec, TrainSpec(), abl, None)
+    (m1, lr1, _, _, end1), (m2, lr2, _, start2, _) = calls
+    assert (m1, m2) == ("ce", "ce") and lr2 == pytest.approx(0.3 / 10)
+    assert torch.equal(start2, end1)  # CE continued keeps its head
+
+
+def test_search_settings_override_the_run():
+    spec = DatasetSpec("digits", epochs=1, batch_size=128, width=4, imratios=[0.01])
+    job = Job(
+        "digits",
+        0.004,
+        0,
+        "ce",
+        (("lr", 0.1),),
+        "noisy",
+        "",
+        (("epochs", 2), ("min_positives", 1), ("noise_frac", 0.3)),
+    )
+    row = run_job(job, spec, TrainSpec(), AblationSpec(), None)
+    assert row["imratio"] < 0.01 and row["steps"] == 2 * (row["n_train"] // 128)

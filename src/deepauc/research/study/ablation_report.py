@@ -1,4 +1,5 @@
-"""The report's ablation sections: two-stage, robustness, α ≥ 0, dual step, BSN, LibAUC, step time."""
+"""The report's ablation sections: two-stage, robustness, α ≥ 0, dual step, LibAUC and step time,
+with the BSN, oversampling and search sections of :mod:`deepauc.research.study.fair_report`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from deepauc.research.study.fair_report import (
+    bsn_section,
+    oversample_section,
+    search_section,
+    two_stage_paper_rows,
+)
 from deepauc.research.study.jobs import ATTRIBUTION_TWEAKS
 from deepauc.research.study.results import (
     StudyResults,
@@ -43,10 +50,12 @@ def _two_stage(res: StudyResults) -> list[str]:
     return [
         "### Two-stage vs one-stage (paper §3.4)\n",
         table(body, columns),
-        f"\nSame total epochs for all three: the two-stage run spends {a.two_stage_ce_fraction:.0%} of "
-        "them on CE (SGD) and the rest on AUC-M (PESG, the tuned γ and m of the row, lr "
-        f"{a.stage2_lr if a.stage2_lr else 'as the data set'}) after re-initialising the last linear "
-        "layer; each stage has its own stagewise decays. Differences are paired per seed.\n",
+        f"\nSplit of one budget, the same total epochs for all three: the two-stage run spends "
+        f"{a.two_stage_ce_fraction:.0%} of them on CE (SGD) and the rest on AUC-M (PESG, the tuned "
+        f"γ, m and lr of AUC-M{f', lr {a.stage2_lr:g}' if a.stage2_lr else ''}) after "
+        "re-initialising the last linear layer; each stage has its own stagewise decays. "
+        "Differences are paired per seed.\n",
+        *two_stage_paper_rows(res),
     ]
 
 
@@ -111,8 +120,8 @@ def _alpha_projection(res: StudyResults) -> list[str]:
     return [
         "### α ≥ 0: AUC-M with and without the projection\n",
         table(body, columns),
-        "\nFor scores in [0, 1] and m ≥ 1 the optimal α = m − E[h|y=1] + E[h|y=0] is never negative, so "
-        "the projection can only matter for m < 1."
+        "\nThe optimal α = m − E[h|y=1] + E[h|y=0] is negative only where the class-mean gap of "
+        "the scores exceeds m, so the projection can only act there."
         + (
             " Here every row is identical run for run with and without it: α never reached 0 in "
             "any of these runs, so the projection never acted, whatever the margin."
@@ -146,17 +155,13 @@ def _dual_step(res: StudyResults) -> list[str]:
     ]
 
 
-def _bsn(res: StudyResults) -> list[str]:
-    body = _switch_table(res, "bsn", "flip", not res.cfg.train.batch_score_norm)
-    columns = ["Dataset", "imratio", "AUC-M with BSN", "AUC-M without BSN", "with − without"]
-    return ["### Batch score normalisation (paper appendix M)\n", table(body, columns), ""]
-
-
 def _libauc_intro(res: StudyResults) -> str:
     tr = res.cfg.train
     return (
-        "Same data, network, seeds, initial weights, batches, epochs and hyper-parameters (tuned γ, m; "
-        "lr, weight decay, decays; BSN applied to the scores fed to both losses). LibAUC is called as "
+        "Same data, network, seeds, initial weights, batches, epochs and hyper-parameters (tuned lr, "
+        "γ, m; weight decay, decays). LibAUC is fed its own scores as its examples do: under BSN "
+        f"(here `{tr.bsn}`) its l2 head, the logits divided by their norm over the batch, without "
+        "BSN the sigmoid. LibAUC is called as "
         "its documentation shows: `AUCMLoss(margin, imratio)` then `loss(scores, labels)`, "
         "`PESG(model.parameters(), loss_fn=..., momentum=...)`, `update_regularizer(decay_factor)` at "
         f"each decay. Momentum: ours {tr.pesg_momentum:g} (heavy-ball: buf ← μ·buf + d), LibAUC "
@@ -252,7 +257,9 @@ SECTIONS = {
     "robust": _robustness,
     "alpha": _alpha_projection,
     "dual": _dual_step,
-    "bsn": _bsn,
+    "bsn": bsn_section,
+    "oversample": oversample_section,
+    "search": search_section,
 }
 
 

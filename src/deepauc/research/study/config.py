@@ -8,18 +8,34 @@ from pathlib import Path
 from typing import Literal
 
 from deepauc.config import load_config
+from deepauc.losses import BSN_MODES
 
 __all__ = [
+    "BSN_SETTINGS",
     "MAIN_LOSSES",
     "AblationSpec",
     "DatasetSpec",
     "GridSpec",
+    "SearchSpec",
     "StudyConfig",
     "TrainSpec",
+    "bsn_setting",
     "load_study_config",
 ]
 
 MAIN_LOSSES = ("ce", "focal", "auc_s", "auc_m")
+# the named batch score normalisation settings of the study, as the report names them
+BSN_SETTINGS = ("none", "logits", "sigmoid")
+
+
+def bsn_setting(value: bool | str) -> str:
+    """``"none"``, ``"logits"`` or ``"sigmoid"`` for a ``batch_score_norm`` value (True = logits)."""
+    mode = BSN_MODES.get(value) if isinstance(value, (bool, str)) else None
+    if mode is None:
+        raise ValueError(
+            f"batch_score_norm must be false, true, {list(BSN_SETTINGS)}; got {value!r}"
+        )
+    return mode if isinstance(mode, str) else "none"
 
 
 @dataclass
@@ -32,11 +48,14 @@ class GridSpec:
         default_factory=lambda: [1 / 100, 1 / 300, 1 / 500, 1 / 700, 1 / 1000]
     )
     margin: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 1.0])
+    lr: list[float] | None = None  # tuned for every loss; None = the data set's lr only
 
     def validate(self) -> None:
         for k in ("focal_alpha", "focal_gamma", "epoch_decay", "margin"):
             if not getattr(self, k):
                 raise ValueError(f"grids.{k} must not be empty")
+        if self.lr is not None and (not self.lr or min(self.lr) <= 0):
+            raise ValueError("grids.lr must be null or a non-empty list of values > 0")
 
 
 @dataclass
@@ -77,17 +96,48 @@ class TrainSpec:
     sgd_momentum: float = 0.9  # CE / focal optimiser
     pesg_momentum: float = 0.0  # PESG heavy-ball momentum (0 = Algorithm 1)
     libauc_momentum: float | None = None  # LibAUC PESG's `momentum` (an EMA); None = pesg_momentum
-    batch_score_norm: bool = True  # BSN before the AUC losses, as the paper
+    # BSN inside the AUC losses: false/none, logits (= true, the reference's) or sigmoid
+    batch_score_norm: bool | Literal["none", "logits", "sigmoid"] = "logits"
     dual: Literal["normalized", "paper"] = "normalized"
+    pos_fraction: float | None = None  # share of positives in every batch; None = plain shuffling
 
     def validate(self) -> None:
         if self.lr <= 0 or self.decay_factor <= 0 or not all(0 < f < 1 for f in self.decay_at):
             raise ValueError("train: lr > 0, decay_factor > 0, decay_at in (0, 1)")
+        bsn_setting(self.batch_score_norm)
+        if self.pos_fraction is not None and not 0 < self.pos_fraction < 1:
+            raise ValueError("train.pos_fraction must be null or lie in (0, 1)")
+
+    @property
+    def bsn(self) -> str:
+        """The batch score normalisation setting by name: none, logits or sigmoid."""
+        return bsn_setting(self.batch_score_norm)
 
     @property
     def libauc_or_pesg_momentum(self) -> float:
         """The momentum handed to LibAUC's PESG (``libauc_momentum``, else ``pesg_momentum``)."""
         return self.pesg_momentum if self.libauc_momentum is None else self.libauc_momentum
+
+
+@dataclass
+class SearchSpec:
+    """One setting of the search for where AUC-M beats CE: a data set at a ratio, with label
+    noise, fewer positives or more epochs; CE against AUC-M at each of ``margins``."""
+
+    dataset: str
+    imratio: float
+    noise_frac: float = 0.0  # share of positive labels flipped (and as many negatives)
+    min_positives: int | None = None  # None = the data set's
+    epochs: int | None = None  # None = the data set's
+    margins: list[float] = field(default_factory=list)  # empty = the tuned m
+
+    def validate(self) -> None:
+        if not 0 < self.imratio <= 0.5 or not 0 <= self.noise_frac < 1:
+            raise ValueError(f"search {self.dataset}: imratio in (0, 0.5], noise_frac in [0, 1)")
+        if (self.epochs is not None and self.epochs < 1) or min(self.margins, default=1) <= 0:
+            raise ValueError(f"search {self.dataset}: epochs >= 1, margins > 0")
+        if self.min_positives is not None and self.min_positives < 1:
+            raise ValueError(f"search {self.dataset}: min_positives >= 1")
 
 
 @dataclass
@@ -102,13 +152,23 @@ class AblationSpec:
     two_stage_datasets: list[str] = field(default_factory=list)  # extra data sets, two-stage only
     two_stage_ce_fraction: float = 0.5  # share of the epochs spent on CE before AUC-M
     stage2_lr: float | None = None  # None = the data set's lr
+    # the paper's two-stage: a whole CE run, then AUC-M with a fresh head for a share of the
+    # epochs at a fraction of the tuned lr, against CE continued the same way
+    two_stage_paper: bool = True
+    finetune_epochs_fraction: float = 0.5
+    finetune_lr_factor: float = 0.1
     robustness: bool = True
     easy_frac: float = 0.5
     noise_frac: float = 0.1
     small_margin: float | None = 0.1  # also run AUC-M at this margin (None = only the tuned one)
     alpha_projection: bool = True
     dual_step: bool = True
-    bsn: bool = True  # AUC-M with batch score normalisation switched off (paper appendix M)
+    bsn: bool = True  # AUC-M with BSN none / logits / sigmoid, every data set at its lowest ratio
+    bsn_tune: bool = True  # each BSN setting tuned on its own grid (else the main setting's choice)
+    # positives' share of every batch in the oversampling row (CE and AUC-M); None = no row
+    oversample: float | None = 0.5
+    oversample_dataset: str | None = None  # None = the first data set, at its lowest ratio
+    search: list[SearchSpec] = field(default_factory=list)
     libauc: bool = True  # needs `pip install libauc==2.0.1`; skipped with a message otherwise
     attribution: bool = True  # ours with one LibAUC design choice at a time
     libauc_no_momentum: bool = True  # also ours vs LibAUC with momentum 0 for both
@@ -119,6 +179,10 @@ class AblationSpec:
             raise ValueError("ablations.two_stage_ce_fraction must lie in (0, 1)")
         if self.easy_frac < 0 or not 0 <= self.noise_frac < 1:
             raise ValueError("ablations: easy_frac >= 0, noise_frac in [0, 1)")
+        if not 0 < self.finetune_epochs_fraction or not 0 < self.finetune_lr_factor:
+            raise ValueError("ablations: finetune_epochs_fraction and finetune_lr_factor > 0")
+        if self.oversample is not None and not 0 < self.oversample < 1:
+            raise ValueError("ablations.oversample must be null or lie in (0, 1)")
 
 
 @dataclass
@@ -152,9 +216,11 @@ class StudyConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"data set names repeat: {names}")
         a = self.ablations
-        missing = [
-            d for d in a.datasets + a.libauc_datasets + a.two_stage_datasets if d not in names
-        ]
+        named = (
+            a.datasets + a.libauc_datasets + a.two_stage_datasets + [s.dataset for s in a.search]
+        )
+        named += [a.oversample_dataset] if a.oversample_dataset else []
+        missing = [d for d in named if d not in names]
         if missing:
             raise ValueError(f"ablations.datasets {missing} are not among the datasets {names}")
 

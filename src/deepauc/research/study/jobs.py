@@ -6,20 +6,26 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deepauc.research.study.config import DatasetSpec, StudyConfig
+from deepauc.research.study.config import BSN_SETTINGS, DatasetSpec, StudyConfig
 from deepauc.research.study.variants import import_libauc
 
 __all__ = [
     "ATTRIBUTION_TWEAKS",
+    "BSN_TWEAKS",
     "Job",
     "ablation_jobs",
     "ablation_ratio",
+    "bsn_tweak",
     "final_jobs",
     "job_params",
     "loss_grid",
+    "lowest_ratio",
     "tuning_jobs",
     "unique",
 ]
+
+# the tweak that runs AUC-M under each named batch score normalisation setting
+BSN_TWEAKS = {name: f"bsn_{name}" for name in BSN_SETTINGS}
 
 # ours with one LibAUC 2.0.1 design choice switched on at a time (LibAUC side by side)
 ATTRIBUTION_TWEAKS = (
@@ -38,13 +44,20 @@ class Job:
     dataset: str
     imratio: float  # requested ratio (the achieved one is in the result)
     seed: int
-    method: str  # ce | focal | auc_s | auc_m | auc_m_noproj | two_stage | libauc
+    # ce | focal | auc_s | auc_m | auc_m_noproj | two_stage | two_stage_paper | ce_continued | libauc
+    method: str
     params: tuple = ()  # sorted (name, value) pairs
     variant: str = "clean"  # clean | easy | noisy
     tweak: str = ""  # "" or a key of deepauc.research.study.training.TWEAKS
+    # sorted (name, value) overrides of the run's settings: epochs, min_positives, noise_frac,
+    # pos_fraction
+    setting: tuple = ()
 
     def param(self, name: str, default: Any = None) -> Any:
         return dict(self.params).get(name, default)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.setting).get(name, default)
 
 
 def job_params(**kw: float) -> tuple:
@@ -53,22 +66,44 @@ def job_params(**kw: float) -> tuple:
 
 
 def loss_grid(cfg: StudyConfig, spec: DatasetSpec, loss: str) -> list[tuple]:
-    """The candidate hyper-parameters of ``loss`` on ``spec`` (one empty tuple for CE)."""
+    """The candidate hyper-parameters of ``loss`` on ``spec``, each with its learning rate."""
     g = spec.grids or cfg.grids
+    lrs = g.lr or [spec.lr or cfg.train.lr]
     if loss == "ce":
-        return [()]
+        return [job_params(lr=lr) for lr in lrs]
     if loss == "focal":
-        return [job_params(alpha=a, gamma=c) for a in g.focal_alpha for c in g.focal_gamma]
+        return [
+            job_params(alpha=a, gamma=c, lr=lr)
+            for lr in lrs
+            for a in g.focal_alpha
+            for c in g.focal_gamma
+        ]
     if loss == "auc_s":
-        return [job_params(epoch_decay=e) for e in g.epoch_decay]
-    return [job_params(epoch_decay=e, margin=m) for e in g.epoch_decay for m in g.margin]
+        return [job_params(epoch_decay=e, lr=lr) for lr in lrs for e in g.epoch_decay]
+    return [
+        job_params(epoch_decay=e, margin=m, lr=lr)
+        for lr in lrs
+        for e in g.epoch_decay
+        for m in g.margin
+    ]
+
+
+def bsn_tweak(cfg: StudyConfig, setting: str) -> str:
+    """The tweak that runs BSN ``setting``: none for the study's own setting."""
+    return "" if setting == cfg.train.bsn else BSN_TWEAKS[setting]
+
+
+def lowest_ratio(spec: DatasetSpec) -> float:
+    return min(spec.imratios)
 
 
 def tuning_jobs(
     cfg: StudyConfig, available: list[DatasetSpec]
 ) -> dict[tuple, dict[tuple, list[Job]]]:
-    """Per (data set, ratio, loss) with more than one candidate: each candidate's runs."""
+    """Per (data set, ratio, loss) with more than one candidate: each candidate's runs; and per
+    (data set, lowest ratio, ``auc_m``, BSN tweak) when the BSN settings are tuned on their own."""
     jobs: dict[tuple, dict[tuple, list[Job]]] = {}
+    abl = cfg.ablations
     for spec in available:
         tseeds = spec.tune_seeds or cfg.seeds[:1]
         for r in spec.imratios:
@@ -77,6 +112,16 @@ def tuning_jobs(
                 if len(grid) > 1:
                     jobs[spec.name, r, loss] = {
                         prm: [Job(spec.name, r, s, loss, prm) for s in tseeds] for prm in grid
+                    }
+        grid = loss_grid(cfg, spec, "auc_m")
+        if abl.bsn and abl.bsn_tune and "auc_m" in cfg.losses and len(grid) > 1:
+            r = lowest_ratio(spec)
+            for setting in BSN_SETTINGS:
+                tw = bsn_tweak(cfg, setting)
+                if tw:
+                    jobs[spec.name, r, "auc_m", tw] = {
+                        prm: [Job(spec.name, r, s, "auc_m", prm, tweak=tw) for s in tseeds]
+                        for prm in grid
                     }
     return jobs
 
@@ -116,8 +161,9 @@ def _over_seeds(
     params: tuple,
     variant: str = "clean",
     tweak: str = "",
+    setting: tuple = (),
 ) -> list[Job]:
-    return [Job(name, r, s, method, params, variant, tweak) for s in cfg.seeds]
+    return [Job(name, r, s, method, params, variant, tweak, setting) for s in cfg.seeds]
 
 
 def ablation_jobs(
@@ -140,9 +186,8 @@ def ablation_jobs(
         for name in unique(abl.datasets + abl.two_stage_datasets):
             if name in specs:
                 for r in specs[name].imratios:
-                    jobs[f"two_stage/{name}/{r}/two_stage"] = _over_seeds(
-                        cfg, name, r, "two_stage", chosen[name, r, "auc_m"]
-                    )
+                    jobs.update(_two_stage_jobs(cfg, name, r, chosen))
+    jobs.update(fairness_jobs(cfg, available, chosen))
     for name in unique(abl.datasets + abl.libauc_datasets):
         if name not in specs:
             continue
@@ -185,8 +230,6 @@ def _dataset_ablation_jobs(
                 )
     if abl.dual_step:
         jobs[f"dual/{name}/{r}/paper"] = _over_seeds(cfg, name, r, "auc_m", pm, tweak="dual_paper")
-    if abl.bsn:
-        jobs[f"bsn/{name}/{r}/flip"] = _over_seeds(cfg, name, r, "auc_m", pm, tweak="bsn_flip")
     if abl.attribution:
         for tw, _ in ATTRIBUTION_TWEAKS:
             jobs[f"attr/{name}/{r}/{tw}"] = _over_seeds(cfg, name, r, "auc_m", pm, tweak=tw)
@@ -197,3 +240,91 @@ def _dataset_ablation_jobs(
             cfg, name, r, "libauc", pm, tweak="no_momentum"
         )
     return jobs
+
+
+def _two_stage_jobs(
+    cfg: StudyConfig, name: str, r: float, chosen: dict[tuple, tuple]
+) -> dict[str, list[Job]]:
+    """The 50/50 two-stage runs and, with ``two_stage_paper``, the paper's two-stage runs
+    (whole CE run, then AUC-M) and CE continued for the same extra epochs."""
+    pm, pc = chosen[name, r, "auc_m"], chosen[name, r, "ce"] if "ce" in cfg.losses else ()
+    ce_lr: float = (dict(pc) or dict(pm))["lr"]
+    out = {f"two_stage/{name}/{r}/two_stage": _over_seeds(cfg, name, r, "two_stage", pm)}
+    if cfg.ablations.two_stage_paper:
+        paper = job_params(ce_lr=ce_lr, **dict(pm))
+        out[f"two_stage/{name}/{r}/paper"] = _over_seeds(cfg, name, r, "two_stage_paper", paper)
+        out[f"two_stage/{name}/{r}/ce_continued"] = _over_seeds(
+            cfg, name, r, "ce_continued", job_params(lr=ce_lr)
+        )
+    return out
+
+
+def fairness_jobs(
+    cfg: StudyConfig, available: list[DatasetSpec], chosen: dict[tuple, tuple]
+) -> dict[str, list[Job]]:
+    """BSN none / logits / sigmoid on every data set at its lowest ratio, the oversampling
+    row, and the search settings."""
+    abl, jobs = cfg.ablations, {}
+    specs = {s.name: s for s in available}
+    if abl.bsn:
+        for spec in available:
+            r = lowest_ratio(spec)
+            for bsn_name in BSN_SETTINGS:
+                tw = bsn_tweak(cfg, bsn_name)
+                prm = chosen.get((spec.name, r, "auc_m", tw), chosen[spec.name, r, "auc_m"])
+                jobs[f"bsn/{spec.name}/{r}/{bsn_name}"] = _over_seeds(
+                    cfg, spec.name, r, "auc_m", prm, tweak=tw
+                )
+    over_name = abl.oversample_dataset or available[0].name
+    if abl.oversample is not None and over_name in specs:
+        r = lowest_ratio(specs[over_name])
+        setting = job_params(pos_fraction=abl.oversample)
+        for loss in ("ce", "auc_m"):
+            if loss in cfg.losses:
+                jobs[f"oversample/{over_name}/{r}/{loss}"] = _over_seeds(
+                    cfg, over_name, r, loss, chosen[over_name, r, loss], setting=setting
+                )
+    for i, search in enumerate(abl.search):
+        if search.dataset in specs:
+            jobs.update(_search_jobs(cfg, i, specs[search.dataset], chosen))
+    return jobs
+
+
+def _search_jobs(
+    cfg: StudyConfig, index: int, spec: DatasetSpec, chosen: dict[tuple, tuple]
+) -> dict[str, list[Job]]:
+    """CE and AUC-M at each margin of search setting ``index``, with the hyper-parameters tuned
+    at the data set's ratio nearest the setting's."""
+    search = cfg.ablations.search[index]
+    tuned = _nearest(spec.imratios, search.imratio)
+    options = {"noise_frac": search.noise_frac} if search.noise_frac else {}
+    if search.min_positives is not None:
+        options["min_positives"] = search.min_positives
+    if search.epochs is not None:
+        options["epochs"] = search.epochs
+    setting, variant = job_params(**options), "noisy" if search.noise_frac else "clean"
+    pm = dict(chosen[spec.name, tuned, "auc_m"])
+    out = {}
+    if "ce" in cfg.losses:
+        out[f"search/{spec.name}/{search.imratio}/{index}/ce"] = _over_seeds(
+            cfg,
+            spec.name,
+            search.imratio,
+            "ce",
+            chosen[spec.name, tuned, "ce"],
+            variant,
+            "",
+            setting,
+        )
+    for m in search.margins or [pm["margin"]]:
+        out[f"search/{spec.name}/{search.imratio}/{index}/auc_m={m:g}"] = _over_seeds(
+            cfg,
+            spec.name,
+            search.imratio,
+            "auc_m",
+            job_params(**{**pm, "margin": m}),
+            variant,
+            "",
+            setting,
+        )
+    return out

@@ -3,20 +3,23 @@
 For every data set and imbalance ratio of the config, the same network is trained with each
 loss over several seeds (each seed drops different positives), and the mean ± std test AUC
 lands in a markdown table laid out like the paper's Table 1 (``<out_dir>/<name>.md``).
-Hyper-parameters come from the paper's grids (focal α, γ; PESG's epoch decay γ; AUC-M's
-margin m), chosen by the mean validation AUC over ``tune_seeds``; the reported numbers are
-test AUCs at the end of training, without early stopping.
+Hyper-parameters come from the grids (learning rate for every loss; focal α, γ; PESG's epoch
+decay γ; AUC-M's margin m), chosen by the mean validation AUC over ``tune_seeds``; the
+reported numbers are test AUCs at the end of training, without early stopping.
 
 CE and focal train by SGD with momentum, AUC-S and AUC-M by PESG with batch score
-normalisation; the learning rate decays at the fractions ``train.decay_at`` of the epochs,
-and for PESG each decay ends a stage (v_ref ← the stage's average). Networks: the paper's
-ResNet20 with ELU, a small ELU CNN or an ELU MLP, on whole-batch tensors in memory.
+normalisation as ``train.batch_score_norm`` says (none, logits or sigmoid); the learning rate
+decays at the fractions ``train.decay_at`` of the epochs, and for PESG each decay ends a stage
+(v_ref ← the stage's average). ``train.pos_fraction`` fixes the positives' share of every
+batch. Networks: the paper's ResNet20 with ELU, a small ELU CNN or an ELU MLP.
 
-Ablations, at the ratio nearest ``ablations.imratio`` with the tuned hyper-parameters:
-two-stage (CE, then AUC-M with a fresh head) against one-stage; robustness to appended easy
-rows and to flipped labels; PESG's projection α ≥ 0 on and off; the normalized against the
-paper's dual step; BSN on and off; and LibAUC 2.0.1 side by side (only when installed), with
-ours switching on one LibAUC design choice at a time, and the time per training step of both.
+Ablations, with the tuned hyper-parameters: two-stage (CE, then AUC-M with a fresh head) as a
+split of one budget and as the paper runs it (a whole CE run, then AUC-M at a smaller lr,
+against CE continued); BSN none / logits / sigmoid on every data set at its lowest ratio;
+positive oversampling; the search settings (label noise, fewer positives, more epochs: CE
+against AUC-M); and, at the ratio nearest ``ablations.imratio``, robustness to appended easy
+rows and to flipped labels, PESG's projection α ≥ 0 on and off, the normalized against the
+paper's dual step, and LibAUC 2.0.1 side by side (only when installed).
 
 Jobs run in ``workers`` processes of ``threads`` torch threads; every finished run is
 appended to ``<out_dir>/<name>_runs.csv``, and a rerun with ``resume`` reuses the runs there.
@@ -83,6 +86,8 @@ def job_key(job: Job, spec_hash: str, abl: AblationSpec) -> str:
         extra.append(abl.noise_frac)
     if job.method == "two_stage":
         extra += [abl.two_stage_ce_fraction, abl.stage2_lr]
+    elif job.method in ("two_stage_paper", "ce_continued"):
+        extra += [abl.finetune_epochs_fraction, abl.finetune_lr_factor]
     return json.dumps(
         [
             job.dataset,
@@ -92,6 +97,7 @@ def job_key(job: Job, spec_hash: str, abl: AblationSpec) -> str:
             list(job.params),
             job.variant,
             job.tweak,
+            list(job.setting),
             spec_hash,
             *extra,
         ]
@@ -123,6 +129,7 @@ class Runner:
         if cfg.resume and runs_csv.is_file():
             for row in pd.read_csv(runs_csv, keep_default_na=True).to_dict("records"):
                 row["tweak"] = "" if not isinstance(row.get("tweak"), str) else row["tweak"]
+                row["setting"] = row["setting"] if isinstance(row.get("setting"), str) else "{}"
                 self.rows[str(row["key"])] = row
             if self.rows:
                 log(f"resume: {len(self.rows)} runs already in {runs_csv}")
@@ -151,7 +158,10 @@ class Runner:
     def _cost(self, job: Job) -> float:
         s = self.specs[job.dataset]
         side = s.image_size or {"digits": 8, "fashion_mnist": 28}.get(s.name, 32)
-        return s.epochs * side**2 * (60 if s.name == "fashion_mnist" else 1)
+        epochs = job.option("epochs", s.epochs)
+        if job.method in ("two_stage_paper", "ce_continued"):
+            epochs *= 1 + self.cfg.ablations.finetune_epochs_fraction
+        return epochs * side**2 * (60 if s.name == "fashion_mnist" else 1)
 
     def run(self, jobs: list[Job], label: str) -> None:
         """Train the jobs not in the cache yet (each key once), longest first."""
@@ -190,7 +200,8 @@ class Runner:
             el = time.perf_counter() - t0
             self.log(
                 f"  [{i}/{total}] {job.dataset} r={job.imratio:g} s={job.seed} {job.method}"
-                f"{'/' + job.variant if job.variant != 'clean' else ''}{'/' + job.tweak if job.tweak else ''} "
+                f"{'/' + job.variant if job.variant != 'clean' else ''}{'/' + job.tweak if job.tweak else ''}"
+                f"{dict(job.setting) if job.setting else ''} "
                 f"{dict(job.params)} val={row['val_auc']:.4f} test={row['test_auc']:.4f} "
                 f"({row['train_s']:.1f}s; {el:.0f}s elapsed, ~{el / i * (total - i):.0f}s left)"
             )
@@ -236,17 +247,16 @@ def _choose(
     runner: Runner,
     tune_jobs: dict[tuple, dict[tuple, list[Job]]],
 ) -> dict[tuple, tuple]:
-    """Per (data set, ratio, loss): the candidate with the best mean validation AUC."""
+    """Per (data set, ratio, loss), and per tuned BSN setting: the candidate with the best mean
+    validation AUC (the first candidate where there is no tuning)."""
     chosen: dict[tuple, tuple] = {}
     for spec in available:
         for r in spec.imratios:
             for loss in cfg.losses:
-                cands = tune_jobs.get((spec.name, r, loss))
-                if cands is None:
-                    chosen[spec.name, r, loss] = loss_grid(cfg, spec, loss)[0]
-                    continue
-                scores = {prm: runner.mean_val_auc(jobs) for prm, jobs in cands.items()}
-                chosen[spec.name, r, loss] = max(scores, key=lambda prm: scores[prm])
+                chosen[spec.name, r, loss] = loss_grid(cfg, spec, loss)[0]
+    for key, cands in tune_jobs.items():
+        scores = {prm: runner.mean_val_auc(jobs) for prm, jobs in cands.items()}
+        chosen[key] = max(scores, key=lambda prm: scores[prm])
     return chosen
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepauc.losses import batch_score_norm, create_loss
+from deepauc.losses import batch_score_norm, create_loss, loss_input
 from deepauc.metrics import roc_auc
 from deepauc.optim import PESG, create_optimizer
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
 from deepauc.research.study.jobs import Job, ablation_ratio, unique
 from deepauc.research.study.nets import build_model, model_title
+from deepauc.research.study.sampling import epoch_batches
 from deepauc.research.study.splits import make_split, standardize
 from deepauc.research.study.variants import (
     AUCMLossBatchP,
@@ -41,7 +42,7 @@ class Tweak:
     optimizer: type[PESG] | None = None  # replaces the PESG of the factory
     dual: Literal["normalized", "paper"] | None = None  # None = train.dual
     momentum: Literal["pesg", "libauc", "zero"] = "pesg"  # which config momentum PESG gets
-    flip_bsn: bool = False  # batch score normalisation the other way than train.batch_score_norm
+    bsn: Literal["none", "logits", "sigmoid"] | None = None  # None = train.batch_score_norm
     vref_noise_std: float = 0.0  # > 0: v_ref starts at N(0, std²) noise, not at the weights
     grad_clip: float | None = None  # clamp every primal gradient element to ±grad_clip
 
@@ -49,7 +50,9 @@ class Tweak:
 TWEAKS: dict[str, Tweak] = {
     "": Tweak(),
     "dual_paper": Tweak(dual="paper"),
-    "bsn_flip": Tweak(flip_bsn=True),
+    "bsn_none": Tweak(bsn="none"),
+    "bsn_logits": Tweak(bsn="logits"),
+    "bsn_sigmoid": Tweak(bsn="sigmoid"),
     "no_momentum": Tweak(momentum="zero"),
     # LibAUC 2.0.1's design choices, one at a time
     "vref_noise": Tweak(vref_noise_std=0.01),
@@ -61,12 +64,14 @@ TWEAKS: dict[str, Tweak] = {
 
 
 class TrainingSetup(NamedTuple):
-    """A run's loss, optimiser, hook called between backward and step, and optimiser kind."""
+    """A run's loss, optimiser, hook called between backward and step, optimiser kind, and
+    what the loss is fed from the network's logits."""
 
     loss: nn.Module
     optimizer: Any  # a torch optimizer, or LibAUC's PESG
     pre_step: Callable[[], None] | None
     kind: Literal["sgd", "pesg", "libauc"]
+    scores: Callable[[torch.Tensor], torch.Tensor]
 
 
 def _momentum(source: str, tspec: TrainSpec) -> float:
@@ -92,10 +97,11 @@ def make_loss_and_optimizer(
         sgd = create_optimizer(
             "sgd", model.parameters(), loss, lr=lr, momentum=tspec.sgd_momentum, weight_decay=wd
         )
-        return TrainingSetup(loss, sgd, None, "sgd")
+        return TrainingSetup(loss, sgd, None, "sgd", functools.partial(loss_input, loss))
+    bsn = tweak.bsn or tspec.bsn
     if job.method == "libauc":
-        return _libauc_setup(job, model, p, lr, tspec, tweak)
-    loss = _auc_loss(job, tweak, p, tspec.batch_score_norm != tweak.flip_bsn)
+        return _libauc_setup(job, model, p, lr, tspec, tweak, bsn)
+    loss = _auc_loss(job, tweak, p, bsn)
     gamma, momentum = job.param("epoch_decay"), _momentum(tweak.momentum, tspec)
     dual = tweak.dual or tspec.dual
     if tweak.optimizer is None:
@@ -125,16 +131,16 @@ def make_loss_and_optimizer(
     if tweak.grad_clip is not None:
         primal = [prm for g in pesg.param_groups if g["role"] == "primal" for prm in g["params"]]
         pre_step = functools.partial(_clamp_grads, primal, tweak.grad_clip)
-    return TrainingSetup(loss, pesg, pre_step, "pesg")
+    return TrainingSetup(loss, pesg, pre_step, "pesg", functools.partial(loss_input, loss))
 
 
-def _auc_loss(job: Job, tweak: Tweak, p: float, bsn: bool) -> nn.Module:
+def _auc_loss(job: Job, tweak: Tweak, p: float, bsn: bool | str) -> nn.Module:
     """The AUC loss of ``job`` with batch score normalisation ``bsn``."""
     if job.method == "auc_s":
         return create_loss("auc_s", imratio=p, batch_score_norm=bsn)
     if job.method == "auc_m_noproj":
         return AUCMLossNoProjection(margin=job.param("margin"), imratio=p, batch_score_norm=bsn)
-    if job.method not in ("auc_m", "two_stage"):
+    if job.method not in ("auc_m", "two_stage", "two_stage_paper"):
         raise ValueError(f"unknown method {job.method!r}")
     if tweak.auc_m_loss is not None:
         return tweak.auc_m_loss(margin=job.param("margin"), batch_score_norm=bsn)
@@ -155,8 +161,17 @@ def _clamp_grads(params: list[torch.Tensor], limit: float) -> None:
             prm.grad.clamp_(-limit, limit)
 
 
+def libauc_scores(bsn: str, logits: torch.Tensor) -> torch.Tensor:
+    """The scores LibAUC's examples feed its AUCMLoss: under BSN its l2 head (the logits,
+    normalised over the batch), else the sigmoid; ``sigmoid`` normalises the sigmoid scores."""
+    if bsn == "logits":
+        return batch_score_norm(logits)
+    h = torch.sigmoid(logits)
+    return batch_score_norm(h) if bsn == "sigmoid" else h
+
+
 def _libauc_setup(
-    job: Job, model: nn.Module, p: float, lr: float, tspec: TrainSpec, tweak: Tweak
+    job: Job, model: nn.Module, p: float, lr: float, tspec: TrainSpec, tweak: Tweak, bsn: str
 ) -> TrainingSetup:
     """LibAUC 2.0.1's AUCMLoss and PESG, called as its documentation shows."""
     mods, why = import_libauc()
@@ -175,22 +190,12 @@ def _libauc_setup(
         verbose=False,
         device=torch.device("cpu"),
     )
-    return TrainingSetup(loss, opt, None, "libauc")
+    return TrainingSetup(loss, opt, None, "libauc", functools.partial(libauc_scores, bsn))
 
 
 def _decay_epochs(epochs: int, fractions: list[float]) -> set[int]:
     """Epochs (1-based, counted as finished) after which the lr decays."""
     return {e for e in (int(round(f * epochs)) for f in fractions) if 0 < e < epochs}
-
-
-def _scores(setup: TrainingSetup, logits: torch.Tensor, tspec: TrainSpec) -> torch.Tensor:
-    """What the loss takes: logits (CE, focal) or sigmoid scores, BSN'd for LibAUC's loss."""
-    if getattr(setup.loss, "takes_logits", False):
-        return logits
-    h = torch.sigmoid(logits)
-    if setup.kind == "libauc" and tspec.batch_score_norm:
-        h = batch_score_norm(h)
-    return h
 
 
 def _end_stage(setup: TrainingSetup, decay_factor: float) -> None:
@@ -215,24 +220,19 @@ def _train_epoch(
     setup: TrainingSetup,
     model: nn.Module,
     data: dict[str, torch.Tensor],
-    batch_size: int,
-    flip: bool,
+    spec: DatasetSpec,
+    pos_fraction: float | None,
     gen: torch.Generator,
-    tspec: TrainSpec,
     progress: _Progress,
 ) -> None:
     """One pass over the training rows in batches; stops at the first non-finite loss."""
     x, y = data["x_train"], data["y_train"]
-    n = len(x)
-    nb = max(1, n // batch_size)  # drop the last partial batch (BSN needs a batch)
-    perm = torch.randperm(n, generator=gen)
-    for b in range(nb):
-        idx = perm[b * batch_size : (b + 1) * batch_size] if nb > 1 else perm
+    for idx in epoch_batches(y, spec.batch_size, pos_fraction, gen):
         xb, yb = x[idx], y[idx]
-        if flip:
+        if spec.flip:
             m = torch.rand(len(idx), generator=gen) < 0.5
             xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
-        loss = setup.loss(_scores(setup, model(xb), tspec), yb)
+        loss = setup.loss(setup.scores(model(xb)), yb)
         if not torch.isfinite(loss):
             progress.finite = False
             return
@@ -265,7 +265,7 @@ def _train(
     progress = _Progress()
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        _train_epoch(setup, model, data, spec.batch_size, spec.flip, gen, tspec, progress)
+        _train_epoch(setup, model, data, spec, tspec.pos_fraction, gen, progress)
         if not progress.finite:
             break
         if epoch + 1 in decays:
@@ -280,6 +280,18 @@ def _train(
     }
 
 
+def _joined(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The stats of two stages trained one after the other (optimiser time of the second)."""
+    steps, train_s = first["steps"] + second["steps"], first["train_s"] + second["train_s"]
+    return {
+        "steps": steps,
+        "train_s": train_s,
+        "ms_per_step": 1000 * train_s / max(1, steps),
+        "opt_ms_per_step": second["opt_ms_per_step"],
+        "finite": first["finite"] and second["finite"],
+    }
+
+
 def _train_two_stage(
     job: Job,
     model: nn.Module,
@@ -291,7 +303,7 @@ def _train_two_stage(
     gen: torch.Generator,
 ) -> dict[str, Any]:
     """CE for a share of the epochs, then AUC-M by PESG with a freshly initialised head."""
-    lr = spec.lr or tspec.lr
+    lr = job.param("lr", spec.lr or tspec.lr)
     e1 = max(1, int(round(spec.epochs * abl.two_stage_ce_fraction)))
     e2 = max(1, spec.epochs - e1)
     ce_job = dataclasses.replace(job, method="ce")
@@ -299,14 +311,38 @@ def _train_two_stage(
     cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for the AUC stage
     auc_job = dataclasses.replace(job, method="auc_m")
     s2 = _train(auc_job, model, data, p, spec, tspec, gen, epochs=e2, lr=abl.stage2_lr or lr)
-    steps, train_s = s1["steps"] + s2["steps"], s1["train_s"] + s2["train_s"]
-    return {
-        "steps": steps,
-        "train_s": train_s,
-        "ms_per_step": 1000 * train_s / max(1, steps),
-        "opt_ms_per_step": s2["opt_ms_per_step"],
-        "finite": s1["finite"] and s2["finite"],
-    }
+    return _joined(s1, s2)
+
+
+def finetune_epochs(spec: DatasetSpec, abl: AblationSpec) -> int:
+    """Epochs of the second stage of the paper's two-stage runs (and of CE continued)."""
+    return max(1, int(round(spec.epochs * abl.finetune_epochs_fraction)))
+
+
+def _train_then_finetune(
+    job: Job,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    p: float,
+    spec: DatasetSpec,
+    tspec: TrainSpec,
+    abl: AblationSpec,
+    gen: torch.Generator,
+) -> dict[str, Any]:
+    """A whole CE run at ``ce_lr`` (``lr`` for CE continued), then a second stage of
+    :func:`finetune_epochs` at ``finetune_lr_factor`` times the stage's lr: AUC-M by PESG with
+    a freshly initialised head (``two_stage_paper``), or more CE, head kept (``ce_continued``)."""
+    ce_lr = job.param("ce_lr", job.param("lr"))
+    ce_job = Job(job.dataset, job.imratio, job.seed, "ce", (("lr", ce_lr),), job.variant)
+    s1 = _train(ce_job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=ce_lr)
+    if job.method == "two_stage_paper":
+        cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for AUC-M
+        stage2 = dataclasses.replace(job, method="auc_m")
+    else:
+        stage2 = ce_job
+    lr2 = stage2.param("lr") * abl.finetune_lr_factor
+    s2 = _train(stage2, model, data, p, spec, tspec, gen, epochs=finetune_epochs(spec, abl), lr=lr2)
+    return _joined(s1, s2)
 
 
 def _predict(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.ndarray:
@@ -324,20 +360,42 @@ def _auc(y: torch.Tensor, s: np.ndarray) -> float:
     return roc_auc(labels, s)
 
 
+def with_setting(
+    job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec
+) -> tuple[DatasetSpec, TrainSpec, AblationSpec]:
+    """The data set, training and ablation settings with ``job.setting``'s overrides."""
+    over = dict(job.setting)
+    unknown = set(over) - {"epochs", "min_positives", "noise_frac", "pos_fraction"}
+    if unknown:
+        raise ValueError(f"unknown run setting(s) {sorted(unknown)}")
+    spec = dataclasses.replace(
+        spec,
+        epochs=int(over.get("epochs", spec.epochs)),
+        min_positives=int(over.get("min_positives", spec.min_positives)),
+    )
+    tspec = dataclasses.replace(tspec, pos_fraction=over.get("pos_fraction", tspec.pos_fraction))
+    abl = dataclasses.replace(abl, noise_frac=over.get("noise_frac", abl.noise_frac))
+    return spec, tspec, abl
+
+
 def run_job(
     job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None
 ) -> dict[str, Any]:
     """Train and evaluate one run; returns a flat result row."""
+    spec, tspec, abl = with_setting(job, spec, tspec, abl)
     split = make_split(spec, job.imratio, job.seed, cache_dir, job.variant, abl)
     data = standardize(split)
-    p = float(split.y_train.mean())
+    # p of the AUC losses: the positives' share of the batches the loss sees
+    p = tspec.pos_fraction or float(split.y_train.mean())
     torch.manual_seed(job.seed)
     model = build_model(spec, tuple(data["x_train"].shape[1:]))
     gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
     if job.method == "two_stage":
         stats = _train_two_stage(job, model, data, p, spec, tspec, abl, gen)
+    elif job.method in ("two_stage_paper", "ce_continued"):
+        stats = _train_then_finetune(job, model, data, p, spec, tspec, abl, gen)
     else:
-        lr = spec.lr or tspec.lr
+        lr = job.param("lr", spec.lr or tspec.lr)
         stats = _train(job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=lr)
     return {
         "dataset": job.dataset,
@@ -348,6 +406,7 @@ def run_job(
         "params": json.dumps(dict(job.params), sort_keys=True),
         "variant": job.variant,
         "tweak": job.tweak,
+        "setting": json.dumps(dict(job.setting), sort_keys=True),
         "val_auc": _auc(data["y_val"], _predict(model, data["x_val"])),
         "test_auc": _auc(data["y_test"], _predict(model, data["x_test"])),
         "n_train": len(split.y_train),
@@ -362,13 +421,12 @@ def _time_steps(
     x: torch.Tensor,
     y: torch.Tensor,
     steps: int,
-    tspec: TrainSpec,
 ) -> tuple[float, float]:
     """Median ms of a whole step and of the optimiser step alone, after 5 warm-up steps."""
     tot, t_opt = [], []
     for i in range(steps + 5):
         t0 = time.perf_counter()
-        loss = setup.loss(_scores(setup, model(x), tspec), y)
+        loss = setup.loss(setup.scores(model(x)), y)
         setup.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t1 = time.perf_counter()
@@ -408,8 +466,9 @@ def step_timing(
             job = Job(name, r, cfg.seeds[0], method, chosen[name, r, "auc_m"])
             torch.manual_seed(0)
             model = build_model(spec, tuple(data["x_train"].shape[1:]))
-            setup = make_loss_and_optimizer(job, model, p, spec.lr or cfg.train.lr, cfg.train)
-            step_ms, opt_ms = _time_steps(setup, model, x, y, abl.timing_steps, cfg.train)
+            lr = job.param("lr", spec.lr or cfg.train.lr)
+            setup = make_loss_and_optimizer(job, model, p, lr, cfg.train)
+            step_ms, opt_ms = _time_steps(setup, model, x, y, abl.timing_steps)
             row[f"{method}_step_ms"], row[f"{method}_opt_ms"] = step_ms, opt_ms
         out.append(row)
     return out

@@ -29,7 +29,7 @@ class AUCMLossBatchP(AUCMLoss):
     clipped to [1/(2N), 1 - 1/(2N)] so that a batch without positives does not zero
     p(1-p) (which the normalized dual step divides by)."""
 
-    def __init__(self, margin: float, batch_score_norm: bool) -> None:
+    def __init__(self, margin: float, batch_score_norm: bool | str) -> None:
         super().__init__(margin=margin, imratio=0.5, batch_score_norm=batch_score_norm)
 
     def _update_p(self, y: torch.Tensor) -> None:

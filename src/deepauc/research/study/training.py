@@ -104,27 +104,11 @@ def make_loss_and_optimizer(
     loss = _auc_loss(job, tweak, p, bsn)
     gamma, momentum = job.param("epoch_decay"), _momentum(tweak.momentum, tspec)
     dual = tweak.dual or tspec.dual
+    settings = dict(lr=lr, epoch_decay=gamma, weight_decay=wd, momentum=momentum, dual=dual)
     if tweak.optimizer is None:
-        pesg = create_optimizer(
-            "pesg",
-            model.parameters(),
-            loss,
-            lr=lr,
-            epoch_decay=gamma,
-            weight_decay=wd,
-            momentum=momentum,
-            dual=dual,
-        )
-    else:
-        pesg = tweak.optimizer(
-            model.parameters(),
-            loss,
-            lr=lr,
-            epoch_decay=gamma,
-            weight_decay=wd,
-            momentum=momentum,
-            dual=dual,
-        )
+        pesg = create_optimizer("pesg", model.parameters(), loss, **settings)
+    else:  # an ablation's PESG variant
+        pesg = tweak.optimizer(model.parameters(), loss, **settings)
     if tweak.vref_noise_std:
         _noise_vref(pesg, tweak.vref_noise_std)
     pre_step = None

@@ -231,6 +231,29 @@ def test_cli_runs_and_prints_the_table(tmp_path, capsys):
     assert (tmp_path / "toy_figure1.png").exists() and (tmp_path / "toy_figure1.md").exists()
 
 
+def test_bsn_score_feeds_the_loss_logits_normalised_over_the_batch():
+    import torch
+
+    from deepauc.losses import create_loss
+    from deepauc.research.toy.model import _make_loss
+
+    z = torch.randn(40, generator=torch.Generator().manual_seed(0)) * 3
+    y = (torch.arange(40) < 6).float()
+    under_bsn = _make_loss("AUC-M", 0.15, replace(SMALL, score="bsn", margin=0.1))
+    plain = create_loss("auc_m", imratio=0.15, margin=0.1)
+    torch.testing.assert_close(under_bsn(z, y), plain(z / z.norm(), y))
+    # scale-free: a positive rescaling of the logits leaves the BSN loss unchanged
+    torch.testing.assert_close(under_bsn(5 * z, y), under_bsn(z, y))
+
+
+def test_cli_score_and_lr_name_their_report(tmp_path, capsys):
+    argv = ["toy", "--out-dir", str(tmp_path), "--seeds", "1", "--epochs", "3", "--quiet"]
+    assert cli_main([*argv, "--score", "bsn", "--margin", "0.1", "--lr", "1"]) == 0
+    text = (tmp_path / "toy_figure1_bsn.md").read_text()
+    assert "batch score normalisation" in text and "lr 1 " in text
+    assert (tmp_path / "toy_figure1_bsn.png").exists() and not (tmp_path / "toy_figure1.md").exists()
+
+
 def test_module_main_parses_its_own_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         toy.main(["--help"])

@@ -19,14 +19,15 @@ import torch
 from deepauc.io import write_text
 from deepauc.metrics import roc_auc
 from deepauc.research.toy.data import (
-    FIGURE_NAME,
     LOSS_NAMES,
     PANELS,
+    SCORES,
     ToyConfig,
     bayes_llr,
     llr_lipschitz,
     make_datasets,
     noisy_count,
+    report_stem,
     sample_clean,
     sample_easy,
     sample_noisy,
@@ -107,8 +108,9 @@ def run_toy(
     df = pd.DataFrame(rows)
     if out_dir is not None:
         out = Path(out_dir)
-        plot_figure(shown_data, shown, df[df.seed == seed], cfg, out / f"{FIGURE_NAME}.png")
-        write_text(summary_markdown(df, cfg, seed) + "\n", out / f"{FIGURE_NAME}.md")
+        stem = report_stem(cfg)
+        plot_figure(shown_data, shown, df[df.seed == seed], cfg, out / f"{stem}.png")
+        write_text(summary_markdown(df, cfg, seed) + "\n", out / f"{stem}.md")
     return df
 
 
@@ -160,6 +162,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.noise_frac,
         help=f"wrong-label fraction of +noisy (default {d.noise_frac})",
     )
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"initial lr (default {d.lr:g})")
+    parser.add_argument(
+        "--score",
+        choices=SCORES,
+        default=d.score,
+        help="h fed to the losses: sigmoid, raw logit, or logits under batch score "
+        f"normalisation (default {d.score})",
+    )
     parser.add_argument(
         "--warm-start",
         action="store_true",
@@ -170,7 +180,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = replace(
-        ToyConfig(), margin=args.margin, noise_frac=args.noise_frac, warm_start=args.warm_start
+        ToyConfig(),
+        margin=args.margin,
+        noise_frac=args.noise_frac,
+        warm_start=args.warm_start,
+        score=args.score,
+        lr=args.lr,
     )
     start = time.perf_counter()
     df = run_toy(
@@ -183,10 +198,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(summary_markdown(df, replace(cfg, epochs=args.epochs), args.seed))
-    out = Path(args.out_dir)
-    print(
-        f"\nwrote {out / (FIGURE_NAME + '.png')} and {out / (FIGURE_NAME + '.md')} in {time.perf_counter() - start:.1f} s"
-    )
+    stem = Path(args.out_dir) / report_stem(cfg)
+    print(f"\nwrote {stem}.png and {stem}.md in {time.perf_counter() - start:.1f} s")
     return 0
 
 

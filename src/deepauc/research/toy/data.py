@@ -16,6 +16,12 @@ SIGMA = 1.0
 PANELS = ("clean", "+easy", "+noisy")
 LOSS_NAMES = ("AUC-S", "AUC-M")
 FIGURE_NAME = "toy_figure1"
+SCORES = ("sigmoid", "logit", "bsn")
+
+
+def report_stem(cfg: ToyConfig) -> str:
+    """The report and figure name: ``toy_figure1``, with ``_<score>`` unless sigmoid."""
+    return FIGURE_NAME if cfg.score == "sigmoid" else f"{FIGURE_NAME}_{cfg.score}"
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class ToyConfig:
       carry a wrong label. Each lies inside its true class (``|LLR| > noise_llr`` on its
       true side), the paper's §3.2 scenario: a mislabelled example the model scores
       confidently on its true side.
-    * Model: 2 → ``hidden`` → ELU → 1, sigmoid score, the same seeded initial weights for
+    * Model: 2 → ``hidden`` → ELU → 1, the same seeded initial weights for
       all six panels of a seed. Every panel is trained from those weights on its own
       training set; with ``warm_start`` the +easy / +noisy panels instead continue from
       the clean model of their row, as the paper's figure does.
@@ -47,9 +53,13 @@ class ToyConfig:
       average), γ = ``epoch_decay``, λ = ``weight_decay``, heavy-ball ``momentum`` (PESG's
       documented extension). p is each training set's own positive ratio. The defaults
       were set on the clean panels only, not tuned to make either loss win.
+    * Score h fed to the loss (``score``): ``sigmoid`` σ(z); ``logit`` the raw logit z
+      (§3.2's unbounded linear h); ``bsn`` the reference's batch score normalisation,
+      z / ‖z‖ over the full batch (its l2 head). Test AUC ranks by z in every case.
     * AUC-M margin m = ``margin``. With sigmoid scores a - b ≤ 1, so with m = 1 the
       optimal α = 1 + b - a is never negative and the projection never binds: AUC-M with
-      m = 1 *is* AUC-S. Any difference needs m < 1.
+      m = 1 *is* AUC-S. Any difference needs m < 1. Under ``bsn`` the class-mean gap is at
+      most √(1/n₊ + 1/n₋) (0.105 for the clean set), so only margins below it can bind.
     * Evaluation: test AUC on ``n_test`` fresh rows of the clean distribution, and the
       per-seed paired change against the clean panel.
     """
@@ -69,11 +79,11 @@ class ToyConfig:
     weight_decay: float = 1e-4
     margin: float = 0.5  # AUC-M's m
     warm_start: bool = False  # +easy/+noisy continue from the clean model (paper's protocol)
-    score: str = "sigmoid"  # h fed to the loss: "sigmoid" or "logit" (unbounded, §3.2's linear h)
+    score: str = "sigmoid"  # h fed to the loss: one of SCORES
 
     def __post_init__(self) -> None:
-        if self.score not in ("sigmoid", "logit"):
-            raise ValueError(f"score must be 'sigmoid' or 'logit', got {self.score!r}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
         if self.epochs < 1 or self.n_train < 2 or self.n_test < 2:
             raise ValueError("epochs must be >= 1 and n_train, n_test >= 2")
         if not 0 < self.pos_ratio < 1 or self.easy_frac < 0 or not 0 <= self.noise_frac < 1:

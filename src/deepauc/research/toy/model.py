@@ -31,14 +31,16 @@ def _make_loss(name: str, p: float, cfg: ToyConfig) -> nn.Module:
     losses = {"AUC-S": "auc_s", "AUC-M": "auc_m"}
     if name not in losses:
         raise ValueError(f"unknown toy loss {name!r}; choose one of {LOSS_NAMES}")
-    return create_loss(losses[name], imratio=p, margin=cfg.margin)
+    bsn = "logits" if cfg.score == "bsn" else False
+    return create_loss(losses[name], imratio=p, margin=cfg.margin, batch_score_norm=bsn)
 
 
 def train_model(x: np.ndarray, y: np.ndarray, loss_name: str, cfg: ToyConfig, init: dict) -> ToyNet:
     """Full-batch PESG from the weights ``init`` for ``cfg.epochs`` steps.
 
     The loss's p is the training set's positive ratio; a, b, α start at 0. The lr is
-    divided by 10 at 50% and 75% of the steps, each a new PESG stage.
+    divided by 10 at 50% and 75% of the steps, each a new PESG stage. The loss gets
+    σ(z) for ``cfg.score == "sigmoid"``, otherwise the logits (``bsn`` normalises them).
     """
     model = ToyNet(cfg.hidden)
     model.load_state_dict(init)

@@ -6,13 +6,19 @@ import numpy as np
 import pandas as pd
 
 from deepauc.research.toy.data import (
-    FIGURE_NAME,
     LOSS_NAMES,
     PANELS,
     ToyConfig,
     llr_lipschitz,
     noisy_count,
+    report_stem,
 )
+
+_SCORE_TEXT = {
+    "sigmoid": "the loss fed the sigmoid score σ(z)",
+    "logit": "the loss fed the raw logit z",
+    "bsn": "the loss fed z / ‖z‖ over the full batch (batch score normalisation on logits)",
+}
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +49,7 @@ def summary_markdown(df: pd.DataFrame, cfg: ToyConfig, seed: int = 0) -> str:
         "",
         f"Test AUC on {cfg.n_test} clean held-out rows, mean ± std over {len(seeds)} seed(s) "
         f"({seeds[0]}…{seeds[-1]}); the last two columns are the per-seed paired change "
-        f"against the clean panel. Figure: `{FIGURE_NAME}.png` (seed {seed}).",
+        f"against the clean panel. Figure: `{report_stem(cfg)}.png` (seed {seed}).",
         "",
         "| loss | clean | +easy | +noisy | +easy − clean | +noisy − clean |",
         "|---|---|---|---|---|---|",
@@ -68,7 +74,7 @@ def summary_markdown(df: pd.DataFrame, cfg: ToyConfig, seed: int = 0) -> str:
         f"boundary. +noisy adds {n_noisy} true positives labelled negative and {n_noisy} true negatives "
         f"labelled positive, each with |LLR| > {cfg.noise_llr:g} on its true side "
         f"({2 * n_noisy / (cfg.n_train + 2 * n_noisy):.1%} of the rows wrong). "
-        f"Model 2→{cfg.hidden}→ELU→1, sigmoid score; full-batch PESG, {cfg.epochs} steps, lr {cfg.lr:g} "
+        f"Model 2→{cfg.hidden}→ELU→1, {_SCORE_TEXT[cfg.score]}; full-batch PESG, {cfg.epochs} steps, lr {cfg.lr:g} "
         f"÷10 at 50% and 75%, γ {cfg.epoch_decay:g}, λ {cfg.weight_decay:g}, momentum {cfg.momentum:g}; "
         + (
             "+easy/+noisy retrained from the clean model of their row."

@@ -139,7 +139,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 def test_shipped_configs_load():
-    for name in ("default", "full", "budget"):
+    for name in ("default", "full"):
         cfg = load_config(f"configs/study/{name}.yaml", StudyConfig)
         assert cfg.datasets and cfg.seeds == [0, 1, 2, 3, 4]
 

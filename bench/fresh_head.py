@@ -78,7 +78,10 @@ def measure(config: str, runs_csv: Path, dataset: str, imratio: float, log=print
     for factor in (cfg.ablations.finetune_lr_factor, 1.0):
         rows = [_one_seed(cfg, spec, s, imratio, params, factor) for s in cfg.seeds]
         for r in rows:
-            log(f"lr × {factor:g}: " + "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "seed"))
+            log(
+                f"lr × {factor:g}: "
+                + "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "seed")
+            )
         table = pd.DataFrame(rows).round(3)
         lr2 = params["lr"] * factor
         sections += [f"### AUC-M stage at lr {lr2:g} ({factor:g} × the tuned {params['lr']:g})", ""]

@@ -251,7 +251,9 @@ def test_cli_score_and_lr_name_their_report(tmp_path, capsys):
     assert cli_main([*argv, "--score", "bsn", "--margin", "0.1", "--lr", "1"]) == 0
     text = (tmp_path / "toy_figure1_bsn.md").read_text()
     assert "batch score normalisation" in text and "lr 1 " in text
-    assert (tmp_path / "toy_figure1_bsn.png").exists() and not (tmp_path / "toy_figure1.md").exists()
+    assert (tmp_path / "toy_figure1_bsn.png").exists() and not (
+        tmp_path / "toy_figure1.md"
+    ).exists()
 
 
 def test_module_main_parses_its_own_flags(tmp_path, capsys):

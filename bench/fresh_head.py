@@ -27,7 +27,12 @@ from deepauc.research.study.config import load_study_config
 from deepauc.research.study.jobs import Job
 from deepauc.research.study.nets import build_model
 from deepauc.research.study.splits import make_split, standardize
-from deepauc.research.study.training import _auc, _predict, _train, finetune_epochs
+from deepauc.research.study.training import (
+    auc_or_nan,
+    finetune_epochs,
+    predict_logits,
+    train_stage,
+)
 
 
 def _chosen(runs_csv: Path, dataset: str, imratio: float) -> dict:
@@ -52,10 +57,10 @@ def _one_seed(cfg, spec, seed: int, imratio: float, params: dict, lr_factor: flo
     gen = torch.Generator().manual_seed(seed * 7919 + 17)
 
     def test_auc() -> float:
-        return _auc(data["y_test"], _predict(model, data["x_test"]))
+        return auc_or_nan(data["y_test"], predict_logits(model, data["x_test"]))
 
     ce = Job(spec.name, imratio, seed, "ce", (("lr", params["ce_lr"]),))
-    _train(ce, model, data, p, spec, cfg.train, gen, epochs=spec.epochs, lr=params["ce_lr"])
+    train_stage(ce, model, data, p, spec, cfg.train, gen, epochs=spec.epochs, lr=params["ce_lr"])
     after_ce = test_auc()
     head = model.head
     assert isinstance(head, nn.Linear)
@@ -65,7 +70,7 @@ def _one_seed(cfg, spec, seed: int, imratio: float, params: dict, lr_factor: flo
     stage2 = Job(spec.name, imratio, seed, "auc_m", tuple(sorted(auc_params.items())))
     lr2 = params["lr"] * lr_factor
     epochs2 = finetune_epochs(spec, cfg.ablations)
-    _train(stage2, model, data, p, spec, cfg.train, gen, epochs=epochs2, lr=lr2)
+    train_stage(stage2, model, data, p, spec, cfg.train, gen, epochs=epochs2, lr=lr2)
     return {"seed": seed, "CE": after_ce, "fresh head": fresh, "after AUC-M": test_auc()}
 
 

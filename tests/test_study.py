@@ -305,7 +305,7 @@ def test_paper_two_stage_reinitialises_the_head_at_a_tenth_of_the_lr(monkeypatch
     from deepauc.research.study import training
 
     calls = []
-    original = training._train
+    original = training.train_stage
 
     def recording(job, model, *args, **kw):
         calls.append((job.method, kw["lr"], kw["epochs"], model.head.weight.detach().clone()))
@@ -313,7 +313,7 @@ def test_paper_two_stage_reinitialises_the_head_at_a_tenth_of_the_lr(monkeypatch
         calls[-1] += (model.head.weight.detach().clone(),)
         return out
 
-    monkeypatch.setattr(training, "_train", recording)
+    monkeypatch.setattr(training, "train_stage", recording)
     spec = DatasetSpec("digits", epochs=2, batch_size=128, width=4, imratios=[0.1])
     abl = AblationSpec(finetune_epochs_fraction=1.0, finetune_lr_factor=0.1)
     prm = (("ce_lr", 0.3), ("epoch_decay", 0.01), ("lr", 0.2), ("margin", 0.5))

@@ -230,7 +230,7 @@ def _train_epoch(
         progress.steps += 1
 
 
-def _train(
+def train_stage(
     job: Job,
     model: nn.Module,
     data: dict[str, torch.Tensor],
@@ -291,10 +291,10 @@ def _train_two_stage(
     e1 = max(1, int(round(spec.epochs * abl.two_stage_ce_fraction)))
     e2 = max(1, spec.epochs - e1)
     ce_job = dataclasses.replace(job, method="ce")
-    s1 = _train(ce_job, model, data, p, spec, tspec, gen, epochs=e1, lr=lr)
+    s1 = train_stage(ce_job, model, data, p, spec, tspec, gen, epochs=e1, lr=lr)
     cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for the AUC stage
     auc_job = dataclasses.replace(job, method="auc_m")
-    s2 = _train(auc_job, model, data, p, spec, tspec, gen, epochs=e2, lr=abl.stage2_lr or lr)
+    s2 = train_stage(auc_job, model, data, p, spec, tspec, gen, epochs=e2, lr=abl.stage2_lr or lr)
     return _joined(s1, s2)
 
 
@@ -318,18 +318,21 @@ def _train_then_finetune(
     a freshly initialised head (``two_stage_paper``), or more CE, head kept (``ce_continued``)."""
     ce_lr = job.param("ce_lr", job.param("lr"))
     ce_job = Job(job.dataset, job.imratio, job.seed, "ce", (("lr", ce_lr),), job.variant)
-    s1 = _train(ce_job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=ce_lr)
+    s1 = train_stage(ce_job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=ce_lr)
     if job.method == "two_stage_paper":
         cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for AUC-M
         stage2 = dataclasses.replace(job, method="auc_m")
     else:
         stage2 = ce_job
     lr2 = stage2.param("lr") * abl.finetune_lr_factor
-    s2 = _train(stage2, model, data, p, spec, tspec, gen, epochs=finetune_epochs(spec, abl), lr=lr2)
+    s2 = train_stage(
+        stage2, model, data, p, spec, tspec, gen, epochs=finetune_epochs(spec, abl), lr=lr2
+    )
     return _joined(s1, s2)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.ndarray:
+def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.ndarray:
+    """The model's logits for ``x`` in eval mode (train mode restored), as float64."""
     model.eval()
     with torch.no_grad():
         out = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
@@ -337,7 +340,8 @@ def _predict(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.ndarray
     return out.numpy().astype(np.float64)
 
 
-def _auc(y: torch.Tensor, s: np.ndarray) -> float:
+def auc_or_nan(y: torch.Tensor, s: np.ndarray) -> float:
+    """ROC AUC of scores ``s``; NaN when a score is not finite or ``y`` has one class."""
     labels = y.numpy()
     if not np.isfinite(s).all() or labels.min() == labels.max():
         return float("nan")
@@ -380,7 +384,7 @@ def run_job(
         stats = _train_then_finetune(job, model, data, p, spec, tspec, abl, gen)
     else:
         lr = job.param("lr", spec.lr or tspec.lr)
-        stats = _train(job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=lr)
+        stats = train_stage(job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=lr)
     return {
         "dataset": job.dataset,
         "requested_imratio": job.imratio,
@@ -391,8 +395,8 @@ def run_job(
         "variant": job.variant,
         "tweak": job.tweak,
         "setting": json.dumps(dict(job.setting), sort_keys=True),
-        "val_auc": _auc(data["y_val"], _predict(model, data["x_val"])),
-        "test_auc": _auc(data["y_test"], _predict(model, data["x_test"])),
+        "val_auc": auc_or_nan(data["y_val"], predict_logits(model, data["x_val"])),
+        "test_auc": auc_or_nan(data["y_test"], predict_logits(model, data["x_test"])),
         "n_train": len(split.y_train),
         "pos_train": int(split.y_train.sum()),
         **stats,

@@ -13,25 +13,24 @@ Usage: ``python bench/fresh_head.py [--dataset elpv] [--imratio 0.01]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from deepauc.io import write_text
 from deepauc.markdown import markdown_table
 from deepauc.research.study.config import load_study_config
 from deepauc.research.study.jobs import Job
-from deepauc.research.study.nets import build_model
-from deepauc.research.study.splits import make_split, standardize
 from deepauc.research.study.training import (
     auc_or_nan,
     finetune_epochs,
     predict_logits,
-    train_stage,
+    prepare_run,
+    train_then_finetune,
 )
 
 
@@ -49,29 +48,19 @@ def _chosen(runs_csv: Path, dataset: str, imratio: float) -> dict:
 
 
 def _one_seed(cfg, spec, seed: int, imratio: float, params: dict, lr_factor: float) -> dict:
-    split = make_split(spec, imratio, seed, cfg.cache_dir, "clean", cfg.ablations)
-    data = standardize(split)
-    p = float(split.y_train.mean())
-    torch.manual_seed(seed)  # as the study's run_job: same initial weights and batches
-    model = build_model(spec, tuple(data["x_train"].shape[1:]))
-    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    job = Job(spec.name, imratio, seed, "two_stage_paper", tuple(sorted(params.items())))
+    abl = dataclasses.replace(cfg.ablations, finetune_lr_factor=lr_factor)
+    run = prepare_run(job, spec, cfg.train, abl, cfg.cache_dir)
+    aucs: dict = {"seed": seed}
 
-    def test_auc() -> float:
-        return auc_or_nan(data["y_test"], predict_logits(model, data["x_test"]))
+    def record(point: str) -> None:
+        aucs[point] = auc_or_nan(run.data["y_test"], predict_logits(run.model, run.data["x_test"]))
 
-    ce = Job(spec.name, imratio, seed, "ce", (("lr", params["ce_lr"]),))
-    train_stage(ce, model, data, p, spec, cfg.train, gen, epochs=spec.epochs, lr=params["ce_lr"])
-    after_ce = test_auc()
-    head = model.head
-    assert isinstance(head, nn.Linear)
-    head.reset_parameters()
-    fresh = test_auc()
-    auc_params = {k: v for k, v in params.items() if k != "ce_lr"}
-    stage2 = Job(spec.name, imratio, seed, "auc_m", tuple(sorted(auc_params.items())))
-    lr2 = params["lr"] * lr_factor
-    epochs2 = finetune_epochs(spec, cfg.ablations)
-    train_stage(stage2, model, data, p, spec, cfg.train, gen, epochs=epochs2, lr=lr2)
-    return {"seed": seed, "CE": after_ce, "fresh head": fresh, "after AUC-M": test_auc()}
+    train_then_finetune(
+        job, run.model, run.data, run.p, run.spec, run.tspec, run.abl, run.gen, observe=record
+    )
+    record("after AUC-M")
+    return aucs
 
 
 def measure(config: str, runs_csv: Path, dataset: str, imratio: float, log=print) -> str:

@@ -18,6 +18,7 @@ from torch import nn
 from deepauc.losses import batch_score_norm, create_loss, loss_input
 from deepauc.metrics import roc_auc
 from deepauc.optim import PESG, create_optimizer
+from deepauc.research.datasets import ImbalancedSplit
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
 from deepauc.research.study.jobs import Job, ablation_ratio, unique
 from deepauc.research.study.nets import build_model, model_title
@@ -303,7 +304,7 @@ def finetune_epochs(spec: DatasetSpec, abl: AblationSpec) -> int:
     return max(1, int(round(spec.epochs * abl.finetune_epochs_fraction)))
 
 
-def _train_then_finetune(
+def train_then_finetune(
     job: Job,
     model: nn.Module,
     data: dict[str, torch.Tensor],
@@ -312,15 +313,22 @@ def _train_then_finetune(
     tspec: TrainSpec,
     abl: AblationSpec,
     gen: torch.Generator,
+    observe: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """A whole CE run at ``ce_lr`` (``lr`` for CE continued), then a second stage of
     :func:`finetune_epochs` at ``finetune_lr_factor`` times the stage's lr: AUC-M by PESG with
-    a freshly initialised head (``two_stage_paper``), or more CE, head kept (``ce_continued``)."""
+    a freshly initialised head (``two_stage_paper``), or more CE, head kept (``ce_continued``).
+    ``observe``, if given, is called with ``"CE"`` after the CE run and with ``"fresh head"``
+    after the head's re-initialisation."""
     ce_lr = job.param("ce_lr", job.param("lr"))
     ce_job = Job(job.dataset, job.imratio, job.seed, "ce", (("lr", ce_lr),), job.variant)
     s1 = train_stage(ce_job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=ce_lr)
+    if observe:
+        observe("CE")
     if job.method == "two_stage_paper":
         cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for AUC-M
+        if observe:
+            observe("fresh head")
         stage2 = dataclasses.replace(job, method="auc_m")
     else:
         stage2 = ce_job
@@ -366,10 +374,24 @@ def with_setting(
     return spec, tspec, abl
 
 
-def run_job(
+class PreparedRun(NamedTuple):
+    """A run's settings (with its overrides), split, standardised tensors, p of the AUC
+    losses, initial model and batch-order generator."""
+
+    spec: DatasetSpec
+    tspec: TrainSpec
+    abl: AblationSpec
+    split: ImbalancedSplit
+    data: dict[str, torch.Tensor]
+    p: float
+    model: nn.Module
+    gen: torch.Generator
+
+
+def prepare_run(
     job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None
-) -> dict[str, Any]:
-    """Train and evaluate one run; returns a flat result row."""
+) -> PreparedRun:
+    """Everything a run starts from, seeded by ``job.seed``."""
     spec, tspec, abl = with_setting(job, spec, tspec, abl)
     split = make_split(spec, job.imratio, job.seed, cache_dir, job.variant, abl)
     data = standardize(split)
@@ -378,10 +400,18 @@ def run_job(
     torch.manual_seed(job.seed)
     model = build_model(spec, tuple(data["x_train"].shape[1:]))
     gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
+    return PreparedRun(spec, tspec, abl, split, data, p, model, gen)
+
+
+def run_job(
+    job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None
+) -> dict[str, Any]:
+    """Train and evaluate one run; returns a flat result row."""
+    spec, tspec, abl, split, data, p, model, gen = prepare_run(job, spec, tspec, abl, cache_dir)
     if job.method == "two_stage":
         stats = _train_two_stage(job, model, data, p, spec, tspec, abl, gen)
     elif job.method in ("two_stage_paper", "ce_continued"):
-        stats = _train_then_finetune(job, model, data, p, spec, tspec, abl, gen)
+        stats = train_then_finetune(job, model, data, p, spec, tspec, abl, gen)
     else:
         lr = job.param("lr", spec.lr or tspec.lr)
         stats = train_stage(job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=lr)

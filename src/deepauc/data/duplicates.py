@@ -23,7 +23,10 @@ WORDS = DCT_SIDE * DCT_SIDE // 64
 # Largest Hamming distance (of 255 bits) still called a duplicate: between the copies made
 # by re-encoding, resizing, flipping or a crop of a few pixels and the distinct images, as
 # tests/test_duplicates.py measures.
-DEFAULT_THRESHOLD = 32
+DEFAULT_THRESHOLD = 24
+THUMB_SIDE = 32  # side of the grey thumbnails compared to confirm a hash match
+DEFAULT_MIN_SIMILARITY = 0.99  # smallest thumbnail correlation that confirms a hash match
+MIN_GROUP_BOUND = 8  # a duplicate-joined group may always hold this many patients
 CACHE_COLUMNS = ["path", "size", "mtime_ns", "hash"]
 PUBLISHED_COLUMNS = ["image_name_1", "image_name_2"]
 _REDUCED_GREY = (
@@ -182,37 +185,121 @@ def close_pairs(
 
     ``same``: ``query`` is ``target``; only pairs with query index < target index.
     """
+    return close_pairs_with_variant(query, target, threshold, same, flips, chunk)[:, :2]
+
+
+def close_pairs_with_variant(
+    query: np.ndarray,
+    target: np.ndarray,
+    threshold: int = DEFAULT_THRESHOLD,
+    same: bool = False,
+    flips: bool = True,
+    chunk: int = 256,
+) -> np.ndarray:
+    """(k, 3) rows (query row, target row, variant) as :func:`close_pairs`, with the
+    flip/rotation (index into :func:`dihedral_variants`) of the query nearest the target."""
     variants = dihedral_variants(query) if flips else [query]
     half = slice(0, WORDS // 2)
-    found: set[tuple[int, int]] = set()
+    best: dict[tuple[int, int], tuple[int, int]] = {}
     for start in range(0, len(query), chunk):
         stop = min(start + chunk, len(query))
         offset = start if same else 0
         tgt = target[offset:]
-        for var in variants:
+        for v, var in enumerate(variants):
             q = var[start:stop]
             # A pair within the threshold is within it on the first half of the bits too;
             # that cheap test leaves few candidates for the full distance.
             qi, ti = np.nonzero(_distance_table(q, tgt, half) <= threshold)
-            ok = hamming(q[qi], tgt[ti]) <= threshold
-            for a, b in zip(qi[ok] + start, ti[ok] + offset):
-                if not same or a < b:
-                    found.add((int(a), int(b)))
-    return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+            dist = hamming(q[qi], tgt[ti])
+            ok = dist <= threshold
+            for a, b, d in zip(qi[ok] + start, ti[ok] + offset, dist[ok]):
+                key = (int(a), int(b))
+                if (not same or a < b) and (key not in best or int(d) < best[key][0]):
+                    best[key] = (int(d), v)
+    rows = [(a, b, v) for (a, b), (_, v) in sorted(best.items())]
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
 def table_pairs(
-    hashes: np.ndarray, is_competition: np.ndarray, threshold: int = DEFAULT_THRESHOLD
+    hashes: np.ndarray,
+    is_competition: np.ndarray,
+    threshold: int = DEFAULT_THRESHOLD,
+    variants: bool = False,
 ) -> np.ndarray:
     """Near-duplicate row pairs of a table that involve a competition row: competition
     with competition and external with competition (external rows are never validated,
-    so their pairs among themselves cannot leak)."""
+    so their pairs among themselves cannot leak). ``variants``: a third column holds
+    the matched flip/rotation of the first row."""
     comp = np.flatnonzero(is_competition)
     ext = np.flatnonzero(~is_competition)
-    inner = close_pairs(hashes[comp], hashes[comp], threshold, same=True)
-    cross = close_pairs(hashes[ext], hashes[comp], threshold) if len(ext) else inner[:0]
-    pairs = [comp[inner], np.stack([ext[cross[:, 0]], comp[cross[:, 1]]], axis=1)]
-    return np.concatenate(pairs).reshape(-1, 2)
+    inner = close_pairs_with_variant(hashes[comp], hashes[comp], threshold, same=True)
+    cross = close_pairs_with_variant(hashes[ext], hashes[comp], threshold) if len(ext) else inner[:0]
+    pairs = [
+        np.stack([comp[inner[:, 0]], comp[inner[:, 1]], inner[:, 2]], axis=1),
+        np.stack([ext[cross[:, 0]], comp[cross[:, 1]], cross[:, 2]], axis=1),
+    ]
+    out = np.concatenate(pairs).reshape(-1, 3)
+    return out if variants else out[:, :2]
+
+
+def confirmed_pairs(
+    paths: Sequence[str | os.PathLike],
+    candidates: np.ndarray,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    workers: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs kept (k, 2), every candidate's similarity): the ``candidates`` (rows of
+    :func:`table_pairs` with ``variants``) whose thumbnails correlate at least
+    ``min_similarity`` under the matched flip. Only the images in a candidate are read."""
+    if not len(candidates):
+        return candidates[:, :2], np.empty(0)
+    rows = np.unique(candidates[:, :2])
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        thumbs = list(pool.map(lambda i: thumbnail(read_grey(paths[i])), rows))
+    at = {int(r): k for k, r in enumerate(rows)}
+    first = np.stack([thumbs[at[int(a)]] for a in candidates[:, 0]])
+    second = np.stack([thumbs[at[int(b)]] for b in candidates[:, 1]])
+    r = similarity(first, second, candidates[:, 2])
+    return candidates[r >= min_similarity, :2], r
+
+
+# ----------------------------------------------------------------------- confirming
+
+
+def dihedral_image(img: np.ndarray, variant: int) -> np.ndarray:
+    """``img`` under flip/rotation ``variant``: the picture whose hash is
+    ``dihedral_variants(hash of img)[variant]`` (transpose, then rows, then columns)."""
+    if variant & 4:
+        img = img.swapaxes(0, 1)
+    if variant & 2:
+        img = img[::-1]
+    if variant & 1:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def thumbnail(grey: np.ndarray) -> np.ndarray:
+    """THUMB_SIDE x THUMB_SIDE float32 detail of a grey image, zero mean and unit norm.
+
+    The detail is the thumbnail less its blurred self: what two photographs of one kind
+    of object share (a dark vignette, a centred blob, a cell's grid) is mostly smooth,
+    and what tells one picture from another is its edges.
+    """
+    small = cv2.resize(grey, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    detail = small - cv2.GaussianBlur(small, (0, 0), THUMB_SIDE / 8)
+    detail -= detail.mean()
+    norm = float(np.linalg.norm(detail))
+    return detail / norm if norm > 0 else detail
+
+
+def similarity(thumbs_a: np.ndarray, thumbs_b: np.ndarray, variants: np.ndarray) -> np.ndarray:
+    """Per pair, the correlation of thumbnail ``a`` under its matched flip/rotation with
+    thumbnail ``b`` (1: same detail, about 0: unrelated)."""
+    out = np.empty(len(variants), dtype=np.float64)
+    for k, (a, b, v) in enumerate(zip(thumbs_a, thumbs_b, variants)):
+        out[k] = float(np.sum(dihedral_image(a, int(v)) * b))
+    return out
 
 
 # ----------------------------------------------------------------------- groups
@@ -271,3 +358,44 @@ def external_copies(table: pd.DataFrame, pairs: np.ndarray) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["row", "image_name", "source", "copy_of"])
     out["row"] = out["row"].astype(np.int64)
     return out.drop_duplicates("row").sort_values("row").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------- chaining
+
+
+class DuplicateChainError(ValueError):
+    """Duplicate pairs joined more patients into one group than the bound allows."""
+
+
+def group_bound(n_patients: int) -> int:
+    """Most patients one duplicate-joined group may hold: max(MIN_GROUP_BOUND, 1%).
+
+    A true copy joins a handful of records; a chain across 1% of all patients is the
+    search calling look-alikes copies (and one fold could no longer be balanced).
+    """
+    return max(MIN_GROUP_BOUND, n_patients // 100)
+
+
+def check_chains(
+    table: pd.DataFrame, groups: pd.Series, bound: int, settings: str, show: int = 3
+) -> None:
+    """Raise DuplicateChainError naming the largest groups when a group joins more than
+    ``bound`` patients; ``settings`` says which thresholds to change."""
+    per_group = table.groupby(groups.to_numpy())
+    sizes = per_group["patient_id"].nunique().sort_values(ascending=False, kind="stable")
+    over = sizes[sizes > bound]
+    if over.empty:
+        return
+    parts = []
+    for label in over.index[:show]:
+        names = table.loc[groups.to_numpy() == label, "image_name"].astype(str).head(3)
+        parts.append(
+            f"{int(sizes[label])} patients / {int(per_group.size()[label])} images "
+            f"({', '.join(names)} ...)"
+        )
+    raise DuplicateChainError(
+        f"near-duplicate pairs chain {len(over)} group(s) past {bound} patients "
+        f"(bound max({MIN_GROUP_BOUND}, 1% of {table['patient_id'].nunique()} patients)); "
+        f"largest: {'; '.join(parts)}; the search calls look-alikes copies: lower "
+        f"{settings}, or raise --max-dup-group"
+    )

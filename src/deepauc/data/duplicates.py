@@ -1,6 +1,6 @@
-"""Near-duplicate images: a 255-bit DCT sign hash per image (cached by file size and
-mtime), pairs within a Hamming distance under any of the 8 flips and rotations, the
-published duplicate lists, and the groups (patients joined by duplicate pairs) they form.
+"""Near-duplicate images: a 255-bit DCT sign hash per image (cached by content), candidate
+pairs within a Hamming distance under any of the 8 flips and rotations confirmed by thumbnail
+correlation, the published duplicate lists, and the bounded groups the pairs join.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from deepauc.data.resize import image_size
+from deepauc.data.resize import check_pixels, image_size
+from deepauc.data.source_stamps import file_sha256, quick_key
 
 HASH_SIDE = 64  # the grey image is reduced to HASH_SIDE x HASH_SIDE before the DCT
 DCT_SIDE = 16  # the DCT_SIDE x DCT_SIDE lowest frequencies; their signs are the hash
@@ -27,7 +28,7 @@ DEFAULT_THRESHOLD = 24
 THUMB_SIDE = 32  # side of the grey thumbnails compared to confirm a hash match
 DEFAULT_MIN_SIMILARITY = 0.99  # smallest thumbnail correlation that confirms a hash match
 MIN_GROUP_BOUND = 8  # a duplicate-joined group may always hold this many patients
-CACHE_COLUMNS = ["path", "size", "mtime_ns", "hash"]
+CACHE_COLUMNS = ["path", "size", "mtime_ns", "ctime_ns", "sha256", "hash"]
 PUBLISHED_COLUMNS = ["image_name_1", "image_name_2"]
 _REDUCED_GREY = (
     (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
@@ -95,6 +96,7 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
     flag = cv2.IMREAD_GRAYSCALE
     wh = image_size(path)
     if wh is not None:
+        check_pixels(path, wh)
         for factor, reduced in _REDUCED_GREY:
             if min(wh) // factor >= 2 * HASH_SIDE:
                 flag = reduced
@@ -110,48 +112,61 @@ def image_hash(path: str | os.PathLike) -> np.ndarray:
     return pack(dct_signs(read_grey(path))[None])[0]
 
 
-def _stat(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+def _read_cache(cache: str | os.PathLike | None) -> dict[str, tuple]:
+    """path -> (size, mtime_ns, ctime_ns, sha256, hash) from a hash cache; a cache
+    without content stamps (an older layout) or unreadable is ignored."""
+    if cache is None or not Path(cache).is_file():
+        return {}
+    try:
+        old = pd.read_csv(cache, dtype={"path": str, "sha256": str, "hash": str})
+        rows = old[CACHE_COLUMNS].itertuples(index=False, name=None)
+        return {p: (int(s), int(m), int(c), sh, h) for p, s, m, c, sh, h in rows}
+    except (KeyError, ValueError, pd.errors.ParserError):
+        return {}
 
 
 def hash_images(
     paths: Sequence[str | os.PathLike], cache: str | os.PathLike | None = None, workers: int = 4
 ) -> np.ndarray:
-    """(n, WORDS) hashes of ``paths``; a file whose size and mtime match a row of the
-    ``cache`` CSV is not read again, and the cache is rewritten with every path hashed."""
+    """(n, WORDS) hashes of ``paths``. With a ``cache`` CSV, a file whose quick key
+    (size, mtime, ctime) matches its row is not read; one whose key changed is read for
+    its SHA-256 and hashed again only if the bytes changed. The cache is rewritten."""
     keys = [str(p) for p in paths]
-    stats = [_stat(p) for p in keys]
-    known: dict[tuple[str, int, int], str] = {}
-    if cache is not None and Path(cache).is_file():
-        old = pd.read_csv(cache, dtype={"path": str, "hash": str})
-        known = {
-            (p, int(s), int(m)): h
-            for p, s, m, h in old[CACHE_COLUMNS].itertuples(index=False, name=None)
-        }
-    texts = [known.get((k, *st)) for k, st in zip(keys, stats)]
-    todo = [i for i, t in enumerate(texts) if t is None]
-    # OpenCV decodes and resizes with the GIL released, so threads run in parallel.
-    with (
-        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(
+    stats = [quick_key(p) for p in keys]
+    known = _read_cache(cache)
+    shas: list[str | None] = [None] * len(keys)
+    texts: list[str | None] = [None] * len(keys)
+    for i, (k, st) in enumerate(zip(keys, stats)):
+        row = known.get(k)
+        if row is not None and row[:3] == st:
+            shas[i], texts[i] = row[3], row[4]
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    with pool:
+        stale = [i for i, t in enumerate(texts) if t is None]
+        for i, sha in zip(stale, pool.map(file_sha256, [keys[i] for i in stale])):
+            shas[i] = sha
+            row = known.get(keys[i])
+            if row is not None and row[3] == sha:  # touched, same bytes: hash still good
+                texts[i] = row[4]
+        todo = [i for i, t in enumerate(texts) if t is None]
+        # OpenCV decodes and resizes with the GIL released, so threads run in parallel.
+        with tqdm(
             total=len(todo),
             desc="hashing images",
             unit="image",
             leave=False,
             mininterval=5,
             disable=not todo or os.environ.get("DEEPAUC_PROGRESS", "1") == "0",
-        ) as bar,
-    ):
-        for i, words in zip(todo, pool.map(image_hash, [keys[i] for i in todo])):
-            texts[i] = to_hex(words[None])[0]
-            bar.update(1)
-    if cache is not None and todo:
+        ) as bar:
+            for i, words in zip(todo, pool.map(image_hash, [keys[i] for i in todo])):
+                texts[i] = to_hex(words[None])[0]
+                bar.update(1)
+    if cache is not None and stale:
         from deepauc.io import write_csv
 
-        rows = {k: (k, *st, t) for k, st, t in zip(keys, stats, texts)}
-        for (p, s, m), h in known.items():
-            rows.setdefault(p, (p, s, m, h))
+        rows = {k: (k, *st, sh, t) for k, st, sh, t in zip(keys, stats, shas, texts)}
+        for p, row in known.items():
+            rows.setdefault(p, (p, *row))
         write_csv(pd.DataFrame(list(rows.values()), columns=CACHE_COLUMNS), cache)
     return from_hex(texts)  # type: ignore[arg-type]
 
@@ -233,7 +248,9 @@ def table_pairs(
     comp = np.flatnonzero(is_competition)
     ext = np.flatnonzero(~is_competition)
     inner = close_pairs_with_variant(hashes[comp], hashes[comp], threshold, same=True)
-    cross = close_pairs_with_variant(hashes[ext], hashes[comp], threshold) if len(ext) else inner[:0]
+    cross = (
+        close_pairs_with_variant(hashes[ext], hashes[comp], threshold) if len(ext) else inner[:0]
+    )
     pairs = [
         np.stack([comp[inner[:, 0]], comp[inner[:, 1]], inner[:, 2]], axis=1),
         np.stack([ext[cross[:, 0]], comp[cross[:, 1]], cross[:, 2]], axis=1),

@@ -20,6 +20,16 @@ BENIGN_SLACK = 1
 # Largest --dup-threshold accepted: a quarter of the hash bits. Unrelated images differ
 # in about half of them, so a larger bound calls a large share of them copies.
 MAX_THRESHOLD = 64
+# A fold whose image count leaves MIN_SIZE_RATIO..MAX_SIZE_RATIO x the mean, or whose
+# malignant images fall under max(1, MIN_POSITIVE_RATIO x the mean), is refused: the
+# greedy rule keeps folds within a few percent unless one patient or group is too big.
+MAX_SIZE_RATIO = 1.5
+MIN_SIZE_RATIO = 0.5
+MIN_POSITIVE_RATIO = 0.3
+
+
+class UnbalancedFoldsError(ValueError):
+    """The folds cannot be balanced (sizes or malignant counts per fold)."""
 
 
 def _validated_rows(df: pd.DataFrame, include_external: bool) -> np.ndarray:
@@ -137,6 +147,38 @@ def assign_folds(
             f"with a malignant image for {n_folds} folds; use --n-folds {max(2, n_pos)} or fewer"
         )
     return out
+
+
+def check_balance(out: pd.DataFrame, n_folds: int, unit: pd.Series | None = None) -> None:
+    """Raise UnbalancedFoldsError when a fold holds more than MAX_SIZE_RATIO or fewer than
+    MIN_SIZE_RATIO times the mean images per fold, or fewer malignant images than
+    max(1, MIN_POSITIVE_RATIO x the mean): its CV score would not be comparable.
+
+    The message names the largest units kept whole (``unit``: duplicate groups, else
+    patients), the usual cause: one unit too large for a fold.
+    """
+    valid = out["fold"] >= 0
+    folds_ = out.loc[valid, "fold"]
+    sizes = folds_.value_counts().reindex(range(n_folds), fill_value=0)
+    positives = out.loc[valid].groupby("fold")["target"].sum()
+    positives = positives.reindex(range(n_folds), fill_value=0)
+    mean_size, mean_pos = sizes.mean(), positives.mean()
+    bad_size = (sizes > MAX_SIZE_RATIO * mean_size) | (sizes < MIN_SIZE_RATIO * mean_size)
+    bad_pos = positives < max(1.0, MIN_POSITIVE_RATIO * mean_pos)
+    if not (bad_size.any() or bad_pos.any()):
+        return
+    units = (out["patient_id"] if unit is None else unit).astype(str)[valid.to_numpy()]
+    largest = units.value_counts().head(3)
+    kind = "patient" if unit is None else "group"
+    raise UnbalancedFoldsError(
+        f"unbalanced folds: images per fold {sizes.tolist()} (mean {mean_size:.0f}, allowed "
+        f"{MIN_SIZE_RATIO:g}x..{MAX_SIZE_RATIO:g}x), malignant per fold {positives.tolist()} "
+        f"(at least max(1, {MIN_POSITIVE_RATIO:.0%} of the mean {mean_pos:.1f})); largest "
+        f"{kind}s kept whole: "
+        + ", ".join(f"{k} ({v} images)" for k, v in largest.items())
+        + "; a group that large is usually chained near-duplicates (lower --dup-threshold) "
+        "or too few patients for --n-folds"
+    )
 
 
 def image_files(df: pd.DataFrame, image_root: str | Path) -> list[str]:
@@ -387,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         out = assign_folds(df, args.n_folds, args.seed, args.include_external, groups)
+        check_balance(out, args.n_folds, groups)
     except ValueError as err:
         raise ValueError(f"{args.train_csv}: {err}") from err
     write_csv(out, args.out)

@@ -25,7 +25,7 @@ WORDS = DCT_SIDE * DCT_SIDE // 64
 # by re-encoding, resizing, flipping or a crop of a few pixels and the distinct images, as
 # tests/test_duplicates.py measures.
 DEFAULT_THRESHOLD = 24
-THUMB_SIDE = 32  # side of the grey thumbnails compared to confirm a hash match
+THUMB_SIDE = 16  # side of the grey thumbnails compared to confirm a hash match
 DEFAULT_MIN_SIMILARITY = 0.99  # smallest thumbnail correlation that confirms a hash match
 MIN_GROUP_BOUND = 8  # a duplicate-joined group may always hold this many patients
 CACHE_COLUMNS = ["path", "size", "mtime_ns", "ctime_ns", "sha256", "hash"]
@@ -413,6 +413,6 @@ def check_chains(
     raise DuplicateChainError(
         f"near-duplicate pairs chain {len(over)} group(s) past {bound} patients "
         f"(bound max({MIN_GROUP_BOUND}, 1% of {table['patient_id'].nunique()} patients)); "
-        f"largest: {'; '.join(parts)}; the search calls look-alikes copies: lower "
-        f"{settings}, or raise --max-dup-group"
+        f"largest: {'; '.join(parts)}; if the image search calls look-alikes copies, lower "
+        f"{settings}; if the copies are real, raise --max-dup-group"
     )

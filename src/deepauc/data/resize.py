@@ -53,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -321,7 +322,7 @@ def resize_table(
     workers: int = 1,
     overwrite: bool = False,
     notes: list[str] | None = None,
-    roots: dict[int, str | os.PathLike] | None = None,
+    roots: Mapping[int, str | os.PathLike] | None = None,
     upscaled: dict[int, int] | None = None,
 ) -> dict[int, int]:
     """Cache every image of ``csv`` at each size; return {size: images written}.

@@ -123,7 +123,10 @@ def make_copy(grey: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
     ok, data = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    copy = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    if copy is None:
+        raise RuntimeError("JPEG decoding failed")
+    return copy
 
 
 # ----------------------------------------------------------------------- measuring

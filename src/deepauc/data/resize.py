@@ -15,7 +15,7 @@ Decisions:
   the outer 1/6 (3:2) of the long side, usually background, is lost.
 * Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale (``cv2.IMREAD_REDUCED_COLOR_*``,
   done by libjpeg inside the decoder) whenever the reduced short side still has at
-  least the largest requested size; one decode serves all requested sizes.
+  least the size; one decode serves every size of one source that picks the same scale.
 * Grayscale, palette, 16-bit and alpha images (PNG or JPEG content, whatever the
   extension) are converted to 8-bit RGB by OpenCV's colour decode: **converted and
   reported** (the run goes on; the first few such files and their count are printed),

@@ -9,6 +9,7 @@ The full measurement on the default demo set:
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -251,3 +252,30 @@ if __name__ == "__main__":
     print(
         f"distinct pairs within {dup.DEFAULT_THRESHOLD}: {int((nearest <= dup.DEFAULT_THRESHOLD).sum())} images"
     )
+
+
+def test_hash_cache_sees_a_same_size_replacement_with_its_time_restored(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "img.bmp"
+
+    def write(seed_img):  # BMP: the same side always gives the same byte size
+        ok, data = cv2.imencode(".bmp", seed_img)
+        path.write_bytes(data.tobytes())
+
+    noise = cv2.GaussianBlur(rng.integers(0, 256, (64, 64), dtype=np.uint8), (0, 0), 4)
+    write(noise)
+    cache = tmp_path / "hashes.csv"
+    first = dup.hash_images([path], cache)
+    before = path.stat()
+    write(np.ascontiguousarray(noise[::-1]))  # another picture, same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `touch -r` does
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    calls = []
+    real = dup.image_hash
+    monkeypatch.setattr(dup, "image_hash", lambda p: calls.append(p) or real(p))
+    second = dup.hash_images([path], cache)
+    assert calls == [str(path)] and not (second == first).all()
+    os.utime(path)  # touched only: the bytes are read for their digest, not hashed again
+    assert (dup.hash_images([path], cache) == second).all() and calls == [str(path)]
+    row = pd.read_csv(cache).iloc[0]
+    assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from deepauc.cli import main
-from deepauc.data.folds import assign_folds, fold_stats, patient_table
+from deepauc.data.folds import (
+    UnbalancedFoldsError,
+    assign_folds,
+    check_balance,
+    fold_stats,
+    patient_table,
+)
 
 try:
     from hypothesis import given, settings
@@ -191,3 +197,41 @@ if given is not None:
         assert len(pos) == n_folds and pos.max() - pos.min() <= 1
         per_fold_patients = out.groupby("fold")["patient_id"].nunique()
         assert per_fold_patients.max() - per_fold_patients.min() <= 2 * 4  # +-1 per stratum
+
+
+def write_cli_table(path, df):
+    df = df.assign(sex="male", age_approx=50, anatom_site_general_challenge="torso")
+    df["diagnosis"] = np.where(df["target"] == 1, "melanoma", "nevus")
+    df["benign_malignant"] = np.where(df["target"] == 1, "malignant", "benign")
+    df.to_csv(path, index=False)
+
+
+def test_a_patient_too_large_for_a_fold_is_an_error_naming_it(tmp_path, capsys):
+    df = make_table(seed=2, n_patients=60)
+    df = df.assign(patient_id=df["patient_id"].where(df.index >= 200, "IP_HUGE"))
+    write_cli_table(tmp_path / "t.csv", df)
+    out = tmp_path / "f.csv"
+    args = ["folds", "--train-csv", str(tmp_path / "t.csv"), "--out", str(out), "--n-folds", "5"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unbalanced folds" in err
+    assert "IP_HUGE (200 images)" in err and "images per fold [" in err
+    assert not out.exists()
+    # the same table without the giant patient passes
+    write_cli_table(tmp_path / "t.csv", make_table(seed=2, n_patients=60))
+    assert main(args) == 0 and out.exists()
+
+
+def test_malignant_images_badly_unbalanced_is_an_error():
+    rows = [(f"P{p}", int(p == 0 or p == 1)) for p in range(40) for _ in range(3)]
+    df = pd.DataFrame(rows, columns=["patient_id", "target"])
+    df.loc[(df["patient_id"] == "P0"), "target"] = 1  # 3 malignant images
+    df.loc[(df["patient_id"] == "P1").to_numpy().nonzero()[0][1:], "target"] = 0  # 1
+    big = pd.DataFrame({"patient_id": "P0", "target": [1] * 12})  # P0: 15 malignant images
+    df = pd.concat([df, big], ignore_index=True)
+    out = assign_folds(df, 2, seed=0)
+    assert sorted(out.groupby("fold")["target"].sum()) == [1, 15]
+    with pytest.raises(UnbalancedFoldsError, match=r"malignant per fold \[") as err:
+        check_balance(out, 2)
+    assert "P0 (15 images)" in str(err.value)
+    check_balance(assign_folds(make_table(seed=1, n_patients=600), 5, seed=0), 5)  # balanced

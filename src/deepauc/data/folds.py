@@ -17,6 +17,19 @@ from deepauc.markdown import markdown_table
 
 N_SIZE_BUCKETS = 4
 BENIGN_SLACK = 1
+# Largest --dup-threshold accepted: a quarter of the hash bits. Unrelated images differ
+# in about half of them, so a larger bound calls a large share of them copies.
+MAX_THRESHOLD = 64
+# A fold whose image count leaves MIN_SIZE_RATIO..MAX_SIZE_RATIO x the mean, or whose
+# malignant images fall under max(1, MIN_POSITIVE_RATIO x the mean), is refused: the
+# greedy rule keeps folds within a few percent unless one patient or group is too big.
+MAX_SIZE_RATIO = 1.5
+MIN_SIZE_RATIO = 0.5
+MIN_POSITIVE_RATIO = 0.3
+
+
+class UnbalancedFoldsError(ValueError):
+    """The folds cannot be balanced (sizes or malignant counts per fold)."""
 
 
 def _validated_rows(df: pd.DataFrame, include_external: bool) -> np.ndarray:
@@ -136,6 +149,38 @@ def assign_folds(
     return out
 
 
+def check_balance(out: pd.DataFrame, n_folds: int, unit: pd.Series | None = None) -> None:
+    """Raise UnbalancedFoldsError when a fold holds more than MAX_SIZE_RATIO or fewer than
+    MIN_SIZE_RATIO times the mean images per fold, or fewer malignant images than
+    max(1, MIN_POSITIVE_RATIO x the mean): its CV score would not be comparable.
+
+    The message names the largest units kept whole (``unit``: duplicate groups, else
+    patients), the usual cause: one unit too large for a fold.
+    """
+    valid = out["fold"] >= 0
+    folds_ = out.loc[valid, "fold"]
+    sizes = folds_.value_counts().reindex(range(n_folds), fill_value=0)
+    positives = out.loc[valid].groupby("fold")["target"].sum()
+    positives = positives.reindex(range(n_folds), fill_value=0)
+    mean_size, mean_pos = sizes.mean(), positives.mean()
+    bad_size = (sizes > MAX_SIZE_RATIO * mean_size) | (sizes < MIN_SIZE_RATIO * mean_size)
+    bad_pos = positives < max(1.0, MIN_POSITIVE_RATIO * mean_pos)
+    if not (bad_size.any() or bad_pos.any()):
+        return
+    units = (out["patient_id"] if unit is None else unit).astype(str)[valid.to_numpy()]
+    largest = units.value_counts().head(3)
+    kind = "patient" if unit is None else "group"
+    raise UnbalancedFoldsError(
+        f"unbalanced folds: images per fold {sizes.tolist()} (mean {mean_size:.0f}, allowed "
+        f"{MIN_SIZE_RATIO:g}x..{MAX_SIZE_RATIO:g}x), malignant per fold {positives.tolist()} "
+        f"(at least max(1, {MIN_POSITIVE_RATIO:.0%} of the mean {mean_pos:.1f})); largest "
+        f"{kind}s kept whole: "
+        + ", ".join(f"{k} ({v} images)" for k, v in largest.items())
+        + "; a group that large is usually chained near-duplicates (lower --dup-threshold) "
+        "or too few patients for --n-folds"
+    )
+
+
 def image_files(df: pd.DataFrame, image_root: str | Path) -> list[str]:
     """Each row's image: ``image_root/image_path``, else the competition's
     ``image_root/jpeg/train/<image_name>.jpg``; all must exist."""
@@ -159,13 +204,20 @@ def resolve_duplicates(
     duplicates_csv: str | Path | None = None,
     threshold: int = dup.DEFAULT_THRESHOLD,
     workers: int = 4,
+    min_similarity: float = dup.DEFAULT_MIN_SIMILARITY,
+    max_group: int | None = None,
 ) -> tuple[pd.DataFrame, pd.Series, dict]:
     """Rows kept, their duplicate-joined group labels, and a summary for the report.
 
     Drops the rows marked ``tfrecord == -1`` and the external copies of competition
-    images; pairs come from ``duplicates_csv`` and, with ``image_root``, the image hashes.
+    images; pairs come from ``duplicates_csv`` and, with ``image_root``, the image hashes
+    confirmed by thumbnail correlation. Raises DuplicateChainError when a group joins
+    more than ``max_group`` patients (default :func:`duplicates.group_bound`).
     """
+    check_threshold(threshold)
+    check_similarity(min_similarity)
     summary: dict = {"threshold": threshold, "hashed": image_root is not None}
+    summary["min_similarity"] = min_similarity
     if "tfrecord" in df.columns:
         marked = (pd.to_numeric(df["tfrecord"], errors="coerce") == -1).to_numpy()
         summary["marked"] = int(marked.sum())
@@ -176,9 +228,13 @@ def resolve_duplicates(
         summary["published"] = len(pairs[-1])
     if image_root is not None:
         is_comp = df.get("source", pd.Series("competition", index=df.index)) == "competition"
-        hashes = dup.hash_images(image_files(df, image_root), hash_cache, workers)
-        pairs.append(dup.table_pairs(hashes, np.asarray(is_comp), threshold))
-        summary["hash_pairs"] = len(pairs[-1])
+        files = image_files(df, image_root)
+        hashes = dup.hash_images(files, hash_cache, workers)
+        candidates = dup.table_pairs(hashes, np.asarray(is_comp), threshold, variants=True)
+        confirmed, _ = dup.confirmed_pairs(files, candidates, min_similarity, workers)
+        pairs.append(confirmed)
+        summary["hash_candidates"] = len(candidates)
+        summary["hash_pairs"] = len(confirmed)
     found = np.concatenate(pairs)
     copies = dup.external_copies(df, found)
     keep = np.ones(len(df), dtype=bool)
@@ -187,10 +243,54 @@ def resolve_duplicates(
     found = found[keep[found[:, 0]] & keep[found[:, 1]]]
     df = df[keep].reset_index(drop=True)
     groups = dup.group_labels(df["patient_id"], new_index[found])
+    bound = dup.group_bound(df["patient_id"].nunique()) if max_group is None else max_group
+    dup.check_chains(
+        df,
+        groups,
+        bound,
+        f"--dup-threshold (now {threshold}) or raise --dup-min-similarity (now {min_similarity})",
+    )
     joined = df.groupby(groups.to_numpy())["patient_id"].agg(["nunique", "size"])
     summary["copies"] = copies.drop(columns="row")
     summary["joined"] = joined[joined["nunique"] > 1]
     return df, groups, summary
+
+
+def check_threshold(value: int) -> int:
+    """``value`` if it is a usable hash threshold (an int in 0..MAX_THRESHOLD), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"--dup-threshold must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_THRESHOLD:
+        raise ValueError(
+            f"--dup-threshold must be in 0..{MAX_THRESHOLD} (bits of "
+            f"{dup.DCT_SIDE**2 - 1}; unrelated images differ in about half), got {value}"
+        )
+    return int(value)
+
+
+def check_similarity(value: float) -> float:
+    """``value`` if it is a correlation bound in (0, 1], else ValueError."""
+    if not 0 < value <= 1:
+        raise ValueError(f"--dup-min-similarity must be in (0, 1], got {value}")
+    return float(value)
+
+
+def _threshold_arg(text: str) -> int:
+    try:
+        return check_threshold(int(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            str(err) if "must be" in str(err) else f"not an integer: {text!r}"
+        ) from err
+
+
+def _similarity_arg(text: str) -> float:
+    try:
+        return check_similarity(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            str(err) if "must be" in str(err) else f"not a number: {text!r}"
+        ) from err
 
 
 def format_duplicates(summary: dict, examples: int = 20) -> str:
@@ -205,7 +305,9 @@ def format_duplicates(summary: dict, examples: int = 20) -> str:
     if summary["hashed"]:
         lines.append(
             f"- near-duplicate pairs by image hash (at most {summary['threshold']} of "
-            f"{dup.DCT_SIDE**2 - 1} bits differ, any flip or rotation): {summary['hash_pairs']}"
+            f"{dup.DCT_SIDE**2 - 1} bits differ, any flip or rotation): "
+            f"{summary['hash_candidates']}, of which confirmed by thumbnail correlation "
+            f">= {summary['min_similarity']}: {summary['hash_pairs']}"
         )
     joined, copies = summary["joined"], summary["copies"]
     lines.append(
@@ -290,9 +392,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dup-threshold",
-        type=int,
+        type=_threshold_arg,
         default=dup.DEFAULT_THRESHOLD,
-        help=f"largest hash distance called a duplicate (default {dup.DEFAULT_THRESHOLD})",
+        help=f"largest hash distance (0..{MAX_THRESHOLD} bits) of a candidate pair "
+        f"(default {dup.DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--dup-min-similarity",
+        type=_similarity_arg,
+        default=dup.DEFAULT_MIN_SIMILARITY,
+        help="smallest thumbnail correlation that confirms a candidate pair "
+        f"(default {dup.DEFAULT_MIN_SIMILARITY})",
+    )
+    parser.add_argument(
+        "--max-dup-group",
+        type=int,
+        help="most patients one duplicate-joined group may hold "
+        f"(default max({dup.MIN_GROUP_BOUND}, 1%% of the patients))",
     )
     parser.add_argument("--workers", type=int, default=4, help="threads for hashing (default 4)")
 
@@ -308,9 +424,12 @@ def run(args: argparse.Namespace) -> int:
             args.duplicates_csv,
             args.dup_threshold,
             args.workers,
+            args.dup_min_similarity,
+            args.max_dup_group,
         )
     try:
         out = assign_folds(df, args.n_folds, args.seed, args.include_external, groups)
+        check_balance(out, args.n_folds, groups)
     except ValueError as err:
         raise ValueError(f"{args.train_csv}: {err}") from err
     write_csv(out, args.out)

@@ -15,7 +15,7 @@ Decisions:
   the outer 1/6 (3:2) of the long side, usually background, is lost.
 * Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale (``cv2.IMREAD_REDUCED_COLOR_*``,
   done by libjpeg inside the decoder) whenever the reduced short side still has at
-  least the largest requested size; one decode serves all requested sizes.
+  least the size; one decode serves every size of one source that picks the same scale.
 * Grayscale, palette, 16-bit and alpha images (PNG or JPEG content, whatever the
   extension) are converted to 8-bit RGB by OpenCV's colour decode: **converted and
   reported** (the run goes on; the first few such files and their count are printed),
@@ -29,10 +29,14 @@ Decisions:
   only does the rest. Bytes after the end-of-image marker are ignored, as decoders do.
 * Workers die with the resizer: a killed parent never leaves them writing to the cache
   or holding its output pipe open.
-* Existing cache files are skipped (``--overwrite`` redoes them), unless their source
-  changed: ``CACHE_DIR/<S>/sources_<csv stem>.csv`` (written just before the index)
-  records each source's path, size and modification time, and a source whose size or
-  time differs from that record is cached again.
+* Existing cache files are skipped (``--overwrite`` redoes them), unless their source's
+  bytes changed: ``CACHE_DIR/<S>/sources_<csv stem>.csv`` (written just before the index)
+  records each source's path, size, mtime, ctime and ``source_sha256``; a source whose
+  quick key (size, mtime, ctime) differs is hashed again, and re-resized only if its
+  SHA-256 differs (``touch -r`` cannot hide a replacement: it leaves ctime new). A name
+  another table cached from other bytes is refused (one test/train namespace per cache).
+* Each size is cut from its own decode, so its pixels never depend on the other sizes
+  asked for; a header over 100 megapixels (DEEPAUC_MAX_MEGAPIXELS) is refused unread.
 * ``deepauc train`` checks that every row of its table is cached (:func:`check_cached`)
   before any work, listing the first few missing names and the count.
 """
@@ -45,11 +49,11 @@ import ctypes
 import multiprocessing
 import os
 import signal
-import struct
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -58,6 +62,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from deepauc.data import source_stamps as stamps_mod
+from deepauc.data.image_header import (
+    ImageError,
+    check_complete,
+    check_pixels,
+    image_size,
+    source_format,
+)
+from deepauc.data.source_stamps import sources_path
 from deepauc.data.tables import check_unique_names, is_safe_name, read_csv_table
 from deepauc.io import atomic_path, write_csv
 
@@ -71,10 +84,6 @@ _SHOW = 5
 # libjpeg's warnings that mean the pixel data is damaged (it decodes on, guessing)
 _DAMAGED = ("Corrupt JPEG data", "Premature end of JPEG file")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-class ImageError(ValueError):
-    """An image file cannot be decoded (empty, truncated, not an image)."""
 
 
 def cache_path(cache_dir: str | os.PathLike, size: int, image_name: str) -> Path:
@@ -106,104 +115,23 @@ def load_cached(cache_dir: str | os.PathLike, size: int, image_name: str) -> np.
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) from a JPEG or PNG header without decoding; None if unknown."""
-    header = _header(path)
-    return None if header is None else header[1:3]
-
-
-def source_format(path: str | os.PathLike) -> str | None:
-    """None for an 8-bit RGB (3-component) JPEG, else what the file is instead:
-    ``"PNG"``, ``"grayscale JPEG"``, ``"CMYK JPEG"``, ``"not a JPEG or PNG"``."""
-    header = _header(path)
-    if header is None:
-        return "not a JPEG or PNG"
-    kind, _, _, components = header
-    if kind == "png":
-        return "PNG"
-    return {3: None, 1: "grayscale JPEG", 4: "CMYK JPEG"}.get(
-        components, f"{components}-component JPEG"
-    )
-
-
-def _header(path: str | os.PathLike) -> tuple[str, int, int, int] | None:
-    """(kind, width, height, JPEG components or 0) from a JPEG or PNG header; None if unknown."""
-    with open(path, "rb") as fh:
-        return _read_header(fh)
-
-
-def _read_header(fh) -> tuple[str, int, int, int] | None:
-    """:func:`_header` of an open file; a JPEG's is left just after its frame header."""
-    head = fh.read(26)
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", head[16:24])
-        return "png", int(w), int(h), 0
-    if head[:2] != b"\xff\xd8":
-        return None
-    fh.seek(2)
-    while True:
-        byte = fh.read(1)
-        while byte and byte != b"\xff":
-            byte = fh.read(1)
-        while byte == b"\xff":  # fill bytes
-            byte = fh.read(1)
-        if not byte:
-            return None
-        marker = byte[0]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            continue  # markers without a length field
-        length_bytes = fh.read(2)
-        if len(length_bytes) < 2:
-            return None
-        (length,) = struct.unpack(">H", length_bytes)
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            data = fh.read(6)
-            if len(data) < 6:
-                return None
-            h, w = struct.unpack(">HH", data[1:5])
-            return "jpeg", int(w), int(h), int(data[5])
-        fh.seek(length - 2, os.SEEK_CUR)
-
-
-def check_complete(path: Path) -> None:
-    """Raise ImageError for an empty file or a JPEG without an end-of-image marker.
-
-    The marker is looked for after the frame header (an embedded thumbnail before it
-    has its own) to the end of the file: bytes after it (padding, appended data) are
-    allowed, and entropy-coded data cannot contain it (0xFF bytes there are stuffed or RSTn).
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-        if not head:
-            raise ImageError(f"{path}: empty file (0 bytes)")
-        if head != b"\xff\xd8":
-            return
-        fh.seek(0)
-        if _read_header(fh) is None:
-            return  # no frame header, no image to cut short: the decoder reports it
-        start = fh.tell()
-        end = fh.seek(0, os.SEEK_END)
-        fh.seek(max(start, end - 4096))
-        if b"\xff\xd9" in fh.read():
-            return  # the usual case: the marker ends the file
-        fh.seek(start)
-        if fh.read().rfind(b"\xff\xd9") < 0:  # rfind: from the end, past any padding
-            raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+def _decode_flag(wh: tuple[int, int] | None, min_side: int) -> int:
+    """The coarsest 1/2^k decode whose short side is still >= ``min_side``."""
+    if wh is not None:
+        for factor, reduced in _REDUCED:
+            if min(wh) // factor >= min_side:
+                return reduced
+    return cv2.IMREAD_COLOR
 
 
 def _decode(path: Path, min_side: int) -> np.ndarray:
     """Decode ``path`` to BGR uint8, at the coarsest 1/2^k scale whose short side is
-    still >= ``min_side``."""
+    still >= ``min_side``; the header's pixel count is checked first (:func:`check_pixels`)."""
     check_complete(path)
-    flag = cv2.IMREAD_COLOR
     wh = image_size(path)
     if wh is not None:
-        short = min(wh)
-        for factor, reduced in _REDUCED:
-            if short // factor >= min_side:
-                flag = reduced
-                break
+        check_pixels(path, wh)
+    flag = _decode_flag(wh, min_side)
     img, said = _with_stderr_captured(lambda: cv2.imread(str(path), flag))
     if img is None:
         raise ImageError(f"{path}: cannot decode image (corrupt or not an image)")
@@ -286,21 +214,30 @@ def _write_jpeg(bgr: np.ndarray, path: Path) -> None:
         _unfinished.clear()
 
 
-def _process(job: tuple[str, list[tuple[int, str]]]) -> tuple[str | None, str | None]:
+def _process(job: tuple[str, list[tuple[int, str]]]) -> tuple[str | None, str | None, list[int]]:
     """Write every (size, destination) of one source image.
 
-    Returns (error or None, note or None): the note says the source was not an RGB JPEG
-    (PNG, grayscale, ...) and was converted.
+    Returns (error or None, note or None, sizes upscaled): the note says the source was
+    not an RGB JPEG (PNG, grayscale, ...) and was converted. Each size is cut from its
+    own decode (one per 1/2^k scale), so its pixels do not depend on the other sizes.
     """
     src, targets = job
+    upscaled = []
     try:
-        img = _decode(Path(src), max(s for s, _ in targets))
+        wh = image_size(src)
+        decoded: dict[int, np.ndarray] = {}
         for size, dst in targets:
+            flag = _decode_flag(wh, size)
+            if flag not in decoded:
+                decoded[flag] = _decode(Path(src), size)
+            img = decoded[flag]
+            if min(img.shape[:2]) < size:
+                upscaled.append(size)
             _write_jpeg(_square(img, size), Path(dst))
         kind = source_format(src)
     except (ImageError, OSError, cv2.error) as err:
-        return str(err), None
-    return None, (f"{src} ({kind})" if kind else None)
+        return str(err), None, []
+    return None, (f"{src} ({kind})" if kind else None), upscaled
 
 
 def _exit_with_parent(*_signal_args) -> None:
@@ -344,7 +281,9 @@ def _pool_context():
     return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
 
 
-def _run_jobs(jobs: list, workers: int, label: str) -> list[tuple[str | None, str | None]]:
+def _run_jobs(
+    jobs: list, workers: int, label: str
+) -> list[tuple[str | None, str | None, list[int]]]:
     """:func:`_process` of every job, in order, with a progress bar (DEEPAUC_PROGRESS=0: none)."""
     from tqdm import tqdm
 
@@ -383,11 +322,15 @@ def resize_table(
     workers: int = 1,
     overwrite: bool = False,
     notes: list[str] | None = None,
+    roots: Mapping[int, str | os.PathLike] | None = None,
+    upscaled: dict[int, int] | None = None,
 ) -> dict[int, int]:
     """Cache every image of ``csv`` at each size; return {size: images written}.
 
-    See the module docstring for the layout and the error policy. Sources that were not
-    RGB JPEGs (converted) are appended to ``notes`` when it is given.
+    See the module docstring for the layout and the error policy. ``roots`` gives a
+    size its own source folder (default ``image_root``). Sources that were not RGB JPEGs
+    (converted) are appended to ``notes``, and per size the count of images upscaled
+    from a smaller source is added to ``upscaled``, when they are given.
     """
     csv = Path(csv)
     sizes = sorted({int(s) for s in sizes})
@@ -395,48 +338,96 @@ def resize_table(
         raise ValueError(f"--size must be positive, got {sizes}")
     df = read_csv_table(csv, ["image_name"])
     check_unique_names(df, str(csv))
-    names = list(df["image_name"])
-    sources = source_paths(df, image_root)
-    missing = [str(p) for p in sources if not p.is_file()]
-    if missing:
-        more = f" and {len(missing) - _SHOW} more" if len(missing) > _SHOW else ""
-        raise FileNotFoundError(
-            f"{csv}: {len(missing)} of {len(sources)} source image(s) missing under "
-            f"{image_root}: {', '.join(missing[:_SHOW])}{more}"
-        )
+    names = [str(n) for n in df["image_name"]]
+    root_of = {s: (roots or {}).get(s, image_root) for s in sizes}
+    sources = {s: [str(p) for p in source_paths(df, root_of[s])] for s in sizes}
+    _check_sources(csv, sources, root_of)
 
-    stamps = [source_stamp(p) for p in sources]
-    recorded = {s: read_source_stamps(cache_dir, s, csv) for s in sizes}
-    jobs = []
+    stamps = _current_stamps(cache_dir, csv, names, sources, workers)
+    jobs: dict[str, list[tuple[int, str]]] = {}
     written = dict.fromkeys(sizes, 0)
-    for name, src, stamp in zip(names, sources, stamps):
-        targets = [(s, str(cache_path(cache_dir, s, name))) for s in sizes]
-        if not overwrite:  # kept: cached and, where recorded, from this very source file
-            targets = [
-                (s, d)
-                for s, d in targets
-                if not os.path.isfile(d) or recorded[s].get(name, stamp) != stamp
-            ]
-        if targets:
-            jobs.append((str(src), targets))
-            for s, _ in targets:
+    for s in sizes:
+        recorded = stamps_mod.read_stamps(sources_path(cache_dir, s, csv))
+        others = stamps_mod.other_tables(cache_dir, s, csv)
+        _check_name_clash(csv, s, names, stamps[s], recorded, others)
+        for name, stamp in zip(names, stamps[s]):
+            dst = str(cache_path(cache_dir, s, name))
+            old = recorded.get(name)
+            current = os.path.isfile(dst) and (old is None or old.sha256 == stamp.sha256)
+            if overwrite or not current:
+                jobs.setdefault(stamp.source, []).append((s, dst))
                 written[s] += 1
     for s in sizes:
         (Path(cache_dir) / str(s)).mkdir(parents=True, exist_ok=True)
-        _check_inside(Path(cache_dir) / str(s), [d for _, ts in jobs for z, d in ts if z == s])
+        _check_inside(
+            Path(cache_dir) / str(s), [d for ts in jobs.values() for z, d in ts if z == s]
+        )
 
-    results = _run_jobs(jobs, workers, f"resize {csv.name}")
-    errors = [e for e, _ in results if e]
+    results = _run_jobs(list(jobs.items()), workers, f"resize {csv.name}")
+    errors = [e for e, _, _ in results if e]
     if notes is not None:
-        notes.extend(n for _, n in results if n)
+        notes.extend(n for _, n, _ in results if n)
+    if upscaled is not None:
+        for _, _, up in results:
+            for s in up:
+                upscaled[s] = upscaled.get(s, 0) + 1
     if errors:
         raise ValueError(_unreadable_message(errors))
 
     for s in sizes:
-        write_source_stamps(cache_dir, s, csv, names, sources, stamps)
+        stamps_mod.write_stamps(sources_path(cache_dir, s, csv), names, stamps[s])
         index = pd.DataFrame({"image_name": names, "path": [f"{s}/{n}.jpg" for n in names]})
         write_csv(index, index_path(cache_dir, s, csv))
     return written
+
+
+def _check_sources(csv: Path, sources: dict[int, list[str]], roots: dict) -> None:
+    """Raise FileNotFoundError listing the first few missing sources, before any work."""
+    missing = sorted({p for paths in sources.values() for p in paths if not os.path.isfile(p)})
+    if missing:
+        more = f" and {len(missing) - _SHOW} more" if len(missing) > _SHOW else ""
+        where = ", ".join(sorted({str(r) for r in roots.values()}))
+        total = len({p for paths in sources.values() for p in paths})
+        raise FileNotFoundError(
+            f"{csv}: {len(missing)} of {total} source image(s) missing under "
+            f"{where}: {', '.join(missing[:_SHOW])}{more}"
+        )
+
+
+def _current_stamps(cache_dir, csv, names, sources, workers) -> dict[int, list]:
+    """Per size, each row's content stamp. A file whose quick key matches its record
+    keeps the recorded SHA-256; the others are read and hashed once each."""
+    quick = {p: stamps_mod.quick_key(p) for paths in sources.values() for p in paths}
+    known: dict[str, str] = {}
+    for s, paths in sources.items():
+        recorded = stamps_mod.read_stamps(sources_path(cache_dir, s, csv))
+        for name, path in zip(names, paths):
+            old = recorded.get(name)
+            if old is not None and old.source == path and old.quick() == quick[path]:
+                known[path] = old.sha256
+    todo = [p for p in quick if p not in known]
+    known.update(zip(todo, stamps_mod.sha256_many(todo, max(4, workers))))
+    return {
+        s: [stamps_mod.Stamp(p, *quick[p], known[p]) for p in paths] for s, paths in sources.items()
+    }
+
+
+def _check_name_clash(csv, size, names, stamps, recorded, others) -> None:
+    """Raise ValueError when an image this table has never cached is already cached under
+    its name by another table from other bytes (a test image named like a training
+    image): it must neither reuse nor overwrite those pixels."""
+    clash = [
+        (n, others[n][1])
+        for n, st in zip(names, stamps)
+        if n not in recorded and n in others and others[n][0] != st.sha256
+    ]
+    if clash:
+        more = f" and {len(clash) - _SHOW} more" if len(clash) > _SHOW else ""
+        raise ValueError(
+            f"{csv}: {len(clash)} image name(s) already cached at {size} px from other source "
+            f"files (recorded in {clash[0][1]}): {', '.join(n for n, _ in clash[:_SHOW])}{more}; "
+            "cache this table under another --out, or rename the images"
+        )
 
 
 def _unreadable_message(errors: list[str]) -> str:
@@ -446,42 +437,6 @@ def _unreadable_message(errors: list[str]) -> str:
         return f"{head} {errors[0]}"
     more = f"\n  ... and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
     return head + "\n  " + "\n  ".join(errors[:_SHOW]) + more
-
-
-def source_stamp(path: str | os.PathLike) -> tuple[int, int]:
-    """(size in bytes, modification time in ns) of a source image: changes when it is replaced."""
-    st = os.stat(path)
-    return int(st.st_size), int(st.st_mtime_ns)
-
-
-def sources_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike) -> Path:
-    """The record of the sources behind ``index_<stem>.csv``: ``cache_dir/<size>/sources_<stem>.csv``."""
-    return Path(cache_dir) / str(int(size)) / f"sources_{Path(csv).stem}.csv"
-
-
-def read_source_stamps(cache_dir, size: int, csv) -> dict[str, tuple[int, int]]:
-    """image_name -> source stamp recorded by the last complete run (empty if none or unreadable)."""
-    path = sources_path(cache_dir, size, csv)
-    try:
-        df = pd.read_csv(path, dtype={"image_name": str})
-        return {
-            n: (int(b), int(t))
-            for n, b, t in zip(df["image_name"], df["source_bytes"], df["source_mtime_ns"])
-        }
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        return {}  # no usable record: cached files count as current, as before records existed
-
-
-def write_source_stamps(cache_dir, size: int, csv, names, sources, stamps) -> None:
-    frame = pd.DataFrame(
-        {
-            "image_name": names,
-            "source": [str(p) for p in sources],
-            "source_bytes": [b for b, _ in stamps],
-            "source_mtime_ns": [t for _, t in stamps],
-        }
-    )
-    write_csv(frame, sources_path(cache_dir, size, csv))
 
 
 def index_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike) -> Path:
@@ -511,6 +466,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="worker processes (default: CPU count)",
     )
     parser.add_argument("--overwrite", action="store_true", help="redo images already cached")
+    parser.add_argument(
+        "--image-root-for",
+        action="append",
+        default=[],
+        metavar="SIZE=DIR",
+        help="source folder for one size (repeatable; default --image-root)",
+    )
+
+
+def parse_roots(items: list[str], sizes: list[int]) -> dict[int, str]:
+    """{size: folder} from ``SIZE=DIR`` items; a size not asked for is an error."""
+    roots = {}
+    for item in items:
+        size, sep, folder = item.partition("=")
+        if not sep or not size.strip().isdigit() or not folder:
+            raise ValueError(f"--image-root-for {item!r}: expected SIZE=DIR, e.g. 384=data/384")
+        if int(size) not in sizes:
+            raise ValueError(f"--image-root-for {item!r}: size {int(size)} is not a --size")
+        roots[int(size)] = folder
+    return roots
 
 
 def check_cached(names, cache_dir: str | os.PathLike, size: int, table: str | os.PathLike) -> None:
@@ -536,6 +511,8 @@ def format_notes(notes: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
+    upscaled: dict[int, int] = {}
+    roots = parse_roots(args.image_root_for, args.size)
     written = resize_table(
         args.csv,
         args.image_root,
@@ -544,9 +521,16 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         notes=notes,
+        roots=roots,
+        upscaled=upscaled,
     )
     if notes:
         print(format_notes(notes))
+    for size, n in sorted(upscaled.items()):
+        print(
+            f"warning: size {size}: {n} of {written[size]} image(s) written were upscaled from "
+            f"a smaller source; give larger ones with --image-root-for {size}=DIR"
+        )
     for size, n in written.items():
         print(f"size {size}: {n} image(s) written, index {index_path(args.out, size, args.csv)}")
     return 0

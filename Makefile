@@ -222,8 +222,11 @@ study-full: study-deps ## the study at the paper's budget (GPU)
 bench: $(STAMP) ## the performance benchmarks (bench/README.md)
 	$(PY) -m pip install -q -r requirements-study.txt
 	$(PY) bench/run.py
-# the prepared device check; DEVICE=cpu runs the same sections on tiny sizes (a dry run)
+# the prepared device check; DEVICE=cpu runs the same sections on tiny sizes (a dry run).
+# It builds no venv: PY= if given, else .venv's python if built, else python3 (the
+# platform's torch); the report goes to $(OUT) when set (the device machine's output folder)
 DEVICE ?= cuda
-GPU_CHECK_OUT ?= bench/results/gpu-check-$(DEVICE)-$(shell date +%Y-%m-%d).md
-gpu-check: $(STAMP) ## the device check report (bench/README.md); DEVICE=cpu: tiny dry run
-	DEEPAUC_PROGRESS=0 $(PY) bench/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT)
+GPU_CHECK_PY := $(if $(STAMP),$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)),$(PY))
+GPU_CHECK_OUT ?= $(or $(OUT),bench/results)/gpu-check-$(DEVICE)-$(shell date +%Y-%m-%d).md
+gpu-check: ## the device check report (bench/README.md); DEVICE=cpu: tiny dry run
+	DEEPAUC_PROGRESS=0 $(GPU_CHECK_PY) bench/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT)

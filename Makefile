@@ -6,8 +6,9 @@ SHELL := bash
 
 PYTHON ?= python3
 VENV := .venv
-ifeq ($(origin PY),command line)
-# an interpreter given on the command line (tests, a managed environment) is used as is
+ifneq ($(filter command line environment,$(origin PY)),)
+# an interpreter given on the command line or in the environment (tests, a Kaggle notebook's
+# own torch: `make ... PY=python` after `pip install --no-deps -e .`) is used as is: no venv
 STAMP :=
 else
 PY := $(VENV)/bin/python
@@ -30,8 +31,8 @@ ISIC2019 ?= $(EXTERNAL)/isic2019
 ISIC2018 ?= $(EXTERNAL)/isic2018
 ISIC2017 ?= $(EXTERNAL)/isic2017
 MALIGNANT ?= $(EXTERNAL)/malignant
-# the competition's sample submission (a resized set may not ship one)
-SAMPLE ?= $(DATA)/sample_submission.csv
+# the competition's sample submission; a resized set ships none: then SAMPLE= must name it
+SAMPLE ?= $(if $(or $(filter demo,$(EXP)),$(wildcard $(DATA)/sample_submission.csv)),$(DATA)/sample_submission.csv,$(error $(DATA) has no sample_submission.csv (a resized set ships none): name the competition's with SAMPLE=path/to/sample_submission.csv))
 # test images: jpeg/test/ in the Kaggle layout, test/ in a resized set (docs/data-layouts.md)
 TEST_IMAGES ?= $(if $(wildcard $(DATA)/jpeg/test),$(DATA)/jpeg/test,$(DATA)/test)
 # the demo is a first look on a CPU: 3 folds; the real recipe: 5
@@ -49,6 +50,9 @@ MODELS_siim := ce_b5_384 aucm_b5_384:ce_b5_384 ce_b3_256 aucm_b3_256:ce_b3_256 c
 SIZES_siim := 256 384 512
 MODELS_smoke := ce_lite0_32 aucm_lite0_32:ce_lite0_32
 SIZES_smoke := 32
+# 2x T4 on Kaggle (fp16, 16 GB, 9-hour sessions): two models, 8 TTA views (docs/real-data.md)
+MODELS_kaggle := ce_b3_256 aucm_b3_256:ce_b3_256 ce_b5_384 aucm_b5_384:ce_b5_384
+SIZES_kaggle := 256 384
 MODELS ?= $(MODELS_$(EXP))
 SIZES ?= $(SIZES_$(EXP))
 META ?= meta_mlp
@@ -222,8 +226,11 @@ study-full: study-deps ## the study at the paper's budget (GPU)
 bench: $(STAMP) ## the performance benchmarks (bench/README.md)
 	$(PY) -m pip install -q -r requirements-study.txt
 	$(PY) bench/run.py
-# the prepared device check; DEVICE=cpu runs the same sections on tiny sizes (a dry run)
+# the prepared device check; DEVICE=cpu runs the same sections on tiny sizes (a dry run).
+# It builds no venv: PY= if given, else .venv's python if built, else python3 (the
+# platform's torch); the report goes to $(OUT) when set (the device machine's output folder)
 DEVICE ?= cuda
-GPU_CHECK_OUT ?= bench/results/gpu-check-$(DEVICE)-$(shell date +%Y-%m-%d).md
-gpu-check: $(STAMP) ## the device check report (bench/README.md); DEVICE=cpu: tiny dry run
-	DEEPAUC_PROGRESS=0 $(PY) bench/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT)
+GPU_CHECK_PY := $(if $(STAMP),$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)),$(PY))
+GPU_CHECK_OUT ?= $(or $(OUT),bench/results)/gpu-check-$(DEVICE)-$(shell date +%Y-%m-%d).md
+gpu-check: ## the device check report (bench/README.md); DEVICE=cpu: tiny dry run
+	DEEPAUC_PROGRESS=0 $(GPU_CHECK_PY) bench/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT)

@@ -1,11 +1,13 @@
 """The prepared device check: environment, numerical parity, a small pipeline run, throughput.
 
-    python bench/gpu_check.py --device cuda --out bench/results/gpu-check.md
-    python bench/gpu_check.py --device cpu --out /tmp/gpu-check.md   # tiny sizes (the test's)
+    python3 bench/gpu_check.py --device cuda --out "$OUT/gpu-check.md"
+    python3 bench/gpu_check.py --device cpu --out /tmp/gpu-check.md   # tiny sizes (the test's)
 
-Each section is appended to the report as soon as it ends, so a crash or a kill leaves the
+Starts from the repository root with a bare interpreter: the repository's ``src`` is put
+first on ``sys.path`` here, so neither an install nor ``PYTHONPATH`` is needed. Each
+section is appended to the report as soon as it ends, so a crash or a kill leaves the
 sections before it; a section that fails or overruns its time limit says so and the next
-one runs. Exit status 1 when a section failed.
+one runs; the whole check stops within ``--budget-s``. Exit status 1 when a section failed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import torch
 from torch import nn
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
+# this checkout's deepauc, ahead of any installed one; then the bench helpers
+sys.path[:0] = [str(BENCH_DIR.parent / "src"), str(BENCH_DIR)]
 
 from gpu_check_runs import (  # noqa: E402
     fed_and_tta_section,
@@ -51,16 +54,17 @@ class Plan:
     tiny: bool
     tmp: Path
     section_seconds: int = 150
-    pipeline_backbone: str = "efficientnet_b0"
+    pipeline_backbone: str = "tf_efficientnet_b0"
     pipeline_size: int = 256
     ce_steps: int = 30
     batch: int = 32
     workers: int = 8
     threads: int = 0  # torch threads of the pipeline run (0: torch's default)
-    syncbn_backbone: str = "efficientnet_b0"
+    syncbn_backbone: str = "tf_efficientnet_b0"
     throughput: list[tuple[str, int, int]] = field(default_factory=list)
     loader_workers: tuple[int, ...] = (12, 16)
     peak_tflops: float = 989.0  # dense bf16 of an H100/H200 SXM
+    budget_seconds: float = 450.0  # the whole check, so that it ends inside 8 minutes
 
     @classmethod
     def for_device(cls, device: torch.device, tmp: Path, peak_tflops: float) -> Plan:
@@ -71,11 +75,12 @@ class Plan:
                 pipeline_size=32, ce_steps=3, batch=4, workers=0, threads=1,
                 syncbn_backbone=tiny_net,
             )  # fmt: skip
+        # the recipe's backbones (configs/siim): TensorFlow-ported weights and padding
         grid = [
-            ("efficientnet_b0", 256, 128),
-            ("efficientnet_b3", 256, 96),
-            ("efficientnet_b5", 384, 48),
-            ("efficientnet_b6", 512, 24),
+            ("tf_efficientnet_b0", 256, 128),
+            ("tf_efficientnet_b3", 256, 96),
+            ("tf_efficientnet_b5", 384, 48),
+            ("tf_efficientnet_b6", 512, 24),
         ]
         return cls(device, False, tmp, throughput=grid, peak_tflops=peak_tflops)
 
@@ -140,6 +145,9 @@ def environment_section(plan: Plan) -> str:
     }
     for module in ["timm", "cv2", "albumentations", "lightgbm", "sklearn", "pandas"]:
         rows[module] = _version(module)
+    import deepauc
+
+    rows["deepauc imported from"] = str(Path(deepauc.__file__).parent)
     return table([{"item": k, "value": v} for k, v in rows.items()])
 
 
@@ -310,14 +318,18 @@ def run_sections(plan: Plan, out: Path, only: list[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     sizes = "tiny sizes (dry run)" if plan.tiny else "full sizes"
     out.write_text(f"# Device check: {plan.device}, {sizes}, {stamp}\n\n")
-    failed = 0
+    failed, deadline = 0, time.perf_counter() + plan.budget_seconds
     for title, section in SECTIONS:
         if only and section.__name__.removesuffix("_section") not in only:
             continue
         t0 = time.perf_counter()
         print(f"gpu-check: {title} ...", flush=True)
+        # a section gets its own limit, cut to what is left of the whole check's budget
+        limit = int(min(plan.section_seconds, deadline - t0))
         try:
-            with time_limit(plan.section_seconds):
+            if limit < 1:
+                raise SectionTimeout(f"the check's {plan.budget_seconds:g} s budget is spent")
+            with time_limit(limit):
                 body = section(plan)
         except Exception as err:
             failed += 1
@@ -334,12 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--only", action="append", help="section name, e.g. pesg_parity")
+    parser.add_argument(
+        "--budget-s", type=float, default=450.0, help="seconds for the whole check (default 450)"
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: use --device cpu for the dry run")
     os.environ.setdefault("DEEPAUC_PROGRESS", "0")
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         plan = Plan.for_device(torch.device(args.device), Path(tmp), args.peak_tflops)
+        plan.budget_seconds = args.budget_s
         failed = run_sections(plan, args.out, args.only)
     print(f"gpu-check: report in {args.out}" + (f", {failed} section(s) FAILED" if failed else ""))
     return 1 if failed else 0

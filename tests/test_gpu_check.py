@@ -1,5 +1,6 @@
 """The device check (bench/gpu_check.py) as its CPU dry run, so that it cannot rot unseen."""
 
+import os
 import re
 import subprocess
 import sys
@@ -30,16 +31,25 @@ def _section(text: str, title: str) -> str:
     return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
+def bare_env() -> dict[str, str]:
+    """The environment of a bare start: no PYTHONPATH, no venv activated."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
 def test_make_gpu_check_cpu_dry_run_writes_every_section(tmp_path):
     out = tmp_path / "check.md"
     cmd = ["make", "--no-print-directory", "-C", str(REPO), f"PY={sys.executable}"]
     cmd += ["gpu-check", "DEVICE=cpu", f"GPU_CHECK_OUT={out}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=bare_env())
     text = out.read_text() if out.exists() else ""
     assert proc.returncode == 0, proc.stderr[-2000:] + text[-3000:]
     assert text.startswith("# Device check: cpu, tiny sizes (dry run)")
     assert re.findall(r"^## (.+)$", text, re.M) == SECTIONS
     assert f"| torch | {torch.__version__} |" in _section(text, "Environment")
+    # this checkout's code, found without PYTHONPATH (not an installed deepauc)
+    assert f"| deepauc imported from | {REPO / 'src' / 'deepauc'} |" in text
     parity = _section(text, SECTIONS[1])
     for path, dual in [("fused", "normalized"), ("fused", "paper"), ("foreach", "paper")]:
         assert re.search(rf"\| {path} \| [\d.]+ \| {dual} \| 0 \| 0 \| True \|", parity)
@@ -51,7 +61,13 @@ def test_make_gpu_check_cpu_dry_run_writes_every_section(tmp_path):
     )
     assert float(torch_diff.group(1)) > 0.1
     pipeline = _section(text, SECTIONS[4])
-    assert "max |Δ weights| vs uninterrupted: 0 |" in pipeline  # CPU: bitwise resume
+    # CPU: bitwise resume, and a control run that also differs by 0
+    assert re.search(
+        r"\| same again, uninterrupted \(control\) .* vs uninterrupted: 0 \|", pipeline
+    )
+    assert re.search(
+        r"\| same, killed after its checkpoint, resumed .* vs uninterrupted: 0 \|", pipeline
+    )
     assert re.search(r"\d+ views/s, OOF AUC [\d.]+", pipeline)
     for title in SECTIONS[5:]:
         assert "skipped: needs CUDA" in _section(text, title)
@@ -85,3 +101,57 @@ def test_a_failing_or_overrunning_section_leaves_the_others(tmp_path, monkeypatc
 def test_cuda_check_without_cuda_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         gpu_check.main(["--device", "cuda", "--out", str(tmp_path / "x.md")])
+
+
+NO_ALBUMENTATIONS = "import sys; sys.modules['albumentations'] = None; "
+
+
+def test_bare_start_without_albumentations_runs_the_sections_that_need_none(tmp_path):
+    out = tmp_path / "out" / "check.md"
+    script = NO_ALBUMENTATIONS + (
+        "import runpy; sys.argv = ['bench/gpu_check.py', '--device', 'cpu', '--out', "
+        f"{str(out)!r}, '--only', 'environment', '--only', 'pesg_parity', '--only', "
+        "'grad_scaler', '--only', 'syncbn']; runpy.run_path('bench/gpu_check.py', "
+        "run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=bare_env(), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    text = out.read_text() if out.exists() else ""
+    assert proc.returncode == 0, proc.stderr[-2000:] + text[-3000:]
+    assert re.findall(r"^## (.+)$", text, re.M) == SECTIONS[:4]
+    assert "FAILED" not in text
+    assert re.search(r"\| albumentations \| missing \(\w*Error\) \|", _section(text, "Environment"))
+
+
+def test_pipeline_modules_import_without_albumentations():
+    script = NO_ALBUMENTATIONS + (
+        "import deepauc.pipeline.runtime, deepauc.pipeline.experiment, "
+        "deepauc.pipeline.train, deepauc.pipeline.predict, deepauc.data.augment as a; "
+        "a.build_train_transform(a.AugmentConfig())"
+    )
+    env = {**bare_env(), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    # every module imports; only building the training transform needs albumentations
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "build_train_transform" in proc.stderr, proc.stderr
+    assert lines[-1].startswith("ModuleNotFoundError: import of albumentations halted")
+
+
+def test_device_run_script_installs_nothing_else_and_reports_to_out(tmp_path):
+    # no carried wheels (an empty folder): the check runs on what the interpreter has
+    (tmp_path / "whl").mkdir()
+    env = {**bare_env(), "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "PY": sys.executable}
+    env["WHL"] = str(tmp_path / "whl")
+    cmd = ["bash", str(REPO / "bench" / "device_run.sh"), "--only", "environment"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    report = tmp_path / "out" / "gpu-check.md"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"no wheels in {tmp_path / 'whl'}/" in proc.stderr
+    assert re.findall(r"^## (.+)$", report.read_text(), re.M) == ["Environment"]
+    unset = {k: v for k, v in env.items() if k != "OUT"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=unset, capture_output=True, text=True)
+    assert proc.returncode != 0 and "set OUT" in proc.stderr

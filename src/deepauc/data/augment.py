@@ -5,9 +5,12 @@ test-time dihedral views (torch, on the device).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import torch
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 
 @dataclass
@@ -47,7 +50,14 @@ class AugmentConfig:
 
 
 def build_train_transform(cfg: AugmentConfig) -> A.Compose:
-    """The albumentations pipeline for training images (uint8 RGB in, uint8 RGB out)."""
+    """The albumentations pipeline for training images (uint8 RGB in, uint8 RGB out).
+
+    albumentations is imported here, not at module level, so that the modules that only
+    need the config or the dihedral views (predict without random views, the device
+    check) import where it is not installed.
+    """
+    import albumentations as A
+
     ops = [
         A.HorizontalFlip(p=cfg.hflip),
         A.VerticalFlip(p=cfg.vflip),

@@ -15,7 +15,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from deepauc.data.augment import dihedral_views
 from deepauc.data.dataset import to_device_batch
+from deepauc.data.sampling import EpochShard
 from deepauc.metrics import roc_auc
+from deepauc.pipeline.experiment import resolve_workers
 
 log = logging.getLogger("deepauc.pipeline.runtime")
 
@@ -137,42 +139,28 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return dtype
 
 
-class EpochShard(Sampler[int]):
-    """Rank ``rank``'s share ``perm[rank::world]`` of the epoch's seeded permutation.
-
-    ``perm`` is the permutation ``RandomSampler`` draws from the same generator, so with
-    one process the order is unchanged; with ``world`` ranks each taking ``B / world``
-    rows per step, the union of the ranks' step-j batches is the single-process batch j.
-    """
-
-    def __init__(self, n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, epoch, rank, world
-
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen)[self.rank :: self.world].tolist())
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
-
-
 def make_loader(
     ds,
     batch_size: int,
-    workers: int,
+    workers: int | str,
     shuffle: bool,
     seed: int = 0,
     epoch: int = 0,
     drop_last=False,
     rank: int = 0,
     world: int = 1,
+    start: int = 0,
+    sampler: Sampler[int] | None = None,
 ):
-    sampler = EpochShard(len(ds), seed, epoch, rank, world) if shuffle else None
+    """A loader over ``ds``: in order, or shuffled per (seed, epoch) and split over ranks
+    (:class:`EpochShard`, skipping ``start`` of this rank's rows), or with ``sampler``."""
+    if sampler is None and shuffle:
+        sampler = EpochShard(len(ds), seed, epoch, rank, world, start)
     return DataLoader(
         ds,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=resolve_workers(workers),
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,

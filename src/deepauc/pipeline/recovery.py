@@ -200,3 +200,28 @@ def _agree(stop: bool, save: bool, device: torch.device) -> tuple[bool, bool]:
     flags = torch.tensor([stop, save], dtype=torch.int32, device=device)
     dist.broadcast(flags, src=0)
     return bool(flags[0]), bool(flags[1])
+
+
+def recovery_hook(
+    state: TrainState,
+    path: Path,
+    epochs_done: int,
+    best: tuple[float, dict | None],
+    record: dict,
+    steps: int,
+) -> RecoveryHook | None:
+    """The epoch's step hook, or None when neither recovery checkpoints nor a deadline are set."""
+    minutes, stop_at = state.cfg.train.recovery_minutes, deadline()
+    if minutes is None and stop_at is None:
+        return None
+    return RecoveryHook(state, path, epochs_done, best, record, steps, minutes, stop_at, now())
+
+
+def stop_if_past_deadline(path: Path, epochs_done: int) -> None:
+    """At an epoch end (its checkpoint written): stop when ``DEEPAUC_DEADLINE`` has passed."""
+    stop_at = deadline()
+    if stop_at is not None and now() >= stop_at:
+        raise TimeBudgetReached(
+            f"{DEADLINE_ENV} reached: stopped after epoch {epochs_done} with checkpoint {path}; "
+            f"rerun the same command (with a new {DEADLINE_ENV}) to resume"
+        )

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -29,15 +29,15 @@ from deepauc.optim import PESG, create_optimizer
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
 from deepauc.pipeline.recovery import (
     EXIT_TIME_BUDGET,
-    RecoveryHook,
     TimeBudgetReached,
     deadline,
-    now,
     progress_from,
+    recovery_hook,
     resume,
     save_checkpoint,
     set_rng_states,
     sigterm_as_interrupt,
+    stop_if_past_deadline,
 )
 from deepauc.pipeline.runtime import (
     amp_dtype,
@@ -316,7 +316,12 @@ def _train(
     run.history = _load_history(run_dir, start_epoch)
     run.best = (best[0], best[1])
     for epoch in range(start_epoch, cfg.schedule.epochs):
-        _one_epoch(run, epoch, mid if epoch == start_epoch else None, valid_loader, valid_df)
+        try:
+            _one_epoch(run, epoch, mid if epoch == start_epoch else None, valid_loader, valid_df)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # outside the steps: validation, checkpoint writing
+            raise TrainingInterrupted(f"{cfg.name} fold {fold}", epoch + 1) from None
     return _save_final(state, run_dir, run.best[1], record)
 
 
@@ -367,12 +372,7 @@ def _one_epoch(run: _Run, epoch: int, mid: dict | None, valid_loader, valid_df) 
     rank, world = dist_info()
     ckpt_path = run.run_dir / "checkpoint.pt"
     batches = _epoch_batches(run, epoch, mid)
-    hook = None
-    if cfg.train.recovery_minutes is not None or deadline() is not None:
-        hook = RecoveryHook(
-            *(state, ckpt_path, epoch, run.best, run.record, run.steps),
-            *(cfg.train.recovery_minutes, deadline(), now()),
-        )
+    hook = recovery_hook(state, ckpt_path, epoch, run.best, run.record, run.steps)
     t0 = time.perf_counter()
     progress = progress_from(mid, state.device)
     mean_loss = _run_epoch_explained(run, batches, epoch, progress, hook)
@@ -399,12 +399,8 @@ def _one_epoch(run: _Run, epoch: int, mid: dict | None, valid_loader, valid_df) 
         save_checkpoint(state, ckpt_path, epoch + 1, *run.best, run.record)
     if world > 1:
         dist.barrier()  # no rank runs ahead of the checkpoint rank 0 just wrote
-    stop_at = deadline()
-    if not last and stop_at is not None and now() >= stop_at:
-        raise TimeBudgetReached(
-            f"DEEPAUC_DEADLINE reached: stopped after epoch {epoch + 1} with checkpoint "
-            f"{ckpt_path}; rerun the same command (with a new DEEPAUC_DEADLINE) to resume"
-        )
+    if not last:
+        stop_if_past_deadline(ckpt_path, epoch + 1)
 
 
 def _run_epoch_explained(
@@ -414,7 +410,9 @@ def _run_epoch_explained(
     state, run_dir = run.state, run.run_dir
     try:
         # only what is set is passed: run_epoch's plain signature is the one tests wrap
-        extra = {k: v for k, v in (("progress", progress), ("hook", hook)) if v is not None}
+        extra: dict[str, Any] = {
+            k: v for k, v in (("progress", progress), ("hook", hook)) if v is not None
+        }
         return run_epoch(state, batches, epoch, run.steps, **extra)
     except NonFiniteLoss as err:
         kept = (

@@ -34,10 +34,12 @@ from deepauc.pipeline.recovery import (
     progress_from,
     recovery_hook,
     resume,
-    save_checkpoint,
     set_rng_states,
     sigterm_as_interrupt,
     stop_if_past_deadline,
+)
+from deepauc.pipeline.recovery import (
+    save_checkpoint as _save_checkpoint,  # the epoch-end save; bench/gpu_check_runs.py wraps it
 )
 from deepauc.pipeline.runtime import (
     amp_dtype,
@@ -396,7 +398,7 @@ def _one_epoch(run: _Run, epoch: int, mid: dict | None, valid_loader, valid_df) 
     if rank == 0:
         write_csv(pd.DataFrame(run.history), run.run_dir / "log.csv")
     if not last:
-        save_checkpoint(state, ckpt_path, epoch + 1, *run.best, run.record)
+        _save_checkpoint(state, ckpt_path, epoch + 1, *run.best, run.record)
     if world > 1:
         dist.barrier()  # no rank runs ahead of the checkpoint rank 0 just wrote
     if not last:

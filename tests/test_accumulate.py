@@ -243,3 +243,30 @@ def test_siim_models_fit_a_16_gb_card_with_one_switch(stage, model):
     assert need <= ACTIVATION_BUDGET_GIB, (path, micro, need)
     assert (big.train.accumulate, big.model.grad_checkpointing) == (1, False)
     assert recipe.train.num_workers <= 8  # num_workers: auto
+
+
+def test_two_gloo_ranks_accumulating_match_one_process(tiny_data):
+    """Under DDP the gradients are all-reduced on the last micro-batch only (no_sync before):
+    2 ranks x 2 micro-batches of 2 rows end where one process with whole batches of 8 does,
+    for a network without batch statistics and a loss that is a mean over rows."""
+    import yaml
+
+    from test_ddp import ATOL, _ddp_config, _launch_two_ranks
+
+    path = _ddp_config(tiny_data)
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["accumulate"] = 2
+    acc_path = path.with_name("ddp_acc.yaml")
+    acc_path.write_text(yaml.safe_dump(raw))
+    proc = _launch_two_ranks(acc_path, tiny_data["root"] / "models_acc")
+    threads = torch.get_num_threads()
+    try:
+        single = torch.load(train_fold(load_experiment(path), 0, CPU), weights_only=True)
+    finally:
+        torch.set_num_threads(threads)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    ddp = torch.load(tiny_data["root"] / "models_acc/ddp/fold0/model.pt", weights_only=True)
+    assert ddp["config"]["train"]["accumulate"] == 2
+    for k, v in single["model"].items():
+        assert (v.double() - ddp["model"][k].double()).abs().max().item() <= ATOL, k

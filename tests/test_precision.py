@@ -136,3 +136,11 @@ def test_a_bad_device_setting_is_one_line(monkeypatch):
     monkeypatch.setenv("DEEPAUC_DEVICE", "tpu")
     with pytest.raises(ValueError, match="DEEPAUC_DEVICE='tpu'"):
         pick_device()
+
+
+def test_the_training_log_names_the_gpu(monkeypatch):
+    from deepauc.pipeline.runtime import device_label
+
+    fake_gpu(monkeypatch, (7, 5), "Tesla T4")
+    assert device_label(CUDA) == "cuda (Tesla T4)"
+    assert device_label(torch.device("cpu")) == "cpu"

@@ -50,6 +50,13 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def device_label(device: torch.device) -> str:
+    """``cpu``, or ``cuda (<GPU name>)`` for the logs."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{device} ({torch.cuda.get_device_name(device)})"
+
+
 def gpu_expected() -> bool:
     """A GPU is evidently meant to be used: NVIDIA device files, or a non-empty device list."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

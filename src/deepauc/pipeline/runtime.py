@@ -5,6 +5,7 @@ Also the inference loop validation uses (mean sigmoid over dihedral views).
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -14,60 +15,159 @@ from torch.utils.data import DataLoader, Sampler
 
 from deepauc.data.augment import dihedral_views
 from deepauc.data.dataset import to_device_batch
+from deepauc.data.sampling import EpochShard
 from deepauc.metrics import roc_auc
+from deepauc.pipeline.experiment import resolve_workers
+
+log = logging.getLogger("deepauc.pipeline.runtime")
+
+# DEEPAUC_DEVICE=cpu runs on the CPU even where a GPU is expected (see pick_device)
+DEVICE_ENV = "DEEPAUC_DEVICE"
+BF16_CAPABILITY = (8, 0)  # Ampere: the first compute capability with native bf16 tensor cores
+
+
+class DeviceUnusable(RuntimeError, ValueError):
+    """The GPU is there but cannot run (a ValueError too, so the CLI prints one line)."""
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when it can run this torch's kernels, the CPU when asked for or when no GPU is there.
+
+    ``DEEPAUC_DEVICE=cpu`` chooses the CPU. Otherwise a GPU that is evidently present but
+    unusable (a driver too old for this torch's CUDA, a card whose architecture this torch
+    was not built for) stops the run with one line instead of training on the CPU for days.
+    """
+    wanted = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if wanted not in ("", "cpu", "cuda"):
+        raise ValueError(f"{DEVICE_ENV}={wanted!r}: expected cpu or cuda")
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        check_gpu_arch(torch.cuda.current_device())
+        return torch.device("cuda")
+    if wanted == "cuda" or gpu_expected():
+        raise DeviceUnusable(f"{cuda_unusable_reason()}; set {DEVICE_ENV}=cpu to run on the CPU")
+    return torch.device("cpu")
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, or ``cuda (<GPU name>)`` for the logs."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+def gpu_expected() -> bool:
+    """A GPU is evidently meant to be used: NVIDIA device files, or a non-empty device list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # "" or -1 hide the GPUs on purpose
+        return visible.strip() not in ("", "-1")
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
+
+
+def cuda_unusable_reason() -> str:
+    """Why ``torch.cuda.is_available()`` is False although a GPU is expected, in one line."""
+    cuda = torch.version.cuda
+    if cuda is None:
+        return f"a GPU is expected but torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as err:  # the driver's own words: too old, no device, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return (
+            f"a GPU is expected but torch {torch.__version__} (CUDA {cuda}) cannot use it: {first} "
+            "(a driver older than this CUDA needs a newer driver or a torch built for an older CUDA)"
+        )
+    return f"a GPU is expected but torch {torch.__version__} (CUDA {cuda}) sees no usable device"
+
+
+def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether kernels built for ``arch_list`` run on a GPU of compute ``capability``.
+
+    Machine code (``sm_XY``) runs on the same major version at an equal or higher minor;
+    PTX (``compute_XY``) is compiled by the driver for any equal or newer GPU.
+    """
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        if not digits.isdigit():
+            continue
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            return True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            return True
+    return False
+
+
+def check_gpu_arch(index: int) -> None:
+    """Refuse a GPU whose architecture this torch has no kernels for (e.g. sm_60 on a cu13 build)."""
+    cap = torch.cuda.get_device_capability(index)
+    archs = torch.cuda.get_arch_list()
+    if archs and not arch_supported(cap, archs):
+        raise DeviceUnusable(
+            f"{torch.cuda.get_device_name(index)} (compute capability {cap[0]}.{cap[1]}, "
+            f"sm_{cap[0]}{cap[1]}) is not among the architectures torch {torch.__version__} was "
+            f"built for ({' '.join(archs)}): install a torch build that lists it, or set "
+            f"{DEVICE_ENV}=cpu"
+        )
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp`` on ``device`` (None = full precision)."""
+    """The autocast dtype for ``train.amp`` on ``device`` (None = full precision).
+
+    ``auto``: bf16 only on GPUs that compute it natively (compute capability >= 8.0), fp16
+    with loss scaling below. ``torch.cuda.is_bf16_supported()`` cannot decide this: it
+    answers True on a T4 or V100, where bf16 is emulated at a fraction of fp16's speed.
+    ``bf16`` asked for on such a GPU is refused rather than silently emulated.
+    """
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-class EpochShard(Sampler[int]):
-    """Rank ``rank``'s share ``perm[rank::world]`` of the epoch's seeded permutation.
-
-    ``perm`` is the permutation ``RandomSampler`` draws from the same generator, so with
-    one process the order is unchanged; with ``world`` ranks each taking ``B / world``
-    rows per step, the union of the ranks' step-j batches is the single-process batch j.
-    """
-
-    def __init__(self, n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, epoch, rank, world
-
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen)[self.rank :: self.world].tolist())
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
+    if device.type != "cuda":  # bf16/fp16 asked for on the CPU: autocast as asked
+        return torch.float16 if setting == "fp16" else torch.bfloat16
+    cap = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    native_bf16 = tuple(cap) >= BF16_CAPABILITY
+    if setting == "bf16" and not native_bf16:
+        raise ValueError(
+            f"train.amp: bf16 on {name} (compute capability {cap[0]}.{cap[1]}): bf16 is native "
+            "from 8.0 (A100, L4, H100) only; use amp: auto or fp16"
+        )
+    dtype = (
+        torch.bfloat16
+        if setting == "bf16" or (setting == "auto" and native_bf16)
+        else torch.float16
+    )
+    scaling = " with loss scaling" if dtype is torch.float16 else ""
+    log.info(
+        "precision: %s%s on %s (compute capability %d.%d, train.amp=%s)",
+        *(str(dtype).removeprefix("torch."), scaling, name, cap[0], cap[1], setting),
+    )
+    return dtype
 
 
 def make_loader(
     ds,
     batch_size: int,
-    workers: int,
+    workers: int | str,
     shuffle: bool,
     seed: int = 0,
     epoch: int = 0,
     drop_last=False,
     rank: int = 0,
     world: int = 1,
+    start: int = 0,
+    sampler: Sampler[int] | None = None,
 ):
-    sampler = EpochShard(len(ds), seed, epoch, rank, world) if shuffle else None
+    """A loader over ``ds``: in order, or shuffled per (seed, epoch) and split over ranks
+    (:class:`EpochShard`, skipping ``start`` of this rank's rows), or with ``sampler``."""
+    if sampler is None and shuffle:
+        sampler = EpochShard(len(ds), seed, epoch, rank, world, start)
     return DataLoader(
         ds,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=resolve_workers(workers),
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
@@ -114,7 +214,7 @@ def init_distributed() -> torch.device | None:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    if torch.cuda.is_available():
+    if pick_device().type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"

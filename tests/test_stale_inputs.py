@@ -216,3 +216,23 @@ def test_n_folds_must_match_the_table_and_a_split_patient_is_refused(tiny_data):
         )
     )
     assert cli.main(["meta", "--config", str(meta)]) == 1
+
+
+def test_the_config_fingerprint_holds_no_paths(tiny_data, monkeypatch):
+    yaml_path = write_experiment(tiny_data, "ce")
+    monkeypatch.chdir(tiny_data["root"])
+    cfg = load_experiment(yaml_path, ["data.train_csv=folds.csv"])
+    same = [
+        ["data.train_csv=./folds.csv"],
+        [f"data.train_csv={tiny_data['root'] / 'moved' / 'folds.csv'}", "data.test_csv=t.csv"],
+        ["data.cache_dir=elsewhere"],
+    ]
+    for overrides in same:
+        assert load_experiment(yaml_path, overrides).fingerprint() == cfg.fingerprint(), overrides
+    assert load_experiment(yaml_path, ["optim.lr=0.5"]).fingerprint() != cfg.fingerprint()
+    # a moved data root: the model trained from the old path is still current
+    train_fold(cfg, 0, CPU)
+    (tiny_data["root"] / "moved").mkdir()
+    shutil.copy(tiny_data["train_csv"], tiny_data["root"] / "moved" / "folds.csv")
+    moved = load_experiment(yaml_path, ["data.train_csv=./moved/folds.csv"])
+    assert train_fold(moved, 0, CPU) == cfg.run_dir(0) / "model.pt"

@@ -179,11 +179,23 @@ class ExperimentConfig:
         return Path(self.models_dir) / self.name / f"fold{fold}"
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (not paths or worker counts)."""
+        """Hash of everything that changes the trained weights (not paths or worker counts).
+
+        No path enters it: the tables, the cached images and the stage-1 weights are keyed
+        by content in the training record (deepauc.provenance.training_record), so
+        ``./data/x.csv`` against ``data/x.csv`` or a moved data root changes nothing. A
+        pretrained-weights file counts by its bytes.
+        """
         d = to_dict(self)
         for key in ["models_dir", "preds_dir", "tta", "folds"]:
             d.pop(key)
-        d["data"].pop("cache_dir")
+        for key in ["cache_dir", "train_csv", "test_csv"]:
+            d["data"].pop(key)
+        d["model"]["init_from"] = d["model"]["init_from"] is not None  # stage 2 or not
+        weights = d["model"]["pretrained"]
+        if isinstance(weights, str) and Path(weights).is_file():
+            digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+            d["model"]["pretrained"] = f"file sha256 {digest}"
         d["train"] = {
             k: v for k, v in d["train"].items() if k not in ("num_workers", "threads", "eval_every")
         }

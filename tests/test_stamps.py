@@ -155,3 +155,36 @@ def test_each_change_reruns_the_stages_that_read_it(
         assert stage in proc.stdout, (stage, proc.stdout)
     for stage in skips:
         assert stage not in proc.stdout, (stage, proc.stdout)
+
+
+def test_make_submit_needs_no_data_variables_and_refuses_changed_inputs(touched, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(touched, work, symlinks=True)
+    assert dry(work, "-t").returncode == 0
+    csv = "image_name,target\nT,0.5\n"
+    (work / "data/interim/smoke/sample_submission.csv").write_text(csv)
+    (work / "submissions/smoke.csv").write_text(csv)
+    submit = [
+        "make",
+        "--no-print-directory",
+        "-C",
+        str(work),
+        f"PY={sys.executable}",
+        "KAGGLE=echo",
+    ]
+    proc = subprocess.run(
+        [*submit, "submit", "EXP=smoke"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "submissions/smoke.csv: valid (1 rows" in proc.stdout
+    assert (
+        "competitions submit -c siim-isic-melanoma-classification -f submissions/smoke.csv"
+        in proc.stdout
+    )
+    (work / "data/demo/test.csv").write_text("test.csv, edited")
+    proc = subprocess.run(
+        [*submit, "submit", "EXP=smoke"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0
+    assert "submissions/smoke.csv: TEST_TABLE changed since it was made" in proc.stderr
+    assert "competitions submit" not in proc.stdout

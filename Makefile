@@ -128,8 +128,11 @@ endif
 # before the environment exists (no $(PY) yet) the stamps are written once it does
 $(ALL_STAMPS): | $(STAMP)
 	$(UPDATE_STAMPS)
+# a fresh read of this file (data just written: TEST_IMAGES looks at the folders again)
+stamps: ## refresh stamps/$(EXP)/ (make does it for every pipeline goal)
+	@:
 
-.PHONY: help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
+.PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
 help: ## list the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -169,7 +172,7 @@ pipeline: $(SUBMISSION) $(REPORT)
 # 1. demo data (the real competition data is downloaded instead, see README)
 data/demo/train.csv: | $(STAMP)
 	$(DEEPAUC) demo-data --out data/demo --seed $(SEED) $(DEMO_ARGS)
-	$(if $(filter data/demo,$(DATA)),$(UPDATE_STAMPS))
+	$(if $(filter data/demo,$(DATA)),$(MAKE) --no-print-directory stamps)
 
 $(DATA)/test.csv $(SAMPLE): | $(DATA)/train.csv
 

@@ -87,7 +87,56 @@ MEMBER_LIST := [$(subst $(space),$(comma),$(strip $(MEMBERS)))]
 SUBMISSION := submissions/$(EXP).csv
 REPORT := reports/cv_$(EXP).md
 
-.PHONY: help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
+# ---- stamps: each stage group's make variables and input files (docs/pipeline.md) --------------
+# make compares file times only, and real data keeps old ones (unzip, /kaggle/input); so each
+# group's variables, absolute data roots and a stat listing of its input files go into a stamp
+# under stamps/$(EXP)/ that is rewritten only when that content changes, and every stage
+# depends on the stamps it reads. They are refreshed when make reads this file, for every goal
+# but the ones listed here (the wrappers recurse with the experiment's own variables).
+q = '$(subst ','\'',$(1))'
+STAMPS := stamps/$(EXP)
+STAMP_DATA := $(STAMPS)/train-data
+STAMP_TEST := $(STAMPS)/test-tables
+STAMP_TEST_IMAGES := $(STAMPS)/test-images
+STAMP_CNN := $(STAMPS)/cnn
+STAMP_META := $(STAMPS)/meta
+STAMP_ENS := $(STAMPS)/ensemble
+ALL_STAMPS := $(STAMP_DATA) $(STAMP_TEST) $(STAMP_TEST_IMAGES) $(STAMP_CNN) $(STAMP_META) $(STAMP_ENS)
+EXTERNAL_DIRS := $(ISIC2019) $(ISIC2018) $(ISIC2017) $(MALIGNANT)
+# the test side of a data folder in either layout, left out of the training stamp whatever
+# TEST_IMAGES and SAMPLE say (they have their own stamp)
+DATA_TEST_FILES := $(DATA)/jpeg/test $(DATA)/test $(DATA)/test.csv $(DATA)/sample_submission.csv
+UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var SEED=$(SEED) --var N_FOLDS=$(N_FOLDS) \
+    --path DATA=$(call q,$(DATA)) --path ISIC2019=$(call q,$(ISIC2019)) --path ISIC2018=$(call q,$(ISIC2018)) \
+    --path ISIC2017=$(call q,$(ISIC2017)) --path MALIGNANT=$(call q,$(MALIGNANT)) \
+    $(foreach p,$(DATA_TEST_FILES) $(EXTERNAL_DIRS),--exclude $(call q,$(p))) \
+  --stamp $(STAMP_TEST) --path TEST_TABLE=$(call q,$(DATA)/test.csv) --path SAMPLE=$(call q,$(SAMPLE)) \
+  --stamp $(STAMP_TEST_IMAGES) --path TEST_IMAGES=$(call q,$(TEST_IMAGES)) \
+  --stamp $(STAMP_CNN) --var $(call q,EXTRA_SETS=$(EXTRA_SETS)) --var $(call q,SIZES=$(SIZES)) \
+  --stamp $(STAMP_META) --var META=$(META) --var $(call q,EXTRA_META_SETS=$(EXTRA_META_SETS)) \
+  --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
+    --var $(call q,SAMPLE_CSV=$(abspath $(SAMPLE_CSV)))
+NO_STAMP_GOALS := help venv kaggle-cli demo all smoke clean-smoke clean-demo test test-slow lint \
+  format toy study-deps study study-full bench gpu-check submit data/demo/train.csv
+ifneq ($(filter-out $(NO_STAMP_GOALS),$(or $(MAKECMDGOALS),help)),)
+ifneq ($(shell command -v $(PY)),)
+ifneq ($(shell $(UPDATE_STAMPS) >&2 && echo ok),ok)
+ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),n)
+$(warning the stamps under $(STAMPS) could not be written (see the line above))
+else
+$(error the stamps under $(STAMPS) could not be written (see the line above))
+endif
+endif
+endif
+endif
+# before the environment exists (no $(PY) yet) the stamps are written once it does
+$(ALL_STAMPS): | $(STAMP)
+	$(UPDATE_STAMPS)
+# a fresh read of this file (data just written: TEST_IMAGES looks at the folders again)
+stamps: ## refresh stamps/$(EXP)/ (make does it for every pipeline goal)
+	@:
+
+.PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
 help: ## list the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -127,12 +176,13 @@ pipeline: $(SUBMISSION) $(REPORT)
 # 1. demo data (the real competition data is downloaded instead, see README)
 data/demo/train.csv: | $(STAMP)
 	$(DEEPAUC) demo-data --out data/demo --seed $(SEED) $(DEMO_ARGS)
+	$(if $(filter data/demo,$(DATA)),$(MAKE) --no-print-directory stamps)
 
 $(DATA)/test.csv $(SAMPLE): | $(DATA)/train.csv
 
 # 2. external data merged into one training table
 # Without external folders the table is the competition rows (the competition-only route).
-$(MERGED_TABLE): $(DATA)/train.csv
+$(MERGED_TABLE): $(DATA)/train.csv $(STAMP_DATA)
 	$(DEEPAUC) external --train-csv $< \
 	  $(if $(wildcard $(ISIC2019)),--isic2019-dir $(ISIC2019)) \
 	  $(if $(wildcard $(ISIC2018)),--isic2018-dir $(ISIC2018)) \
@@ -140,7 +190,7 @@ $(MERGED_TABLE): $(DATA)/train.csv
 	  $(if $(wildcard $(MALIGNANT)),--malignant-dir $(MALIGNANT)) \
 	  --out $@ --report reports/external_$(EXP).md
 ifeq ($(EXP),smoke)
-$(TRAIN_TABLE): $(MERGED_TABLE) $(DATA)/test.csv $(SAMPLE)
+$(TRAIN_TABLE): $(MERGED_TABLE) $(DATA)/test.csv $(SAMPLE) $(STAMP_DATA) $(STAMP_TEST)
 	$(PY) -m deepauc.data.subset --train-csv $< --test-csv $(DATA)/test.csv --sample $(SAMPLE) \
 	  --out-train $@ --out-dir $(dir $(TEST_CSV)) --seed $(SEED)
 $(TEST_CSV) $(SAMPLE_CSV): | $(TRAIN_TABLE)
@@ -149,7 +199,7 @@ endif
 # 3. patient-leak-free triple-stratified folds; near-duplicate images (hashed once into
 # $(CACHE)/image_hashes.csv) and the published duplicate pairs share a fold
 DUPLICATES_CSV := $(wildcard $(DATA)/ISIC_2020_Training_Duplicates.csv)
-$(FOLDS): $(TRAIN_TABLE)
+$(FOLDS): $(TRAIN_TABLE) $(STAMP_DATA)
 	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md \
 	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))
 
@@ -157,22 +207,23 @@ $(FOLDS): $(TRAIN_TABLE)
 TRAIN_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv)
 TEST_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_test.csv)
 SIZE_FLAGS := $(foreach s,$(SIZES),--size $(s))
-$(TRAIN_INDEXES) &: $(TRAIN_TABLE)
+$(TRAIN_INDEXES) &: $(TRAIN_TABLE) $(STAMP_DATA)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) $(SIZE_FLAGS) --out $(CACHE)
-$(TEST_INDEXES) &: $(TEST_CSV)
+$(TEST_INDEXES) &: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) $(SIZE_FLAGS) --out $(CACHE)
 # a size outside SIZES, asked for by its index file
-$(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE)
+$(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE) $(STAMP_DATA)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
-$(CACHE)/%/index_test.csv: $(TEST_CSV)
+$(CACHE)/%/index_test.csv: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) --size $* --out $(CACHE)
 .PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES
-models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
+models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
 	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
-preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
+	touch $$@  # "already trained" checked its record against the current inputs: current
+preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
 	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS)
 preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
 	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
@@ -180,11 +231,11 @@ endef
 $(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(firstword $(subst :, ,$(m))),$(word 2,$(subst :, ,$(m))))))
 
 # 8. metadata model
-preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS)
+preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS) $(STAMP_META) $(STAMP_TEST)
 	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS)
 
 # 9-10. ensemble into the submission
-$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
+$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(STAMP_ENS) $(STAMP_TEST) $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
 	$(DEEPAUC) ensemble --config $< --set sample_submission=$(SAMPLE_CSV) --set out=$@ \
 	  --set 'members=$(MEMBER_LIST)'
 	$(DEEPAUC) validate-submission --sample $(SAMPLE_CSV) $@
@@ -198,13 +249,16 @@ $(REPORT): $(SUBMISSION)
 KAGGLE ?= $(if $(wildcard $(VENV)/bin/kaggle),$(VENV)/bin/kaggle,kaggle)
 kaggle-cli: $(STAMP) ## install the Kaggle CLI into .venv (for make submit)
 	$(PY) -m pip install -q 'kaggle==2.2.5'
-submit: $(SUBMISSION) ## upload the submission with the Kaggle CLI (make kaggle-cli first)
-	$(KAGGLE) competitions submit -c siim-isic-melanoma-classification -f $< -m "deepauc $(EXP)"
+# no data variables to repeat: the stamps of the run that made it say which sample to check
+submit: ## upload the submission with the Kaggle CLI (make kaggle-cli first): make submit EXP=siim
+	$(DEEPAUC) stamp --check $(SUBMISSION) $(ALL_STAMPS)
+	$(DEEPAUC) validate-submission --sample "$$($(DEEPAUC) stamp --print SAMPLE_CSV $(ALL_STAMPS))" $(SUBMISSION)
+	$(KAGGLE) competitions submit -c siim-isic-melanoma-classification -f $(SUBMISSION) -m "deepauc $(EXP)"
 
 clean-demo: ## delete every demo output
-	rm -rf data/demo data/interim/demo_* data/cache/demo folds/demo.csv models/demo_* preds/demo_* submissions/demo.csv reports/cv_demo*
+	rm -rf data/demo data/interim/demo_* data/cache/demo folds/demo.csv models/demo_* preds/demo_* submissions/demo.csv reports/cv_demo* stamps/demo
 clean-smoke: ## delete every smoke-run output (not the data)
-	rm -rf data/interim/smoke* data/cache/smoke folds/smoke.csv models/smoke_* preds/smoke_* submissions/smoke.csv reports/*_smoke*
+	rm -rf data/interim/smoke* data/cache/smoke folds/smoke.csv models/smoke_* preds/smoke_* submissions/smoke.csv reports/*_smoke* stamps/smoke
 
 # ---- studies and benchmarks ---------------------------------------------------------------
 # sigmoid scores (the default); raw logits; the reference's BSN on logits, whose class-mean

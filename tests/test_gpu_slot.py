@@ -1,8 +1,12 @@
 """GPU slots for the model grid: every job runs, no two concurrent jobs share a device id."""
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +76,81 @@ def test_make_routes_train_and_predict_through_a_slot_only_with_gpus():
         line.startswith("python -m deepauc.pipeline.gpu_slot --gpus 0,1") for line in with_gpus
     )
     assert "gpu_slot" not in dry()
+
+
+# a job that writes its pid, then waits; with "ignore" it survives SIGTERM
+HOLDER = (
+    "import os, signal, sys, time; "
+    "sys.argv[2] == 'ignore' and signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+)
+
+
+def _holder(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int]:
+    pid_file = tmp_path / f"{mode}.pid"
+    cmd = [*SLOT, "--gpus", "0", "--lock-dir", str(tmp_path / "locks"), "--"]
+    wrapper = subprocess.Popen([*cmd, sys.executable, "-c", HOLDER, str(pid_file), mode])
+    deadline = time.time() + 60
+    while not (pid_file.is_file() and pid_file.read_text()):
+        assert time.time() < deadline and wrapper.poll() is None
+        time.sleep(0.05)
+    return wrapper, int(pid_file.read_text())
+
+
+def _lock_free(lock_dir: Path) -> bool:
+    fd = os.open(lock_dir / "gpu0.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if (
+            Path(f"/proc/{pid}/stat").is_file()
+            and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        ):
+            return True  # exited, not yet reaped
+        time.sleep(0.05)
+    return False
+
+
+def test_a_killed_wrapper_keeps_the_gpu_taken_until_its_job_exits(tmp_path):
+    wrapper, job = _holder(tmp_path, "ignore")
+    os.kill(wrapper.pid, signal.SIGKILL)
+    wrapper.wait(timeout=30)
+    time.sleep(0.5)
+    assert not _gone(job, timeout=0.5)  # the job ignores SIGTERM: still running ...
+    assert not _lock_free(tmp_path / "locks")  # ... so its GPU is still taken
+    os.kill(job, signal.SIGKILL)
+    assert _gone(job)
+    deadline = time.time() + 10
+    while not _lock_free(tmp_path / "locks"):
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_job_dies_with_its_wrapper_killed_by_sigkill(tmp_path):
+    wrapper, job = _holder(tmp_path, "default")
+    os.kill(wrapper.pid, signal.SIGKILL)
+    wrapper.wait(timeout=30)
+    assert _gone(job)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_wrapper_reaches_the_job_and_comes_back(tmp_path, sig):
+    wrapper, job = _holder(tmp_path, "default")
+    os.kill(wrapper.pid, sig)
+    assert wrapper.wait(timeout=30) == 128 + sig
+    assert _gone(job)
+    assert _lock_free(tmp_path / "locks")

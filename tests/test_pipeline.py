@@ -77,7 +77,15 @@ def test_pipeline_cv_auc_is_well_above_chance(pipeline_run):
 
 def test_rerun_skips_every_finished_stage(pipeline_run):
     work, _ = pipeline_run
-    dry = make(work, "-n", "submissions/demo.csv", "reports/cv_demo.md")
+    # the variables of the build: with others (say no EXTRA_META_SETS) meta is out of date
+    dry = make(
+        work,
+        "-n",
+        "submissions/demo.csv",
+        "reports/cv_demo.md",
+        "META=meta_mlp",
+        "EXTRA_META_SETS=--set epochs=3",
+    )
     assert dry.returncode == 0
     assert "deepauc" not in dry.stdout, dry.stdout
 

@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deepauc.pipeline.report",
         "cross-validation report: tables, ROC and score histograms",
     ),
+    "stamp": (
+        "deepauc.pipeline.stamps",
+        "record the make variables and input files a stage group reads (rewritten on change)",
+    ),
     "toy": ("deepauc.research.toy", "the paper's Figure 1: AUC-S vs AUC-M on 2-D data"),
     "study": ("deepauc.research.study", "the paper's benchmark study (CE/Focal/AUC-S/AUC-M)"),
 }

@@ -58,14 +58,39 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
+def _hash_lines(lines: list[str]) -> str:
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()[:16]
+
+
+def labels_fingerprint(table: pd.DataFrame) -> str:
+    """Hash of the sorted (image_name, target) pairs: changes when a label is fixed."""
+    names, targets = table["image_name"].astype(str), table["target"].astype(int)
+    return _hash_lines([f"{n}\t{t}\n" for n, t in zip(names, targets)])
+
+
 def oof_rows_fingerprint(oof: pd.DataFrame) -> str:
-    """Hash of an OOF file's own (image_name, fold) pairs: ties the record to the file."""
-    return fold_fingerprint(oof)
+    """Hash of an OOF file's rows (name, fold, target, score): ties the record to the file.
+
+    Scores are hashed at 6 significant digits, which survive the CSV round trip of float32, so an
+    OOF file of another experiment under the same folds does not match this record.
+    """
+    rows = zip(
+        oof["image_name"].astype(str),
+        oof["fold"].astype(int),
+        oof["target"].astype(int),
+        oof["pred"],
+    )
+    return _hash_lines([f"{n}\t{f}\t{t}\t{float(p):.5e}\n" for n, f, t, p in rows])
 
 
 def write_pred_provenance(out_dir: str | os.PathLike, record: dict, oof: pd.DataFrame) -> Path:
     """Write ``<out_dir>/provenance.json``: ``record`` plus the fingerprint of ``oof``'s rows."""
-    full = {**record, "oof_rows": oof_rows_fingerprint(oof), "version": package_version()}
+    full = {
+        **record,
+        "labels": labels_fingerprint(oof),
+        "oof_rows": oof_rows_fingerprint(oof),
+        "version": package_version(),
+    }
     return write_text(
         json.dumps(full, indent=1, sort_keys=True) + "\n", Path(out_dir) / PROVENANCE_FILE
     )
@@ -138,6 +163,15 @@ def check_model_record(saved: dict, path: Path, expected: dict, train_csv: str, 
             f"{path} was trained under another fold assignment ({train_csv} changed); "
             f"delete {redo} to retrain"
         )
+    for key, what in [("labels", "labels"), ("images", "cached images")]:
+        if key in expected and record.get(key) != expected[key]:
+            cause = (
+                f"has no record of the {what} it trained on (an older version made it)"
+                if key not in record
+                else f"was trained on other {what} than the current ones ({train_csv} or the "
+                "cache changed since)"
+            )
+            raise ProvenanceMismatch(f"{path} {cause}; delete {redo} to retrain")
     if "init_from" in expected and record.get("init_from") != expected["init_from"]:
         raise ProvenanceMismatch(
             f"{path} was trained from other stage-1 weights than the current ones; "
@@ -145,13 +179,46 @@ def check_model_record(saved: dict, path: Path, expected: dict, train_csv: str, 
         )
 
 
+def _fold_rows(cfg) -> pd.DataFrame:
+    """The rows any fold of ``cfg`` trains or validates on (fold -1 rows only with external)."""
+    table = read_csv_table(cfg.data.train_csv, ["image_name", "target", "fold"])
+    folds = pd.to_numeric(table["fold"], errors="coerce")
+    return table[((folds >= 0) | bool(cfg.data.use_external)).to_numpy()]
+
+
+def cache_fingerprint(cache_dir, size: int, names, skip: str | None = None) -> str:
+    """Hash of the cache's source stamps of ``names`` at ``size``.
+
+    The stamps come from every ``sources_<stem>.csv`` of ``cache_dir/<size>`` but
+    ``sources_<skip>.csv`` (the test table): ``(image_name, source_sha256)`` where that
+    column exists, else ``(image_name, source_bytes, source_mtime_ns)``. A name no record
+    lists hashes as ``-`` (a cache written before records existed).
+    """
+    stamps: dict[str, set[str]] = {}
+    for path in sorted((Path(cache_dir) / str(int(size))).glob("sources_*.csv")):
+        if skip is not None and path.stem == f"sources_{skip}":
+            continue
+        table = read_csv_table(path, ["image_name"], text_columns=["source_sha256"])
+        if "source_sha256" in table.columns:
+            cols = [table["source_sha256"].astype(str)]
+        else:
+            cols = [table[c].astype(str) for c in ("source_bytes", "source_mtime_ns") if c in table]
+        for name, *parts in zip(table["image_name"], *cols):
+            stamps.setdefault(name, set()).add(" ".join(parts))
+    wanted = sorted(set(map(str, names)))
+    return _hash_lines([f"{n}\t{'|'.join(sorted(stamps.get(n, {'-'})))}\n" for n in wanted])
+
+
 def training_record(cfg, fold: int) -> dict:
-    """What fold ``fold`` of experiment ``cfg`` trains from: config, folds, stage-1 weights.
+    """What fold ``fold`` of experiment ``cfg`` trains from: config, folds, labels, cached
+    images (their source stamps), stage-1 weights.
 
     For stage 2 the stage-1 ``model.pt`` must itself have trained under the current fold
     assignment, else its weights have seen this fold's validation rows.
     """
     folds = folds_of_table(cfg.data.train_csv)
+    rows = _fold_rows(cfg)
+    labels = labels_fingerprint(rows)
     init_from = None
     if cfg.model.init_from:
         stage1 = Path(str(cfg.model.init_from)) / f"fold{fold}" / "model.pt"
@@ -160,7 +227,7 @@ def training_record(cfg, fold: int) -> dict:
             check_model_record(
                 saved,
                 stage1,
-                {"fingerprint": saved.get("fingerprint"), "folds": folds},
+                {"fingerprint": saved.get("fingerprint"), "folds": folds, "labels": labels},
                 cfg.data.train_csv,
                 str(cfg.model.init_from),
             )
@@ -168,6 +235,13 @@ def training_record(cfg, fold: int) -> dict:
     return {
         "fingerprint": cfg.fingerprint(),
         "folds": folds,
+        "labels": labels,
+        "images": cache_fingerprint(
+            cfg.data.cache_dir,
+            cfg.data.image_size,
+            rows["image_name"],
+            Path(cfg.data.test_csv).stem,
+        ),
         "init_from": init_from,
         "version": package_version(),
     }

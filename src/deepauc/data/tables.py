@@ -53,6 +53,7 @@ _TEXT_COLUMNS = [
     "benign_malignant",
     "source",
     "image_path",
+    "lesion_id",
 ]
 # Only empty cells mean "missing": "NA" or "null" are values to report, not to hide.
 _NA_VALUES = ["", "nan", "NaN"]
@@ -149,7 +150,9 @@ def read_csv_table(
     try:
         df = pd.read_csv(
             path,
-            dtype={c: str for c in [*_TEXT_COLUMNS, *ID_COLUMNS, *text_columns]},
+            dtype={
+                c: str for c in [*_TEXT_COLUMNS, *ID_COLUMNS, *text_columns, *_id_columns(path)]
+            },
             keep_default_na=False,
             na_values=_NA_VALUES,
         )
@@ -174,6 +177,15 @@ def read_csv_table(
         if column in df.columns:
             check_safe_names(df, str(path), column)
     return df
+
+
+def _id_columns(path: Path) -> list[str]:
+    """Header names that hold ids (``*_id``, ``*_name``): text, so ``0296243`` keeps its zero."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return []  # the full read below reports the problem with its own message
+    return [c for c in map(str, header) if c.strip().endswith(("_id", "_name"))]
 
 
 def _data_lines(path: Path) -> np.ndarray:
@@ -366,3 +378,45 @@ def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:
     check_unique_names(df, str(path))
     df["target"] = numeric_column(df, "target", str(path))
     return df
+
+
+def check_fold_table(df: pd.DataFrame, name: str, n_folds: int) -> pd.Series:
+    """``df['fold']`` as int after checking it against ``n_folds`` and the patients.
+
+    Folds 0..n_folds-1 must each hold rows (-1 marks training-only rows); a patient
+    whose rows sit in two of those folds would be scored by a model trained on it.
+    """
+    folds = numeric_column(df, "fold", name)
+    bad = (folds.isna() | (folds != folds.round())).to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"{name}: column 'fold' must be an integer at {describe_rows(df, bad, 'fold')}"
+        )
+    folds = folds.astype(int)
+    found = sorted(int(f) for f in folds.unique() if f >= 0)
+    if found != list(range(n_folds)) or (folds < -1).any():
+        raise ValueError(
+            f"{name}: folds {found} (plus -1 for training-only rows) do not match n_folds="
+            f"{n_folds}; rerun `deepauc folds --n-folds {n_folds}` or set n_folds={len(found)}"
+        )
+    if "patient_id" in df.columns:
+        check_patients_in_one_fold(df.assign(fold=folds), name)
+    return folds
+
+
+def check_patients_in_one_fold(df: pd.DataFrame, name: str) -> None:
+    """Raise ValueError naming the patients whose rows sit in more than one fold (>= 0)."""
+    pid = df["patient_id"]
+    rows = df[(df["fold"] >= 0).to_numpy() & pid.notna().to_numpy()]
+    spread = rows.groupby("patient_id")["fold"].nunique()
+    split = spread[spread > 1]
+    if len(split):
+        shown = ", ".join(
+            f"{p} (folds {sorted(set(rows.loc[rows['patient_id'] == p, 'fold']))})"
+            for p in split.index[:_SHOW]
+        )
+        more = f" and {len(split) - _SHOW} more" if len(split) > _SHOW else ""
+        raise ValueError(
+            f"{name}: patient(s) split across folds, a leak into validation: {shown}{more}; "
+            "rerun `deepauc folds`"
+        )

@@ -140,9 +140,15 @@ def align_oof(
         bad = ref[column].to_numpy() != aligned[column].to_numpy()
         if bad.any():
             names = ref["image_name"].to_numpy()[bad][:5].tolist()
+            why = {
+                "target": "a label changed after one of them was predicted; rerun the stale "
+                "one's train and predict, or meta (make redoes them from the current table)",
+                "fold": "they were predicted under different fold assignments; rerun the "
+                "stale one's train and predict, or meta",
+            }[column]
             raise ValueError(
                 f"{other_name} and {ref_name} disagree on column {column!r} for "
-                f"{int(bad.sum())} image(s), e.g. {names}"
+                f"{int(bad.sum())} image(s), e.g. {names}: {why}"
             )
     return aligned
 
@@ -217,6 +223,11 @@ def blend_dirs(
     }
     # blend.md first: oof.csv, written last by write_pred_dir, marks the directory complete
     write_text(render_blend(result, cnn_dir, meta_dir), Path(out_dir) / "blend.md")
+    if provenance is not None:  # for the CV report's caveat beside this row
+        provenance = {
+            **provenance,
+            "blend": {"w": w, "chosen_here": weight is None, "nested_auc": nested["auc"]},
+        }
     write_pred_dir(out_dir, oof, test, test_folds, provenance)
     return result
 

@@ -253,15 +253,27 @@ class ExperimentConfig:
         return Path(self.models_dir) / self.name / f"fold{fold}"
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (not paths or worker counts)."""
+        """Hash of everything that changes the trained weights (not paths or worker counts).
+
+        No path enters it: the tables, the cached images and the stage-1 weights are keyed
+        by content in the training record (deepauc.provenance.training_record), so
+        ``./data/x.csv`` against ``data/x.csv`` or a moved data root changes nothing. A
+        pretrained-weights file counts by its bytes.
+        """
         d = to_dict(self)
         for key in ["models_dir", "preds_dir", "tta", "folds"]:
             d.pop(key)
-        d["data"].pop("cache_dir")
+        for key in ["cache_dir", "train_csv", "test_csv"]:
+            d["data"].pop(key)
+        d["model"]["init_from"] = d["model"]["init_from"] is not None  # stage 2 or not
+        weights = d["model"]["pretrained"]
+        if isinstance(weights, str) and Path(weights).is_file():
+            digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+            d["model"]["pretrained"] = f"file sha256 {digest}"
         # how the card fits the batch is kept as its effect (accumulate, grad_checkpointing)
         ignored = ("num_workers", "threads", "eval_every", "recovery_minutes", "gpu_memory_gb")
         d["train"] = {k: v for k, v in d["train"].items() if k not in ignored + ("memory",)}
-        # keys added later count only when set, so earlier runs keep their fingerprints
+        # keys added later count only when set, so runs without them share one fingerprint
         for section, key, default in _LATER_KEYS:
             if d[section].get(key) == default:
                 d[section].pop(key)

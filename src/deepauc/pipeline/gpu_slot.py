@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,12 +36,49 @@ def acquire(gpus: list[str], lock_dir: Path, poll_s: float = 0.5) -> tuple[str, 
         time.sleep(poll_s)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> None:
+    """In the child before exec: SIGTERM when the wrapper dies (Linux), or exit if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the wrapper died before the signal was armed
+        os._exit(1)
+
+
 def run_on_free_gpu(command: list[str], gpus: list[str], lock_dir: Path) -> int:
-    """Run ``command`` with only a free GPU of ``gpus`` visible; its exit status."""
+    """Run ``command`` with only a free GPU of ``gpus`` visible; its exit status.
+
+    The child inherits the lock's descriptor, so the GPU stays taken until the child and
+    everything it started have exited, even if this wrapper is killed first. The child runs
+    in its own process group: SIGTERM/SIGINT sent to the wrapper go to that whole group,
+    and on Linux the child gets SIGTERM when the wrapper dies (also of SIGKILL).
+    """
     gpu, fd = acquire(gpus, lock_dir)
     try:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        return subprocess.call(command, env=env)
+        me = os.getpid()
+        child = subprocess.Popen(
+            command,
+            env=env,
+            pass_fds=(fd,),
+            start_new_session=True,
+            preexec_fn=lambda: _die_with(me),
+        )
+
+        def forward(sig, _frame):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, sig)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            code = child.wait()
+            return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     finally:
         os.close(fd)
 

@@ -20,6 +20,7 @@ from deepauc.data.tables import (
     SITES_2020,
     TEST_COLUMNS,
     TRAIN_COLUMNS,
+    check_patients_in_one_fold,
     check_targets,
     check_unique_names,
     describe_rows,
@@ -125,6 +126,7 @@ def read_folds_table(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{name}: empty 'source' at {describe_rows(df, no_src)}")
     if not (df["fold"] >= 0).any():
         raise ValueError(f"{name}: no row has a fold >= 0; nothing to validate")
+    check_patients_in_one_fold(df, name)
     return df
 
 

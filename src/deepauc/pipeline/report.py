@@ -151,6 +151,64 @@ def check_current_folds(
             )
 
 
+def check_current_labels(
+    pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
+) -> None:
+    """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels."""
+    table = read_csv_table(folds_csv, ["image_name"])
+    if "target" not in table.columns:
+        return  # a bare fold assignment: no labels to compare
+    table = table.set_index("image_name")["target"]
+    for d in pred_dirs:
+        oof = read_oof(d).set_index("image_name")["target"]
+        common = oof.index.intersection(table.index)
+        differ = common[(oof.loc[common].astype(int) != table.loc[common].astype(int)).to_numpy()]
+        if len(differ):
+            record = _read_record(d) or {}
+            raise ProvenanceMismatch(
+                f"{d}/oof.csv holds other labels than {folds_csv} for {len(differ)} image(s) "
+                f"(e.g. {differ[0]}): a label changed after it was predicted; "
+                f"{_redo_command(d, record)}"
+            )
+
+
+def _blend_of(pred_dir: str | os.PathLike) -> dict | None:
+    """The blend record of a directory written by ``deepauc blend`` (None for other stages)."""
+    record = _read_record(pred_dir) or {}
+    blend = record.get("blend")
+    if isinstance(blend, dict):
+        return blend
+    return {} if (Path(pred_dir) / "blend.md").is_file() else None
+
+
+def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """One line per row whose blend weight was chosen on the rows it is scored on."""
+    lines = []
+    for name, d in zip(names, pred_dirs):
+        blend = _blend_of(d)
+        if blend is not None and blend.get("chosen_here", True):
+            nested = blend.get("nested_auc")
+            honest = (
+                f"the nested estimate (w chosen on the other folds) is {nested:.4f}"
+                if isinstance(nested, float)
+                else "see the nested estimate"
+            )
+            lines.append(
+                f"- `{name}`: its blend weight was chosen on these same OOF rows, so this AUC "
+                f"is optimistic; {honest} (`{d}/blend.md`)"
+            )
+            continue
+        inputs = ((_read_record(d) or {}).get("inputs")) or []
+        blends = [str(i) for i in inputs if _blend_of(i) is not None]
+        if blends:
+            lines.append(
+                f"- `{name}`: averages blends whose weights were chosen on these same OOF rows "
+                f"({', '.join(blends)}), so this AUC is optimistic; no nested estimate of it "
+                "exists: compare their nested estimates in each `blend.md`"
+            )
+    return lines
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -309,6 +367,8 @@ def render_report(
     """
     roc, hist = figure_paths(out)
     sources = "\n".join(f"- `{name}`: `{d}`" for name, d in zip(table["model"], pred_dirs))
+    lines = weight_caveats(list(table["model"]), pred_dirs)
+    caveats = "Weights chosen on the scored rows:\n" + "\n".join(lines) + "\n\n" if lines else ""
     text = (
         f"# {title}\n\n"
         f"{markdown_table(table)}\n\n"
@@ -317,6 +377,7 @@ def render_report(
         "pooled; `external`: the external (non-competition) rows of the OOF file, scored "
         "apart (empty when there are none). An empty fold cell means that fold's "
         "competition rows hold a single class.\n\n"
+        f"{caveats}"
         f"Prediction directories:\n{sources}\n\n"
         f"![ROC]({roc.name})\n\n![prediction histograms]({hist.name})\n"
     )
@@ -345,6 +406,7 @@ def write_report(
     read_oofs_same_folds(pred_dirs)  # refuse models scored under different fold assignments
     if folds_csv is not None:
         check_current_folds(pred_dirs, folds_csv)
+        check_current_labels(pred_dirs, folds_csv)
     table = cv_table(pred_dirs)
     oofs = {name: read_oof(d) for name, d in zip(table["model"], pred_dirs)}
     roc, hist = figure_paths(out)

@@ -202,9 +202,14 @@ def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = N
 
 def _load_fold_rows(cfg: ExperimentConfig, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The fold's training and validation rows, checked against the table and the cache."""
-    table = pd.read_csv(cfg.data.train_csv)
+    # imported here: the rest of this module is being reworked separately
+    from deepauc.data.tables import check_fold_table, read_csv_table
+
+    # ids as text: an image named 0296243 must not become the number 296243
+    table = read_csv_table(cfg.data.train_csv, ["image_name", "target", "fold"])
     check_columns(table, ["image_name", "target", "fold"], cfg.data.train_csv)
     table["target"] = check_targets(table, cfg.data.train_csv)
+    table["fold"] = check_fold_table(table, cfg.data.train_csv, cfg.n_folds)
     try:
         train_df, valid_df = split_fold(table, fold, cfg.data.use_external)
     except ValueError as err:

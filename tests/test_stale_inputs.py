@@ -236,3 +236,24 @@ def test_the_config_fingerprint_holds_no_paths(tiny_data, monkeypatch):
     shutil.copy(tiny_data["train_csv"], tiny_data["root"] / "moved" / "folds.csv")
     moved = load_experiment(yaml_path, ["data.train_csv=./moved/folds.csv"])
     assert train_fold(moved, 0, CPU) == cfg.run_dir(0) / "model.pt"
+
+
+def test_numeric_image_names_go_through_train_and_predict(tiny_data):
+    """Names like 0296243 stay text from the table through training to the OOF and test files."""
+    from deepauc.pipeline.predict import predict_experiment
+
+    table = numeric_names(tiny_data)
+    test = pd.read_csv(tiny_data["test_csv"], dtype=str)
+    size_dir = next(tiny_data["cache"].iterdir())
+    numeric_test = [f"00{i:05d}" for i in range(len(test))]
+    for old, new in zip(test["image_name"], numeric_test):
+        (size_dir / f"{old}.jpg").rename(size_dir / f"{new}.jpg")
+    test.assign(image_name=numeric_test).to_csv(tiny_data["test_csv"], index=False)
+    cfg = load_experiment(write_experiment(tiny_data, "ids", tta={"dihedral": 2}))
+    for fold in cfg.fold_ids():
+        train_fold(cfg, fold, CPU)
+    out = predict_experiment(cfg, CPU)
+    oof = pd.read_csv(out / "oof.csv", dtype={"image_name": str})
+    assert set(oof["image_name"]) == set(table.query("fold >= 0")["image_name"])
+    submitted = pd.read_csv(out / "test.csv", dtype={"image_name": str})
+    assert list(submitted["image_name"]) == numeric_test

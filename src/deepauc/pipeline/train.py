@@ -20,7 +20,7 @@ from deepauc.data.augment import build_train_transform
 from deepauc.data.dataset import CachedImages
 from deepauc.data.resize import check_cached
 from deepauc.data.sampling import PositiveShare
-from deepauc.data.tables import check_columns, check_targets
+from deepauc.data.tables import check_columns, check_fold_table, check_targets, read_csv_table
 from deepauc.io import load_torch, save_torch, write_csv
 from deepauc.losses import AUCMLoss, AUCSLoss, create_loss
 from deepauc.models import create_model, reset_head
@@ -202,9 +202,6 @@ def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = N
 
 def _load_fold_rows(cfg: ExperimentConfig, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The fold's training and validation rows, checked against the table and the cache."""
-    # imported here: the rest of this module is being reworked separately
-    from deepauc.data.tables import check_fold_table, read_csv_table
-
     # ids as text: an image named 0296243 must not become the number 296243
     table = read_csv_table(cfg.data.train_csv, ["image_name", "target", "fold"])
     check_columns(table, ["image_name", "target", "fold"], cfg.data.train_csv)

@@ -35,6 +35,12 @@ MALIGNANT ?= $(EXTERNAL)/malignant
 SAMPLE ?= $(if $(or $(filter demo,$(EXP)),$(wildcard $(DATA)/sample_submission.csv)),$(DATA)/sample_submission.csv,$(error $(DATA) has no sample_submission.csv (a resized set ships none): name the competition's with SAMPLE=path/to/sample_submission.csv))
 # test images: jpeg/test/ in the Kaggle layout, test/ in a resized set (docs/data-layouts.md)
 TEST_IMAGES ?= $(if $(wildcard $(DATA)/jpeg/test),$(DATA)/jpeg/test,$(DATA)/test)
+# one source folder per cache size, e.g. DATA_384=/kaggle/input/jpeg-melanoma-384x384 (same
+# image names; external rows keep their own files); a size without one is cut from DATA
+images_of = $(if $(wildcard $(1)/jpeg/test),$(1)/jpeg/test,$(1)/test)
+SIZE_ROOTS = $(foreach s,$(SIZES),$(if $(DATA_$(s)),$(s)))
+# the card's memory in GB (GPU_MEM=16 on a T4/P100): the configs' per-card settings (train.memory)
+GPU_MEM ?=
 # the demo is a first look on a CPU: 3 folds; the real recipe: 5
 N_FOLDS_demo := 3
 N_FOLDS ?= $(or $(N_FOLDS_$(EXP)),5)
@@ -74,7 +80,7 @@ CACHE := data/cache/$(EXP)
 FOLD_IDS := $(shell seq 0 $$(($(N_FOLDS) - 1)))
 # every config-driven stage gets the data locations from here, not from the YAML's defaults
 SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(TEST_CSV) --set data.cache_dir=$(CACHE) \
-  --set n_folds=$(N_FOLDS) $(EXTRA_SETS)
+  --set n_folds=$(N_FOLDS) $(if $(GPU_MEM),--set train.gpu_memory_gb=$(GPU_MEM)) $(EXTRA_SETS)
 STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
 CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
 CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
@@ -109,10 +115,13 @@ DATA_TEST_FILES := $(DATA)/jpeg/test $(DATA)/test $(DATA)/test.csv $(DATA)/sampl
 UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var SEED=$(SEED) --var N_FOLDS=$(N_FOLDS) \
     --path DATA=$(call q,$(DATA)) --path ISIC2019=$(call q,$(ISIC2019)) --path ISIC2018=$(call q,$(ISIC2018)) \
     --path ISIC2017=$(call q,$(ISIC2017)) --path MALIGNANT=$(call q,$(MALIGNANT)) \
-    $(foreach p,$(DATA_TEST_FILES) $(EXTERNAL_DIRS),--exclude $(call q,$(p))) \
+    $(foreach s,$(SIZE_ROOTS),--path DATA_$(s)=$(call q,$(DATA_$(s)))) \
+    $(foreach p,$(DATA_TEST_FILES) $(EXTERNAL_DIRS) $(foreach s,$(SIZE_ROOTS),$(call images_of,$(DATA_$(s)))),--exclude $(call q,$(p))) \
   --stamp $(STAMP_TEST) --path TEST_TABLE=$(call q,$(DATA)/test.csv) --path SAMPLE=$(call q,$(SAMPLE)) \
   --stamp $(STAMP_TEST_IMAGES) --path TEST_IMAGES=$(call q,$(TEST_IMAGES)) \
+    $(foreach s,$(SIZE_ROOTS),--path TEST_IMAGES_$(s)=$(call q,$(call images_of,$(DATA_$(s))))) \
   --stamp $(STAMP_CNN) --var $(call q,EXTRA_SETS=$(EXTRA_SETS)) --var $(call q,SIZES=$(SIZES)) \
+    --var GPU_MEM=$(GPU_MEM) \
   --stamp $(STAMP_META) --var META=$(META) --var $(call q,EXTRA_META_SETS=$(EXTRA_META_SETS)) \
   --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
     --var $(call q,SAMPLE_CSV=$(abspath $(SAMPLE_CSV)))
@@ -207,10 +216,12 @@ $(FOLDS): $(TRAIN_TABLE) $(STAMP_DATA)
 TRAIN_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv)
 TEST_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_test.csv)
 SIZE_FLAGS := $(foreach s,$(SIZES),--size $(s))
+TRAIN_ROOTS := $(foreach s,$(SIZE_ROOTS),--image-root-for $(s)=$(DATA_$(s)))
+TEST_ROOTS := $(foreach s,$(SIZE_ROOTS),--image-root-for $(s)=$(call images_of,$(DATA_$(s))))
 $(TRAIN_INDEXES) &: $(TRAIN_TABLE) $(STAMP_DATA)
-	$(DEEPAUC) resize --csv $< --image-root $(DATA) $(SIZE_FLAGS) --out $(CACHE)
+	$(DEEPAUC) resize --csv $< --image-root $(DATA) $(SIZE_FLAGS) $(TRAIN_ROOTS) --out $(CACHE)
 $(TEST_INDEXES) &: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
-	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) $(SIZE_FLAGS) --out $(CACHE)
+	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) $(SIZE_FLAGS) $(TEST_ROOTS) --out $(CACHE)
 # a size outside SIZES, asked for by its index file
 $(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE) $(STAMP_DATA)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)

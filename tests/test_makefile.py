@@ -29,3 +29,24 @@ def test_resize_decodes_each_table_once_for_every_size(tmp_path):
     assert len(lines) == 2, lines  # one call per table, not one per table and size
     for line in lines:
         assert "--size 32 --size 64" in line
+
+
+def test_a_source_folder_per_size_and_the_card_switch_reach_the_commands(tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("image_name\n")
+    big = tmp_path / "r64"
+    (big / "test").mkdir(parents=True)
+    targets = [
+        f"data/cache/demo/{s}/index_{t}.csv" for s in (32, 64) for t in ("demo_train", "test")
+    ]
+    args = ["EXP=demo", "SIZES=32 64", f"DATA_64={big}", "GPU_MEM=16"]
+    lines = [ln for ln in dry_run(tmp_path, *args, *targets) if " resize " in ln]
+    train, test = sorted(lines, key=lambda ln: "demo_train" not in ln)
+    assert f"--image-root-for 64={big} " in train and "--image-root-for 32" not in train
+    assert f"--image-root-for 64={big}/test " in test
+    shutil.copytree(REPO / "configs" / "demo", tmp_path / "configs" / "demo")
+    model = "models/demo_ce_lite0_64/fold0/model.pt"
+    trains = [ln for ln in dry_run(tmp_path, *args, model) if " train " in ln]
+    assert trains and all("--set train.gpu_memory_gb=16" in ln for ln in trains)

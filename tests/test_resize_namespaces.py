@@ -122,3 +122,19 @@ def test_image_root_for_is_checked(tmp_path, capsys, item, words):
     assert main([*args, "--image-root-for", item]) == 1
     err = capsys.readouterr().err
     assert "--image-root-for" in err and words in err
+
+
+def test_a_resized_set_serves_one_size_of_a_full_layout_and_external_rows_keep_theirs(tmp_path):
+    """DATA in the Kaggle layout (jpeg/train/), the 48 px source a resized set (train/);
+    an external row (a ``../`` path) is read from its own folder at every size."""
+    data, resized, ext, cache = (tmp_path / d for d in ("data", "r384", "isic2019", "cache"))
+    write(data / "jpeg" / "train" / "a.jpg", np.full((24, 24, 3), 40, np.uint8))
+    write(resized / "train" / "a.jpg", np.full((96, 96, 3), 210, np.uint8))
+    write(ext / "e.jpg", np.full((96, 96, 3), 120, np.uint8))
+    csv = tmp_path / "t.csv"
+    paths = ["jpeg/train/a.jpg", "../isic2019/e.jpg"]
+    pd.DataFrame({"image_name": ["a", "e"], "image_path": paths}).to_csv(csv, index=False)
+    resize_table(csv, data, [16, 48], cache, roots={48: resized})
+    assert abs(load_cached(cache, 48, "a").mean() - 210) < 3  # the resized set's file
+    assert abs(load_cached(cache, 16, "a").mean() - 40) < 3  # the data root's file
+    assert abs(load_cached(cache, 48, "e").mean() - 120) < 3  # external: its own file

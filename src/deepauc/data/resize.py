@@ -314,6 +314,29 @@ def source_paths(df: pd.DataFrame, image_root: str | os.PathLike) -> list[Path]:
     return [root / f"{n}.jpg" for n in df["image_name"]]
 
 
+def size_sources(
+    df: pd.DataFrame, image_root: str | os.PathLike, size_root: str | os.PathLike
+) -> list[Path]:
+    """Sources of one size read from its own folder, for the rows inside ``image_root``.
+
+    Rows outside it (external sets: ``../`` paths) keep their own files. A row's file is
+    looked for at its relative path, then as ``train/``, ``jpeg/train/`` or bare
+    ``<name>.jpg`` under ``size_root``, so a resized set can serve a full-size layout.
+    """
+    default = source_paths(df, image_root)
+    root = Path(size_root)
+    out = []
+    for name, src in zip(df["image_name"], default):
+        rel = os.path.relpath(src, image_root)
+        if rel.startswith(".."):
+            out.append(src)
+            continue
+        base = f"{name}.jpg"
+        tries = [root / rel, root / "train" / base, root / "jpeg" / "train" / base, root / base]
+        out.append(next((p for p in tries if p.is_file()), tries[0]))
+    return out
+
+
 def resize_table(
     csv: str | os.PathLike,
     image_root: str | os.PathLike,
@@ -340,7 +363,10 @@ def resize_table(
     check_unique_names(df, str(csv))
     names = [str(n) for n in df["image_name"]]
     root_of = {s: (roots or {}).get(s, image_root) for s in sizes}
-    sources = {s: [str(p) for p in source_paths(df, root_of[s])] for s in sizes}
+    sources = {s: [str(p) for p in source_paths(df, image_root)] for s in sizes}
+    for s in sizes:
+        if root_of[s] != image_root:
+            sources[s] = [str(p) for p in size_sources(df, image_root, root_of[s])]
     _check_sources(csv, sources, root_of)
 
     stamps = _current_stamps(cache_dir, csv, names, sources, workers)

@@ -106,6 +106,30 @@ def test_documented_smoke_runs_on_a_read_only_kaggle_input(tmp_path, kaggle_inpu
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "submissions/smoke.csv: valid" in proc.stdout
         assert not (work / ".venv").exists()  # the platform's interpreter, no venv
+    carry_over_to_a_new_session(tmp_path, work, localised(smokes[-1], kaggle_root, siim))
+
+
+CARRIED = ["folds", "models", "preds", "data/interim", "stamps"]
+
+
+def carry_over_to_a_new_session(tmp_path: Path, work: Path, args: list[str]) -> None:
+    """docs/real-data.md's carry-over: a fresh checkout given the carried folders (not the
+    resize cache) reruns the same line without training or scoring anything again."""
+    fresh = workdir(tmp_path / "next-session")
+    for name in CARRIED:
+        shutil.copytree(work / name, fresh / name, symlinks=True)
+    models = {p.relative_to(work): p.read_bytes() for p in work.glob("models/*/fold*/model.pt")}
+    assert models
+    proc = run_make(fresh, args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert out.count("already trained") == len(models), out[-3000:]
+    for rel, data in models.items():
+        assert (fresh / rel).read_bytes() == data  # not retrained
+    reused = re.findall(r"(\d+) of (\d+) view blocks reused", out)
+    assert reused and all(a == b for a, b in reused), out[-3000:]  # predict scored nothing
+    submission = "submissions/smoke.csv"
+    assert (fresh / submission).read_bytes() == (work / submission).read_bytes()
 
 
 def test_documented_gpu_runs_resolve_on_a_read_only_kaggle_input(tmp_path, kaggle_input):

@@ -45,28 +45,36 @@ def _fake_clock(monkeypatch, minutes_per_step=1.0):
     return clock
 
 
-def test_recovery_checkpoint_mid_epoch_resumes_exactly(tiny_data, monkeypatch):
+def straight_and_stopped(tiny_data, monkeypatch):
+    """A fold trained straight through, and the same fold stopped by the deadline after 11
+    steps (epoch 2, step 3; the recovery saves at steps 3 and 6 came before); the real
+    clock is back and no deadline is set on return."""
     monkeypatch.delenv("DEEPAUC_DEADLINE", raising=False)
     straight = load_experiment(write_experiment(tiny_data, "straight", **RUN))
     train_fold(straight, 0, CPU)
-
     cut = load_experiment(write_experiment(tiny_data, "cut", **RUN))
     clock = _fake_clock(monkeypatch)
-    # stop after 11 steps: epoch 2, step 3 (the saves at steps 3 and 6 came before)
     monkeypatch.setenv("DEEPAUC_DEADLINE", str(clock["t"] + 60 * 11 - 1))
     with pytest.raises(TimeBudgetReached, match="epoch 2 step 3 of 8"):
         train_fold(cut, 0, CPU)
-    ckpt = cut.run_dir(0) / "checkpoint.pt"
-    saved = torch.load(ckpt, weights_only=False)
+    monkeypatch.undo()
+    monkeypatch.delenv("DEEPAUC_DEADLINE", raising=False)
+    return straight, cut
+
+
+def final_weights(cfg) -> dict:
+    return torch.load(cfg.run_dir(0) / "model.pt", weights_only=True)["model"]
+
+
+def test_recovery_checkpoint_mid_epoch_resumes_exactly(tiny_data, monkeypatch):
+    straight, cut = straight_and_stopped(tiny_data, monkeypatch)
+    saved = torch.load(cut.run_dir(0) / "checkpoint.pt", weights_only=False)
     assert saved["epoch"] == 1 and saved["mid_epoch"]["step"] == 3
     assert not (cut.run_dir(0) / "model.pt").exists()
 
-    monkeypatch.undo()  # the real clock and step, no deadline
-    monkeypatch.delenv("DEEPAUC_DEADLINE", raising=False)
     train_fold(cut, 0, CPU)
     assert "resuming epoch 2 at step 3" in (cut.run_dir(0) / "train.log").read_text()
-    a = torch.load(straight.run_dir(0) / "model.pt", weights_only=True)["model"]
-    b = torch.load(cut.run_dir(0) / "model.pt", weights_only=True)["model"]
+    a, b = final_weights(straight), final_weights(cut)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     cols = ["epoch", "lr", "train_loss", "val_auc", "a", "b", "alpha"]
@@ -77,22 +85,12 @@ def test_recovery_checkpoint_mid_epoch_resumes_exactly(tiny_data, monkeypatch):
 
 def test_a_resume_without_the_saved_rng_differs(tiny_data, monkeypatch):
     """The control: the restored RNG state matters (dropout differs without it)."""
-    monkeypatch.delenv("DEEPAUC_DEADLINE", raising=False)
-    straight = load_experiment(write_experiment(tiny_data, "straight", **RUN))
-    train_fold(straight, 0, CPU)
-    cut = load_experiment(write_experiment(tiny_data, "cut", **RUN))
-    clock = _fake_clock(monkeypatch)
-    monkeypatch.setenv("DEEPAUC_DEADLINE", str(clock["t"] + 60 * 11 - 1))
-    with pytest.raises(TimeBudgetReached):
-        train_fold(cut, 0, CPU)
-    monkeypatch.undo()
-    monkeypatch.delenv("DEEPAUC_DEADLINE", raising=False)
     import deepauc.pipeline.train as train_mod
 
+    straight, cut = straight_and_stopped(tiny_data, monkeypatch)
     monkeypatch.setattr(train_mod, "set_rng_states", lambda state: None)
     train_fold(cut, 0, CPU)
-    a = torch.load(straight.run_dir(0) / "model.pt", weights_only=True)["model"]
-    b = torch.load(cut.run_dir(0) / "model.pt", weights_only=True)["model"]
+    a, b = final_weights(straight), final_weights(cut)
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 

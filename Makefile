@@ -32,7 +32,7 @@ ISIC2018 ?= $(EXTERNAL)/isic2018
 ISIC2017 ?= $(EXTERNAL)/isic2017
 MALIGNANT ?= $(EXTERNAL)/malignant
 # the competition's sample submission; a resized set ships none: then SAMPLE= must name it
-SAMPLE ?= $(if $(or $(filter demo,$(EXP)),$(wildcard $(DATA)/sample_submission.csv)),$(DATA)/sample_submission.csv,$(error $(DATA) has no sample_submission.csv (a resized set ships none): name the competition's with SAMPLE=path/to/sample_submission.csv))
+SAMPLE ?= $(DATA)/sample_submission.csv
 # test images: jpeg/test/ in the Kaggle layout, test/ in a resized set (docs/data-layouts.md)
 TEST_IMAGES ?= $(if $(wildcard $(DATA)/jpeg/test),$(DATA)/jpeg/test,$(DATA)/test)
 # one source folder per cache size, e.g. DATA_384=/kaggle/input/jpeg-melanoma-384x384 (same
@@ -128,6 +128,10 @@ UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var S
 NO_STAMP_GOALS := help venv kaggle-cli demo all smoke clean-smoke clean-demo test test-slow lint \
   format toy study-deps study study-full bench gpu-check submit data/demo/train.csv
 ifneq ($(filter-out $(NO_STAMP_GOALS),$(or $(MAKECMDGOALS),help)),)
+# checked here, not where SAMPLE is set, so that goals which read no data (submit) still run
+ifeq ($(filter demo,$(EXP))$(wildcard $(SAMPLE)),)
+$(error $(SAMPLE) does not exist (a resized set ships no sample_submission.csv): name the competition's with SAMPLE=path/to/sample_submission.csv)
+endif
 ifneq ($(shell command -v $(PY)),)
 ifneq ($(shell $(UPDATE_STAMPS) >&2 && echo ok),ok)
 ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),n)

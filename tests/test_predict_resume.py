@@ -191,3 +191,30 @@ def test_oof_written_last_and_absent_when_the_last_write_fails(trained, monkeypa
         predict_experiment(cfg, CPU)
     assert not (out / "oof.csv").exists()  # make sees an unfinished target, not the old one
     assert (notta / "oof.csv").stat().st_mtime_ns > stale_notta  # -notta was written first
+
+
+def test_a_recached_test_image_is_scored_again(trained, tiny_data, monkeypatch):
+    """Same names, other pixels: resize's record of the test table changes, and only the
+    test blocks are redone (block keys hold the cached images' content stamps)."""
+    import pandas as pd
+
+    _, cfg = trained
+    size_dir = Path(cfg.data.cache_dir) / str(cfg.data.image_size)
+    names = list(pd.read_csv(tiny_data["test_csv"], dtype=str)["image_name"])
+
+    def record(digests: list[str]) -> None:  # what `deepauc resize` writes beside the cache
+        rows = {"image_name": names, "source": names, "source_sha256": digests}
+        pd.DataFrame(rows).to_csv(size_dir / "sources_test.csv", index=False)
+
+    record(["a" * 64] * len(names))
+    predict_experiment(cfg, CPU)
+    before = outputs(cfg)
+    first, second = size_dir / f"{names[0]}.jpg", size_dir / f"{names[1]}.jpg"
+    first.write_bytes(second.read_bytes())  # the first test name now holds another image
+    record(["b" * 64] + ["a" * 64] * (len(names) - 1))
+    calls = count_blocks(monkeypatch)
+    predict_experiment(cfg, CPU)
+    assert sorted({desc.split(" views")[0] for desc, _ in calls}) == ["fold 0 test", "fold 1 test"]
+    after = outputs(cfg)
+    assert after["ce/test.csv"] != before["ce/test.csv"]
+    assert after["ce/oof.csv"] == before["ce/oof.csv"]

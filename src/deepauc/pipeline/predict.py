@@ -35,7 +35,12 @@ from deepauc.models import create_model
 from deepauc.pipeline.experiment import ExperimentConfig, TTAConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
 from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device, safe_auc
-from deepauc.provenance import check_model_record, file_fingerprint, folds_of_table
+from deepauc.provenance import (
+    cache_fingerprint,
+    check_model_record,
+    file_fingerprint,
+    folds_of_table,
+)
 
 log = logging.getLogger("deepauc.pipeline.predict")
 
@@ -195,7 +200,8 @@ class FoldScorer:
     """Scores one fold's row sets block by block, reusing the saved blocks whose key matches.
 
     A block's key: the fold model file's fingerprint, the config fingerprint, the fold
-    assignment, the TTA settings, the autocast dtype, the view block and the row names.
+    assignment, the TTA settings, the autocast dtype, the view block, the row names and the
+    content stamps of their cached images.
     """
 
     def __init__(self, cfg: ExperimentConfig, fold: int, device, folds: str, parts: Path) -> None:
@@ -213,11 +219,15 @@ class FoldScorer:
     def scores(self, rows: pd.DataFrame, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """(TTA, identity) scores of ``rows`` (``kind``: oof or test)."""
         names = names_fingerprint(list(rows["image_name"]))
+        # the cached pixels' content: a re-cached image under an old name is scored again
+        images = cache_fingerprint(
+            self.cfg.data.cache_dir, self.cfg.data.image_size, rows["image_name"]
+        )
         reused = 0
 
         def score_block(block: Block) -> tuple[np.ndarray, np.ndarray | None]:
             nonlocal reused
-            key = {**self.base, "rows": names, "views": list(block)}
+            key = {**self.base, "rows": names, "images": images, "views": list(block)}
             path = self.parts / f"fold{self.fold}_{kind}_views{block[0]}-{block[1]}.npz"
             self.written.append(path)
             saved = read_part(path, key, len(rows))

@@ -95,7 +95,6 @@ def test_the_doc_documents_the_runs():
     assert {"smoke", "pipeline", "all", "submit"} <= set(targets), targets
 
 
-@pytest.mark.slow
 def test_documented_smoke_runs_on_a_read_only_kaggle_input(tmp_path, kaggle_input):
     kaggle_root, siim = kaggle_input
     work = workdir(tmp_path)

@@ -125,7 +125,6 @@ CASES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "variables", "change", "affected"), CASES, ids=[c[0] for c in CASES]
 )

@@ -237,7 +237,7 @@ $(CACHE)/%/index_test.csv: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 define CNN_RULES
 models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
 	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
-	touch $$@  # "already trained" checked its record against the current inputs: current
+	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
 preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
 	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS)
 preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepauc.data.source_stamps import file_sha256
 from deepauc.data.tables import describe_rows, read_csv_table
 from deepauc.io import load_torch, write_text
 
@@ -51,11 +52,7 @@ def folds_of_table(path: str | os.PathLike) -> str:
 
 def file_fingerprint(path: str | os.PathLike) -> str:
     """Hash of a file's bytes (e.g. the stage-1 ``model.pt`` a stage-2 run starts from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def _hash_lines(lines: list[str]) -> str:

@@ -12,6 +12,7 @@ from typing import Literal
 
 from deepauc.config import check_dir_name, load_config, to_dict
 from deepauc.data.augment import AugmentConfig
+from deepauc.data.source_stamps import file_sha256
 
 
 @dataclass
@@ -268,8 +269,7 @@ class ExperimentConfig:
         d["model"]["init_from"] = d["model"]["init_from"] is not None  # stage 2 or not
         weights = d["model"]["pretrained"]
         if isinstance(weights, str) and Path(weights).is_file():
-            digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
-            d["model"]["pretrained"] = f"file sha256 {digest}"
+            d["model"]["pretrained"] = f"file sha256 {file_sha256(weights)[:16]}"
         # how the card fits the batch is kept as its effect (accumulate, grad_checkpointing)
         ignored = ("num_workers", "threads", "eval_every", "recovery_minutes", "gpu_memory_gb")
         d["train"] = {k: v for k, v in d["train"].items() if k not in ignored + ("memory",)}

@@ -23,10 +23,10 @@ import torch
 
 from deepauc.io import write_text
 from deepauc.markdown import markdown_table
+from deepauc.metrics import roc_auc
 from deepauc.research.study.config import load_study_config
 from deepauc.research.study.jobs import Job
 from deepauc.research.study.training import (
-    auc_or_nan,
     finetune_epochs,
     predict_logits,
     prepare_run,
@@ -54,7 +54,11 @@ def _one_seed(cfg, spec, seed: int, imratio: float, params: dict, lr_factor: flo
     aucs: dict = {"seed": seed}
 
     def record(point: str) -> None:
-        aucs[point] = auc_or_nan(run.data["y_test"], predict_logits(run.model, run.data["x_test"]))
+        aucs[point] = roc_auc(
+            run.data["y_test"].numpy(),
+            predict_logits(run.model, run.data["x_test"]),
+            undefined="nan",
+        )
 
     train_then_finetune(
         job, run.model, run.data, run.p, run.spec, run.tspec, run.abl, run.gen, observe=record

@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from deepauc.logs import setup_logging
+
 # Idle OpenMP threads sleep instead of spinning: on a shared CPU, spinning threads of
 # several processes made every torch op several times slower (bench/README.md). Set
 # before torch is imported; an explicit setting in the environment wins.
@@ -59,6 +61,7 @@ def build_parser(load_all: bool = False, only: str | None = None) -> argparse.Ar
         p = sub.add_parser(name, help=help_text, description=help_text)
         if load_all or name == only:
             importlib.import_module(module).add_arguments(p)
+            p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -69,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv or ["--help"])
         return 2
     args = build_parser(only=command).parse_args(argv)
+    setup_logging()
     module = importlib.import_module(COMMANDS[command][0])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt as err:
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         where = getattr(err, "resume_from", "")  # set by train: the run and its epoch
         resume = f"resume {where}" if where else "resume"
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except (ValueError, KeyError, OSError) as err:
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         print(f"deepauc {command}: error: {message(err)}", file=sys.stderr)
         return 1

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from deepauc.io import is_safe_name
+
 T = TypeVar("T")
 
 
@@ -131,8 +133,6 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
 
 def check_dir_name(value: str, key: str = "name") -> None:
     """Raise ValueError unless ``value`` is one plain directory name (a run's output folder)."""
-    from deepauc.data.tables import is_safe_name
-
     if not isinstance(value, str) or not is_safe_name(value):
         raise ValueError(
             f"{key} must be a plain directory name (no '/', '\\', ':', '..' or control "

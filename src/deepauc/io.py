@@ -1,5 +1,6 @@
 """Atomic file output: every artefact is written beside its target and renamed into place, so
-a killed run never leaves a half-written file that ``make`` would take as finished."""
+a killed run never leaves a half-written file that ``make`` would take as finished; and the
+rule for names that may become one file name."""
 
 from __future__ import annotations
 
@@ -96,3 +97,16 @@ def load_torch(path: str | os.PathLike) -> dict:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a deepauc checkpoint; delete it and rerun the same command")
     return obj
+
+
+def is_safe_name(value: str) -> bool:
+    """True for a name usable as one file name inside a folder.
+
+    No path separator, not ``.`` or ``..``, no drive colon, no control character: an
+    image or run name can then never address a file outside its output folder.
+    """
+    return (
+        value not in ("", ".", "..")
+        and not any(c in value for c in "/\\:")
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    )

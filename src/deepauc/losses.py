@@ -227,6 +227,12 @@ class AUCMLoss(_AUCMinMaxLoss):
             logit in every case.
         device: where a, b, α live (LibAUC's keyword; ``.to(device)`` does the same).
         version: LibAUC's keyword, refused (see :class:`_AUCMinMaxLoss`).
+
+    >>> import torch
+    >>> loss_fn = AUCMLoss(margin=1.0, imratio=0.25)  # a = b = α = 0 at the start
+    >>> scores, labels = torch.tensor([0.9, 0.2, 0.3, 0.1]), torch.tensor([1.0, 0, 0, 0])
+    >>> round(loss_fn(scores, labels).item(), 4)  # ((1-p)·0.9² + p·(0.2² + 0.3² + 0.1²)) / 4
+    0.1606
     """
 
 

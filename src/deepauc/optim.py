@@ -129,6 +129,22 @@ class PESG(torch.optim.Optimizer):
     class means); and ``momentum`` is heavy-ball here while LibAUC's μ is an average
     weighting the newest direction by μ: LibAUC's (lr η, momentum μ) is about this
     PESG's (lr η·μ, momentum 1 - μ), so its default μ = 0.9 is close to momentum 0.1.
+
+    >>> import torch
+    >>> from deepauc.losses import AUCMLoss
+    >>> _ = torch.manual_seed(0)
+    >>> net, loss_fn = torch.nn.Linear(3, 1), AUCMLoss(imratio=0.25)
+    >>> opt = PESG(net.parameters(), loss_fn=loss_fn, lr=0.1, epoch_decay=0.003)
+    >>> x, y = torch.randn(8, 3), torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0])
+    >>> for _ in range(3):
+    ...     opt.zero_grad()
+    ...     loss_fn(torch.sigmoid(net(x)).squeeze(1), y).backward()
+    ...     opt.step()
+    >>> loss_fn.alpha.item() >= 0  # the dual variable stays projected on α ≥ 0
+    True
+    >>> opt.next_stage(decay_factor=10)  # η ÷ 10, v_ref ← the stage's average iterate
+    >>> opt.param_groups[0]["lr"]
+    0.01
     """
 
     def __init__(

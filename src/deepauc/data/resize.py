@@ -71,8 +71,8 @@ from deepauc.data.image_header import (
     source_format,
 )
 from deepauc.data.source_stamps import sources_path
-from deepauc.data.tables import check_unique_names, is_safe_name, read_csv_table
-from deepauc.io import atomic_path, write_csv
+from deepauc.data.tables import check_unique_names, read_csv_table
+from deepauc.io import atomic_path, is_safe_name, write_csv
 
 JPEG_QUALITY = 95
 _REDUCED = (

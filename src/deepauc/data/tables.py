@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepauc.io import is_safe_name
+
 TRAIN_COLUMNS = [
     "image_name",
     "patient_id",
@@ -193,19 +195,6 @@ def _data_lines(path: Path) -> np.ndarray:
     with open(path, "rb") as fh:
         filled = [i for i, line in enumerate(fh, 1) if line.strip()]
     return np.asarray(filled[1:], dtype=np.int64)
-
-
-def is_safe_name(value: str) -> bool:
-    """True for a name usable as one file name inside a folder.
-
-    No path separator, not ``.`` or ``..``, no drive colon, no control character: an
-    image or run name can then never address a file outside its output folder.
-    """
-    return (
-        value not in ("", ".", "..")
-        and not any(c in value for c in "/\\:")
-        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
-    )
 
 
 def check_safe_names(df: pd.DataFrame, name: str, column: str) -> None:

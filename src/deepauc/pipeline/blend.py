@@ -318,7 +318,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use this w instead of the OOF-chosen one (e.g. 0.5, the paper's)",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -134,7 +134,6 @@ def _oof_scores(oof: pd.DataFrame) -> dict[str, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

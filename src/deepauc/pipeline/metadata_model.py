@@ -363,7 +363,6 @@ def run_meta(cfg: MetaConfig, train_df: pd.DataFrame, test_df: pd.DataFrame, log
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,10 +31,11 @@ from deepauc.data.dataset import ImageAndCopies, to_device_batch
 from deepauc.data.resize import check_cached
 from deepauc.data.tables import check_fold_table, check_targets, read_csv_table, read_test_csv
 from deepauc.io import atomic_path, ensure_writable, load_torch
+from deepauc.metrics import roc_auc
 from deepauc.models import create_model
 from deepauc.pipeline.experiment import ExperimentConfig, TTAConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
-from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device, safe_auc
+from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device
 from deepauc.provenance import (
     cache_fingerprint,
     check_model_record,
@@ -292,8 +293,8 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
                 "%s fold %d: OOF AUC %.4f (TTA) %.4f (no TTA)",
                 cfg.name,
                 fold,
-                safe_auc(valid["target"].to_numpy(), tta),
-                safe_auc(valid["target"].to_numpy(), plain),
+                roc_auc(valid["target"].to_numpy(), tta, undefined="nan"),
+                roc_auc(valid["target"].to_numpy(), plain, undefined="nan"),
             )
             if test is not None:
                 test_cols[f"fold{fold}"], test_plain[f"fold{fold}"] = scorer.scores(test, "test")
@@ -349,12 +350,10 @@ def write_predictions(
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args) -> int:
     cfg = load_experiment(args.config, args.overrides)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = predict_experiment(cfg)
     print(f"{cfg.name}: predictions in {out} and {out}-notta")
     return 0

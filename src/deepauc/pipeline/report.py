@@ -55,13 +55,6 @@ from deepauc.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_tab
 # --------------------------------------------------------------------------- scores
 
 
-def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
-    """roc_auc, or NaN when the rows are empty or hold one class (AUC undefined)."""
-    if y.size == 0 or y.min() == y.max():
-        return float("nan")
-    return roc_auc(y, s)
-
-
 def score_oof(oof: pd.DataFrame) -> dict[str, float]:
     """AUC per fold and pooled OOF AUC on competition rows, and AUC on external rows.
 
@@ -74,9 +67,11 @@ def score_oof(oof: pd.DataFrame) -> dict[str, float]:
     scores: dict[str, float] = {}
     for k in sorted(comp["fold"].unique()):
         rows = comp[comp["fold"] == k]
-        scores[f"fold {k}"] = _auc_or_nan(rows["target"].to_numpy(), rows["pred"].to_numpy())
-    scores["OOF"] = _auc_or_nan(comp["target"].to_numpy(), comp["pred"].to_numpy())
-    scores["external"] = _auc_or_nan(ext["target"].to_numpy(), ext["pred"].to_numpy())
+        scores[f"fold {k}"] = roc_auc(
+            rows["target"].to_numpy(), rows["pred"].to_numpy(), undefined="nan"
+        )
+    scores["OOF"] = roc_auc(comp["target"].to_numpy(), comp["pred"].to_numpy(), undefined="nan")
+    scores["external"] = roc_auc(ext["target"].to_numpy(), ext["pred"].to_numpy(), undefined="nan")
     return scores
 
 
@@ -224,7 +219,7 @@ def plot_roc(oofs: dict[str, pd.DataFrame], path: str | os.PathLike) -> Path:
     for name, oof in oofs.items():
         comp = oof[oof["source"] == COMPETITION]
         y, s = comp["target"].to_numpy(), comp["pred"].to_numpy()
-        auc = _auc_or_nan(y, s)
+        auc = roc_auc(y, s, undefined="nan")
         if np.isnan(auc):
             continue  # one class: no ROC curve to draw
         fpr, tpr, _ = roc_curve(y, s)
@@ -434,7 +429,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FOLDS_CSV",
         help="current folds table: refuse prediction dirs recorded under another fold assignment",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Sampler
 from deepauc.data.augment import dihedral_views
 from deepauc.data.dataset import to_device_batch
 from deepauc.data.sampling import EpochShard
-from deepauc.metrics import roc_auc
 from deepauc.pipeline.experiment import resolve_workers
 
 log = logging.getLogger("deepauc.pipeline.runtime")
@@ -292,10 +291,3 @@ def predict_probs(
             logits = model(views).float().view(n_views, b)
         out.append(torch.sigmoid(logits).mean(0))
     return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
-
-
-def safe_auc(y, s) -> float:
-    try:
-        return roc_auc(y, s)
-    except ValueError:
-        return float("nan")

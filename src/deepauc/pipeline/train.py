@@ -22,7 +22,9 @@ from deepauc.data.resize import check_cached
 from deepauc.data.sampling import PositiveShare
 from deepauc.data.tables import check_columns, check_fold_table, check_targets, read_csv_table
 from deepauc.io import load_torch, save_torch, write_csv
+from deepauc.logs import setup_logging
 from deepauc.losses import AUCMLoss, AUCSLoss, create_loss
+from deepauc.metrics import roc_auc
 from deepauc.models import create_model, reset_head
 from deepauc.models.factory import enable_grad_checkpointing
 from deepauc.optim import PESG, create_optimizer
@@ -51,7 +53,6 @@ from deepauc.pipeline.runtime import (
     make_loader,
     pick_device,
     predict_probs,
-    safe_auc,
     sync_batchnorm_for_ranks,
 )
 from deepauc.pipeline.steps import (
@@ -448,7 +449,7 @@ def _validate(state: TrainState, valid_loader, valid_df: pd.DataFrame) -> float:
         state.model, valid_loader, state.device, 1, state.amp, cfg.train.channels_last
     )
     probs = gather_rows(probs, len(valid_df), state.device)
-    return safe_auc(valid_df["target"].to_numpy(), probs)
+    return roc_auc(valid_df["target"].to_numpy(), probs, undefined="nan")
 
 
 def _epoch_row(
@@ -498,17 +499,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--fold", type=int, action="append", help="fold(s) to train (default: the config's)"
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args) -> int:
     cfg = load_experiment(args.config, args.overrides)
     device = init_distributed()
     rank, world = dist_info()
-    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING, format=prefix + "%(message)s"
-    )
+    setup_logging(rank, world)
     deadline()  # a malformed DEEPAUC_DEADLINE stops here, before any work
     try:
         with sigterm_as_interrupt():

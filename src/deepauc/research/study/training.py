@@ -348,14 +348,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.n
     return out.numpy().astype(np.float64)
 
 
-def auc_or_nan(y: torch.Tensor, s: np.ndarray) -> float:
-    """ROC AUC of scores ``s``; NaN when a score is not finite or ``y`` has one class."""
-    labels = y.numpy()
-    if not np.isfinite(s).all() or labels.min() == labels.max():
-        return float("nan")
-    return roc_auc(labels, s)
-
-
 def with_setting(
     job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec
 ) -> tuple[DatasetSpec, TrainSpec, AblationSpec]:
@@ -425,8 +417,12 @@ def run_job(
         "variant": job.variant,
         "tweak": job.tweak,
         "setting": json.dumps(dict(job.setting), sort_keys=True),
-        "val_auc": auc_or_nan(data["y_val"], predict_logits(model, data["x_val"])),
-        "test_auc": auc_or_nan(data["y_test"], predict_logits(model, data["x_test"])),
+        "val_auc": roc_auc(
+            data["y_val"].numpy(), predict_logits(model, data["x_val"]), undefined="nan"
+        ),
+        "test_auc": roc_auc(
+            data["y_test"].numpy(), predict_logits(model, data["x_test"]), undefined="nan"
+        ),
         "n_train": len(split.y_train),
         "pos_train": int(split.y_train.sum()),
         **stats,

@@ -9,7 +9,7 @@ import pytest
 
 # module -> the objects whose docstrings must carry a runnable example
 EXAMPLES = {
-    "deepauc.metrics": ["roc_auc"],
+    "deepauc.metrics": ["roc_auc", "partial_auc", "pauc_above_tpr"],
     "deepauc.losses": ["AUCMLoss"],
     "deepauc.optim": ["PESG"],
 }

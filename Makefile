@@ -64,6 +64,8 @@ SIZES ?= $(SIZES_$(EXP))
 META ?= meta_mlp
 
 CONFIGS := configs/$(EXP)
+# the base files a config may name (`base: _x.yaml`): a change to one redoes what reads it
+CONFIG_BASES := $(wildcard $(CONFIGS)/_*.yaml)
 TRAIN_TABLE := data/interim/$(EXP)_train.csv
 ifeq ($(EXP),smoke)
 # the smoke run: a few rows per source of the merged table and of the test set
@@ -235,10 +237,10 @@ $(CACHE)/%/index_test.csv: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES
-models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
+models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
 	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
 	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
-preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
+preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
 	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS)
 preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
 	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
@@ -246,11 +248,11 @@ endef
 $(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(firstword $(subst :, ,$(m))),$(word 2,$(subst :, ,$(m))))))
 
 # 8. metadata model
-preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(FOLDS) $(STAMP_META) $(STAMP_TEST)
+preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST)
 	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS)
 
 # 9-10. ensemble into the submission
-$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(STAMP_ENS) $(STAMP_TEST) $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
+$(SUBMISSION): $(CONFIGS)/ensemble.yaml $(CONFIG_BASES) $(STAMP_ENS) $(STAMP_TEST) $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
 	$(DEEPAUC) ensemble --config $< --set sample_submission=$(SAMPLE_CSV) --set out=$@ \
 	  --set 'members=$(MEMBER_LIST)'
 	$(DEEPAUC) validate-submission --sample $(SAMPLE_CSV) $@

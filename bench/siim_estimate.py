@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).parent)]
 from common import step_flops  # noqa: E402
+from deepauc.config import read_config_mapping  # noqa: E402
 from deepauc.models import create_model  # noqa: E402
 
 # the paper's training set: 33,126 competition + 12,859 ISIC + 580 malignant images;
@@ -46,8 +46,8 @@ PRESETS = {
 def recipe_flops(configs: Path, folds: int, train_images: int) -> list[dict]:
     rows = []
     for ce in sorted(configs.glob("ce_*.yaml")):
-        ce_cfg = yaml.safe_load(ce.read_text())
-        auc_cfg = yaml.safe_load((configs / ce.name.replace("ce_", "aucm_")).read_text())
+        ce_cfg = read_config_mapping(ce)  # with its base: chain
+        auc_cfg = read_config_mapping(configs / ce.name.replace("ce_", "aucm_"))
         backbone, size = ce_cfg["model"]["backbone"], ce_cfg["data"]["image_size"]
         model = create_model(backbone, False).to(memory_format=torch.channels_last)
         forward = step_flops(model, torch.randn(1, 3, size, size), backward=False)

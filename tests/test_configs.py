@@ -15,6 +15,7 @@ EXPERIMENTS = sorted(
     for p in CONFIGS.glob("*/*.yaml")
     if p.parent.name in ("demo", "siim")
     and p.stem not in ("ensemble",)
+    and not p.stem.startswith("_")  # a base file, read through the model files
     and not p.stem.startswith("meta")
 )
 
@@ -66,3 +67,100 @@ def test_batch_score_norm_takes_the_loss_settings(value, expected):
 def test_batch_score_norm_refuses_an_unknown_setting():
     with pytest.raises(ConfigError, match="loss.batch_score_norm"):
         load_experiment("configs/demo/aucm_lite0_64.yaml", ["loss.batch_score_norm=l2"])
+
+
+# ---- base: a config file on top of a base file beside it
+def _write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_base_chain_merges_mappings_and_replaces_other_values(tmp_path):
+    from deepauc.config import read_config_mapping
+
+    _write(tmp_path, "_root.yaml", "a: 1\nsection: {x: 1, y: [1, 2], deep: {p: 1, q: 2}}\n")
+    _write(tmp_path, "_mid.yaml", "base: _root.yaml\nsection: {y: [3], deep: {q: 5}}\nb: 2\n")
+    top = _write(tmp_path, "top.yaml", "base: _mid.yaml\nsection: {x: 7}\nb: 9\n")
+    assert read_config_mapping(top) == {
+        "a": 1,
+        "b": 9,
+        "section": {"x": 7, "y": [3], "deep": {"p": 1, "q": 5}},
+    }
+
+
+def test_the_siim_model_files_resolve_to_their_whole_recipe():
+    """The six model files set at most 8 keys each; their base files give the rest (30 more)."""
+    from deepauc.config import read_config_mapping
+
+    def leaves(d):
+        return sum(leaves(v) if isinstance(v, dict) and k != "memory" else 1 for k, v in d.items())
+
+    import yaml
+
+    for path in sorted((CONFIGS / "siim").glob("[ac]*_*.yaml")):
+        own = yaml.safe_load(path.read_text())
+        assert own["base"] in ("_ce.yaml", "_aucm.yaml")
+        assert leaves(own) - 1 <= 8 and leaves(read_config_mapping(path)) >= leaves(own) + 30, path
+        cfg = load_experiment(path)
+        assert cfg.data.cache_dir == "data/cache/siim" and cfg.augment.rotate == 180
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {
+                "top.yaml": "base: _a.yaml\n",
+                "_a.yaml": "base: _b.yaml\n",
+                "_b.yaml": "base: _a.yaml\n",
+            },
+            "base files form a loop",
+        ),
+        (
+            {"top.yaml": "base: common.yaml\n", "common.yaml": "n_folds: 3\n"},
+            "base: expected the name of a _*.yaml file in the same folder, got 'common.yaml'",
+        ),
+        ({"top.yaml": "base: ../_x.yaml\n"}, "expected the name of a _*.yaml file"),
+        ({"top.yaml": "base: [_x.yaml]\n"}, "expected the name of a _*.yaml file"),
+    ],
+)
+def test_a_bad_base_is_one_line_naming_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        _write(tmp_path, name, text)
+    with pytest.raises(ConfigError, match="top.yaml") as err:
+        load_experiment(tmp_path / "top.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_base_names_the_base_and_who_asked(tmp_path):
+    _write(tmp_path, "top.yaml", "base: _gone.yaml\nname: x\n")
+    with pytest.raises(FileNotFoundError) as err:
+        load_experiment(tmp_path / "top.yaml")
+    assert (
+        str(err.value)
+        == f"config file not found: {tmp_path / '_gone.yaml'} (base of {tmp_path / 'top.yaml'})"
+    )
+
+
+def test_make_redoes_a_model_when_its_base_file_changes(tmp_path):
+    """The base files are prerequisites of every model, prediction and submission of the set."""
+    import shutil
+    import subprocess
+
+    shutil.copy(CONFIGS.parent / "Makefile", tmp_path / "Makefile")
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    proc = subprocess.run(
+        ["make", "-p", "-n", "-q", "-C", str(tmp_path), "PY=python", "EXP=siim", "help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    rules = {
+        line.split(":", 1)[0]: line.split(":", 1)[1].split()
+        for line in proc.stdout.splitlines()
+        if line.startswith(("models/siim_", "preds/siim_", "submissions/siim")) and ":" in line
+    }
+    bases = {f"configs/siim/{b}" for b in ("_common.yaml", "_ce.yaml", "_aucm.yaml")}
+    for target in ("models/siim_aucm_b6_512/fold%/model.pt", "preds/siim_ce_b3_256/oof.csv"):
+        assert bases <= set(rules[target]), (target, rules[target])

@@ -178,23 +178,63 @@ def add_config_arguments(parser) -> None:
 
 
 def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
-    """Read YAML file ``path`` (plus ``key=value`` overrides) into dataclass ``cls``.
+    """Read YAML file ``path`` (its ``base:`` chain, then ``key=value`` overrides) into ``cls``.
 
     Errors name the file and the dotted key.
     """
     path = Path(path)
+    data = read_config_mapping(path)
+    try:
+        if overrides:
+            data = apply_overrides(data, overrides)
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def read_config_mapping(path: str | Path) -> dict:
+    """The mapping a config file stands for: its ``base:`` file's, with its own keys on top.
+
+    ``base: _name.yaml`` names a file beside it whose name starts with ``_`` (so ``make``
+    can list every file a config reads: ``configs/EXP/_*.yaml``); a base may have a base.
+    Mappings merge key by key; any other value (a list included) replaces the base's.
+    """
+    return _read_with_bases(Path(path), [])
+
+
+def _read_with_bases(path: Path, chain: list[Path]) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"config file not found: {path}{where}")
+    if path.resolve() in [p.resolve() for p in chain]:
+        raise ConfigError(f"{chain[0]}: base files form a loop: {' -> '.join(map(str, chain))}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    try:
-        if overrides:
-            data = apply_overrides(data if isinstance(data, dict) else {}, overrides)
-        return from_dict(cls, data)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: <top level>: expected a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or "/" in base or not re.fullmatch(r"_[^/\\]*\.yaml", base):
+        raise ConfigError(
+            f"{path}: base: expected the name of a _*.yaml file in the same folder, got {base!r}"
+        )
+    return _merged(_read_with_bases(path.parent / base, [*chain, path]), data)
+
+
+def _merged(base: dict, top: dict) -> dict:
+    """``base`` with ``top``'s keys on top, mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def to_dict(obj: Any) -> dict:

@@ -12,6 +12,7 @@ EXAMPLES = {
     "deepauc.metrics": ["roc_auc", "partial_auc", "pauc_above_tpr"],
     "deepauc.losses": ["AUCMLoss"],
     "deepauc.optim": ["PESG"],
+    "deepauc.stats": ["holm"],
 }
 
 

@@ -72,7 +72,7 @@ def test_delong_rejects_under_a_clear_gap_and_not_under_none():
     assert delong(y, a, b).p_value < 1e-3 and delong(y, a, b).low > 0
     rng = np.random.default_rng(5)
     null_p = []
-    for k in range(200):  # the same signal, independent noise: the null holds
+    for _ in range(200):  # the same signal, independent noise: the null holds
         yy = (rng.uniform(size=200) < 0.3).astype(int)
         base = rng.normal(size=200) + yy
         null_p.append(delong(yy, base + rng.normal(size=200), base + rng.normal(size=200)).p_value)

@@ -55,14 +55,12 @@ def _one_seed(cfg, spec, seed: int, imratio: float, params: dict, lr_factor: flo
 
     def record(point: str) -> None:
         aucs[point] = roc_auc(
-            run.data["y_test"].numpy(),
-            predict_logits(run.model, run.data["x_test"]),
+            run.ctx.data["y_test"].numpy(),
+            predict_logits(run.model, run.ctx.data["x_test"]),
             undefined="nan",
         )
 
-    train_then_finetune(
-        job, run.model, run.data, run.p, run.spec, run.tspec, run.abl, run.gen, observe=record
-    )
+    train_then_finetune(job, run.model, run.ctx, observe=record)
     record("after AUC-M")
     return aucs
 

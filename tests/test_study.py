@@ -3,7 +3,10 @@
 Whether AUC-M beats CE is what the study reports, never what a test asserts.
 """
 
+import ast
+import graphlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+import deepauc.research.study
 from deepauc.config import ConfigError, load_config
 from deepauc.research.datasets import load_digits_images, make_imbalanced
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
@@ -343,3 +347,64 @@ def test_search_settings_override_the_run():
     )
     row = run_job(job, spec, TrainSpec(), AblationSpec(), None)
     assert row["imratio"] < 0.01 and row["steps"] == 2 * (row["n_train"] // 128)
+
+
+def import_graph(folder: Path, package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` (the ``.py`` files in ``folder``) -> the modules of the package it
+    imports, wherever the import stands (``if TYPE_CHECKING:`` blocks and functions included).
+    ``from package import mod`` counts as importing ``mod``; importing ``package`` itself counts
+    as importing ``__init__``."""
+    modules = {f.stem for f in folder.glob("*.py")}
+
+    def local(name: str) -> str | None:
+        if name == package:
+            return "__init__"
+        head, _, tail = name.partition(package + ".")
+        return tail.split(".")[0] if not head and tail.split(".")[0] in modules else None
+
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        targets: list[str] = []
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.Import):
+                targets += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0 and node.module, f"{name}: relative import"
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    targets.append(sub if local(sub) not in (None, "__init__") else node.module)
+        graph[name] = {m for m in map(local, targets) if m is not None and m != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph``, each module importing the next, or None when there is none."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as err:  # lists the cycle against the edges: reversed
+        return list(reversed(err.args[1]))
+    return None
+
+
+def test_study_modules_import_without_a_cycle():
+    folder = Path(deepauc.research.study.__file__).parent
+    graph = import_graph(folder, "deepauc.research.study")
+    # the scan sees the package: the entry point and the report's reader of the runs
+    assert graph["__init__"] == {"runner"} and "results" in graph["report"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_import_cycle_check_sees_type_only_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg.b import B\n")
+    (pkg / "b.py").write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from pkg import a\n"
+    )
+    (pkg / "c.py").write_text("import pkg\nfrom pkg.a import A\n")
+    graph = import_graph(pkg, "pkg")
+    assert graph == {"__init__": set(), "a": {"b"}, "b": {"a"}, "c": {"__init__", "a"}}
+    assert sorted(find_cycle(graph)[:-1]) == ["a", "b"]
+    del graph["b"]
+    assert find_cycle(graph) is None

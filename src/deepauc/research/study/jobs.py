@@ -154,16 +154,11 @@ def ablation_ratio(cfg: StudyConfig, spec: DatasetSpec) -> float:
 
 
 def _over_seeds(
-    cfg: StudyConfig,
-    name: str,
-    r: float,
-    method: str,
-    params: tuple,
-    variant: str = "clean",
-    tweak: str = "",
-    setting: tuple = (),
+    cfg: StudyConfig, name: str, r: float, method: str, params: tuple, **fields: Any
 ) -> list[Job]:
-    return [Job(name, r, s, method, params, variant, tweak, setting) for s in cfg.seeds]
+    """The run at every seed of the study; ``fields`` are the :class:`Job`'s ``variant``,
+    ``tweak`` and ``setting`` by name."""
+    return [Job(name, r, s, method, params, **fields) for s in cfg.seeds]
 
 
 def ablation_jobs(
@@ -213,20 +208,24 @@ def _dataset_ablation_jobs(
     small = job_params(epoch_decay=gamma, margin=abl.small_margin) if abl.small_margin else None
     if abl.robustness:
         for v in ("easy", "noisy"):
-            jobs[f"robust/{name}/{r}/{v}/auc_s"] = _over_seeds(cfg, name, r, "auc_s", ps, v)
-            jobs[f"robust/{name}/{r}/{v}/auc_m"] = _over_seeds(cfg, name, r, "auc_m", pm, v)
+            jobs[f"robust/{name}/{r}/{v}/auc_s"] = _over_seeds(cfg, name, r, "auc_s", ps, variant=v)
+            jobs[f"robust/{name}/{r}/{v}/auc_m"] = _over_seeds(cfg, name, r, "auc_m", pm, variant=v)
         if small:
             for v in ("clean", "easy", "noisy"):
                 jobs[f"robust/{name}/{r}/{v}/auc_m_small"] = _over_seeds(
-                    cfg, name, r, "auc_m", small, v
+                    cfg, name, r, "auc_m", small, variant=v
                 )
     if abl.alpha_projection:
         for v in ("clean", "easy") if abl.robustness else ("clean",):
-            jobs[f"alpha/{name}/{r}/{v}/noproj"] = _over_seeds(cfg, name, r, "auc_m_noproj", pm, v)
+            jobs[f"alpha/{name}/{r}/{v}/noproj"] = _over_seeds(
+                cfg, name, r, "auc_m_noproj", pm, variant=v
+            )
             if small:
-                jobs[f"alpha/{name}/{r}/{v}/small"] = _over_seeds(cfg, name, r, "auc_m", small, v)
+                jobs[f"alpha/{name}/{r}/{v}/small"] = _over_seeds(
+                    cfg, name, r, "auc_m", small, variant=v
+                )
                 jobs[f"alpha/{name}/{r}/{v}/small_noproj"] = _over_seeds(
-                    cfg, name, r, "auc_m_noproj", small, v
+                    cfg, name, r, "auc_m_noproj", small, variant=v
                 )
     if abl.dual_step:
         jobs[f"dual/{name}/{r}/paper"] = _over_seeds(cfg, name, r, "auc_m", pm, tweak="dual_paper")
@@ -312,9 +311,8 @@ def _search_jobs(
             search.imratio,
             "ce",
             chosen[spec.name, tuned, "ce"],
-            variant,
-            "",
-            setting,
+            variant=variant,
+            setting=setting,
         )
     for m in search.margins or [pm["margin"]]:
         out[f"search/{spec.name}/{search.imratio}/{index}/auc_m={m:g}"] = _over_seeds(
@@ -323,8 +321,7 @@ def _search_jobs(
             search.imratio,
             "auc_m",
             job_params(**{**pm, "margin": m}),
-            variant,
-            "",
-            setting,
+            variant=variant,
+            setting=setting,
         )
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,9 +13,7 @@ import pandas as pd
 from deepauc.markdown import markdown_table
 from deepauc.research.study.config import DatasetSpec, StudyConfig
 from deepauc.research.study.jobs import Job
-
-if TYPE_CHECKING:
-    from deepauc.research.study.runner import Runner
+from deepauc.research.study.runs import Runner
 
 __all__ = [
     "LOSS_TITLES",

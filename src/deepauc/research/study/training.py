@@ -32,7 +32,14 @@ from deepauc.research.study.variants import (
     import_libauc,
 )
 
-__all__ = ["TWEAKS", "Tweak", "make_loss_and_optimizer", "run_job", "step_timing"]
+__all__ = [
+    "TWEAKS",
+    "RunContext",
+    "Tweak",
+    "make_loss_and_optimizer",
+    "run_job",
+    "step_timing",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,21 @@ TWEAKS: dict[str, Tweak] = {
     "libauc_alpha": Tweak(optimizer=PESGClosedFormAlpha),
     "ema_momentum": Tweak(optimizer=PESGEMAMomentum, momentum="libauc"),
 }
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every training stage of one run reads: the data set, training and ablation settings
+    (with the job's overrides), the standardised tensors, p of the AUC losses and the generator
+    that orders the batches. The job and the model stay arguments: a two-stage run trains two
+    jobs on one model, and the model is what a stage changes."""
+
+    spec: DatasetSpec
+    tspec: TrainSpec
+    abl: AblationSpec
+    data: dict[str, torch.Tensor]
+    p: float
+    gen: torch.Generator
 
 
 class TrainingSetup(NamedTuple):
@@ -99,10 +121,9 @@ def make_loss_and_optimizer(
             "sgd", model.parameters(), loss, lr=lr, momentum=tspec.sgd_momentum, weight_decay=wd
         )
         return TrainingSetup(loss, sgd, None, "sgd", functools.partial(loss_input, loss))
-    bsn = tweak.bsn or tspec.bsn
     if job.method == "libauc":
-        return _libauc_setup(job, model, p, lr, tspec, tweak, bsn)
-    loss = _auc_loss(job, tweak, p, bsn)
+        return _libauc_setup(job, model, p, lr, tspec)
+    loss = _auc_loss(job, tweak, p, _bsn(tweak, tspec))
     gamma, momentum = job.param("epoch_decay"), _momentum(tweak.momentum, tspec)
     dual = tweak.dual or tspec.dual
     settings = dict(lr=lr, epoch_decay=gamma, weight_decay=wd, momentum=momentum, dual=dual)
@@ -117,6 +138,11 @@ def make_loss_and_optimizer(
         primal = [prm for g in pesg.param_groups if g["role"] == "primal" for prm in g["params"]]
         pre_step = functools.partial(_clamp_grads, primal, tweak.grad_clip)
     return TrainingSetup(loss, pesg, pre_step, "pesg", functools.partial(loss_input, loss))
+
+
+def _bsn(tweak: Tweak, tspec: TrainSpec) -> str:
+    """The batch score normalisation a run trains with: its tweak's, else the config's."""
+    return tweak.bsn or tspec.bsn
 
 
 def _auc_loss(job: Job, tweak: Tweak, p: float, bsn: bool | str) -> nn.Module:
@@ -156,9 +182,10 @@ def libauc_scores(bsn: str, logits: torch.Tensor) -> torch.Tensor:
 
 
 def _libauc_setup(
-    job: Job, model: nn.Module, p: float, lr: float, tspec: TrainSpec, tweak: Tweak, bsn: str
+    job: Job, model: nn.Module, p: float, lr: float, tspec: TrainSpec
 ) -> TrainingSetup:
     """LibAUC 2.0.1's AUCMLoss and PESG, called as its documentation shows."""
+    tweak = _tweak(job.tweak)
     mods, why = import_libauc()
     if mods is None:
         raise RuntimeError(why)
@@ -175,7 +202,8 @@ def _libauc_setup(
         verbose=False,
         device=torch.device("cpu"),
     )
-    return TrainingSetup(loss, opt, None, "libauc", functools.partial(libauc_scores, bsn))
+    scores = functools.partial(libauc_scores, _bsn(tweak, tspec))
+    return TrainingSetup(loss, opt, None, "libauc", scores)
 
 
 def _decay_epochs(epochs: int, fractions: list[float]) -> set[int]:
@@ -202,20 +230,14 @@ class _Progress:
 
 
 def _train_epoch(
-    setup: TrainingSetup,
-    model: nn.Module,
-    data: dict[str, torch.Tensor],
-    spec: DatasetSpec,
-    pos_fraction: float | None,
-    gen: torch.Generator,
-    progress: _Progress,
+    setup: TrainingSetup, model: nn.Module, ctx: RunContext, progress: _Progress
 ) -> None:
     """One pass over the training rows in batches; stops at the first non-finite loss."""
-    x, y = data["x_train"], data["y_train"]
-    for idx in epoch_batches(y, spec.batch_size, pos_fraction, gen):
+    x, y = ctx.data["x_train"], ctx.data["y_train"]
+    for idx in epoch_batches(y, ctx.spec.batch_size, ctx.tspec.pos_fraction, ctx.gen):
         xb, yb = x[idx], y[idx]
-        if spec.flip:
-            m = torch.rand(len(idx), generator=gen) < 0.5
+        if ctx.spec.flip:
+            m = torch.rand(len(idx), generator=ctx.gen) < 0.5
             xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
         loss = setup.loss(setup.scores(model(xb)), yb)
         if not torch.isfinite(loss):
@@ -232,29 +254,20 @@ def _train_epoch(
 
 
 def train_stage(
-    job: Job,
-    model: nn.Module,
-    data: dict[str, torch.Tensor],
-    p: float,
-    spec: DatasetSpec,
-    tspec: TrainSpec,
-    gen: torch.Generator,
-    *,
-    epochs: int,
-    lr: float,
+    job: Job, model: nn.Module, ctx: RunContext, *, epochs: int, lr: float
 ) -> dict[str, Any]:
     """Train ``model`` in place; returns timing stats and whether the loss stayed finite."""
-    setup = make_loss_and_optimizer(job, model, p, lr, tspec)
-    decays = _decay_epochs(epochs, tspec.decay_at)
+    setup = make_loss_and_optimizer(job, model, ctx.p, lr, ctx.tspec)
+    decays = _decay_epochs(epochs, ctx.tspec.decay_at)
     model.train()
     progress = _Progress()
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        _train_epoch(setup, model, data, spec, tspec.pos_fraction, gen, progress)
+        _train_epoch(setup, model, ctx, progress)
         if not progress.finite:
             break
         if epoch + 1 in decays:
-            _end_stage(setup, tspec.decay_factor)
+            _end_stage(setup, ctx.tspec.decay_factor)
     total = time.perf_counter() - t0
     return {
         "steps": progress.steps,
@@ -277,25 +290,16 @@ def _joined(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _train_two_stage(
-    job: Job,
-    model: nn.Module,
-    data: dict[str, torch.Tensor],
-    p: float,
-    spec: DatasetSpec,
-    tspec: TrainSpec,
-    abl: AblationSpec,
-    gen: torch.Generator,
-) -> dict[str, Any]:
+def _train_two_stage(job: Job, model: nn.Module, ctx: RunContext) -> dict[str, Any]:
     """CE for a share of the epochs, then AUC-M by PESG with a freshly initialised head."""
-    lr = job.param("lr", spec.lr or tspec.lr)
-    e1 = max(1, int(round(spec.epochs * abl.two_stage_ce_fraction)))
-    e2 = max(1, spec.epochs - e1)
+    lr = job.param("lr", ctx.spec.lr or ctx.tspec.lr)
+    e1 = max(1, int(round(ctx.spec.epochs * ctx.abl.two_stage_ce_fraction)))
+    e2 = max(1, ctx.spec.epochs - e1)
     ce_job = dataclasses.replace(job, method="ce")
-    s1 = train_stage(ce_job, model, data, p, spec, tspec, gen, epochs=e1, lr=lr)
+    s1 = train_stage(ce_job, model, ctx, epochs=e1, lr=lr)
     cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for the AUC stage
     auc_job = dataclasses.replace(job, method="auc_m")
-    s2 = train_stage(auc_job, model, data, p, spec, tspec, gen, epochs=e2, lr=abl.stage2_lr or lr)
+    s2 = train_stage(auc_job, model, ctx, epochs=e2, lr=ctx.abl.stage2_lr or lr)
     return _joined(s1, s2)
 
 
@@ -305,15 +309,7 @@ def finetune_epochs(spec: DatasetSpec, abl: AblationSpec) -> int:
 
 
 def train_then_finetune(
-    job: Job,
-    model: nn.Module,
-    data: dict[str, torch.Tensor],
-    p: float,
-    spec: DatasetSpec,
-    tspec: TrainSpec,
-    abl: AblationSpec,
-    gen: torch.Generator,
-    observe: Callable[[str], None] | None = None,
+    job: Job, model: nn.Module, ctx: RunContext, observe: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """A whole CE run at ``ce_lr`` (``lr`` for CE continued), then a second stage of
     :func:`finetune_epochs` at ``finetune_lr_factor`` times the stage's lr: AUC-M by PESG with
@@ -322,7 +318,7 @@ def train_then_finetune(
     after the head's re-initialisation."""
     ce_lr = job.param("ce_lr", job.param("lr"))
     ce_job = Job(job.dataset, job.imratio, job.seed, "ce", (("lr", ce_lr),), job.variant)
-    s1 = train_stage(ce_job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=ce_lr)
+    s1 = train_stage(ce_job, model, ctx, epochs=ctx.spec.epochs, lr=ce_lr)
     if observe:
         observe("CE")
     if job.method == "two_stage_paper":
@@ -332,10 +328,8 @@ def train_then_finetune(
         stage2 = dataclasses.replace(job, method="auc_m")
     else:
         stage2 = ce_job
-    lr2 = stage2.param("lr") * abl.finetune_lr_factor
-    s2 = train_stage(
-        stage2, model, data, p, spec, tspec, gen, epochs=finetune_epochs(spec, abl), lr=lr2
-    )
+    lr2 = stage2.param("lr") * ctx.abl.finetune_lr_factor
+    s2 = train_stage(stage2, model, ctx, epochs=finetune_epochs(ctx.spec, ctx.abl), lr=lr2)
     return _joined(s1, s2)
 
 
@@ -367,17 +361,12 @@ def with_setting(
 
 
 class PreparedRun(NamedTuple):
-    """A run's settings (with its overrides), split, standardised tensors, p of the AUC
-    losses, initial model and batch-order generator."""
+    """A run's context (settings with its overrides, standardised tensors, p, batch-order
+    generator), its split and its initial model."""
 
-    spec: DatasetSpec
-    tspec: TrainSpec
-    abl: AblationSpec
+    ctx: RunContext
     split: ImbalancedSplit
-    data: dict[str, torch.Tensor]
-    p: float
     model: nn.Module
-    gen: torch.Generator
 
 
 def prepare_run(
@@ -392,21 +381,21 @@ def prepare_run(
     torch.manual_seed(job.seed)
     model = build_model(spec, tuple(data["x_train"].shape[1:]))
     gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
-    return PreparedRun(spec, tspec, abl, split, data, p, model, gen)
+    return PreparedRun(RunContext(spec, tspec, abl, data, p, gen), split, model)
 
 
 def run_job(
     job: Job, spec: DatasetSpec, tspec: TrainSpec, abl: AblationSpec, cache_dir: str | None
 ) -> dict[str, Any]:
     """Train and evaluate one run; returns a flat result row."""
-    spec, tspec, abl, split, data, p, model, gen = prepare_run(job, spec, tspec, abl, cache_dir)
+    ctx, split, model = prepare_run(job, spec, tspec, abl, cache_dir)
     if job.method == "two_stage":
-        stats = _train_two_stage(job, model, data, p, spec, tspec, abl, gen)
+        stats = _train_two_stage(job, model, ctx)
     elif job.method in ("two_stage_paper", "ce_continued"):
-        stats = train_then_finetune(job, model, data, p, spec, tspec, abl, gen)
+        stats = train_then_finetune(job, model, ctx)
     else:
-        lr = job.param("lr", spec.lr or tspec.lr)
-        stats = train_stage(job, model, data, p, spec, tspec, gen, epochs=spec.epochs, lr=lr)
+        lr = job.param("lr", ctx.spec.lr or ctx.tspec.lr)
+        stats = train_stage(job, model, ctx, epochs=ctx.spec.epochs, lr=lr)
     return {
         "dataset": job.dataset,
         "requested_imratio": job.imratio,
@@ -418,10 +407,10 @@ def run_job(
         "tweak": job.tweak,
         "setting": json.dumps(dict(job.setting), sort_keys=True),
         "val_auc": roc_auc(
-            data["y_val"].numpy(), predict_logits(model, data["x_val"]), undefined="nan"
+            ctx.data["y_val"].numpy(), predict_logits(model, ctx.data["x_val"]), undefined="nan"
         ),
         "test_auc": roc_auc(
-            data["y_test"].numpy(), predict_logits(model, data["x_test"]), undefined="nan"
+            ctx.data["y_test"].numpy(), predict_logits(model, ctx.data["x_test"]), undefined="nan"
         ),
         "n_train": len(split.y_train),
         "pos_train": int(split.y_train.sum()),

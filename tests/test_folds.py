@@ -235,3 +235,88 @@ def test_malignant_images_badly_unbalanced_is_an_error():
         check_balance(out, 2)
     assert "P0 (15 images)" in str(err.value)
     check_balance(assign_folds(make_table(seed=1, n_patients=600), 5, seed=0), 5)  # balanced
+
+
+# ---- the tfrecord scheme: the public notebooks' folds from the resized sets' TFRecord groups
+def _with_tfrecords(seed=0, n_external=0):
+    table = make_table(seed=seed, n_patients=300, ratio=0.05, n_external=n_external)
+    # the publisher's groups hold whole patients
+    patient_group = {p: i % 15 for i, p in enumerate(table["patient_id"].unique())}
+    table["tfrecord"] = table["patient_id"].map(patient_group)
+    table.loc[table["source"] != "competition", "tfrecord"] = 3  # 2019's own numbering
+    return table
+
+
+def test_tfrecord_scheme_deals_groups_as_kfold_does():
+    from sklearn.model_selection import KFold
+
+    from deepauc.data.folds import tfrecord_folds
+
+    out = tfrecord_folds(_with_tfrecords(n_external=20), n_folds=5, seed=42)
+    expected = {}
+    for k, (_, valid) in enumerate(KFold(5, shuffle=True, random_state=42).split(np.arange(15))):
+        expected.update({int(g): k for g in valid})
+    comp = out[out["source"] == "competition"]
+    assert (comp["fold"] == comp["tfrecord"].map(expected)).all()
+    assert (out.loc[out["source"] != "competition", "fold"] == -1).all()
+    assert comp.groupby("fold")["tfrecord"].nunique().tolist() == [3] * 5  # 15 into 5
+    assert out.groupby("patient_id")["fold"].nunique().max() == 1
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [("", "tfrecord must be a whole number >= 0"), ("2.5", "whole number"), ("x", "not numeric")],
+)
+def test_tfrecord_scheme_bad_cells_name_the_line(tmp_path, capsys, cell, message):
+    table = _with_tfrecords()
+    table["sex"], table["age_approx"] = "male", 50.0
+    table["anatom_site_general_challenge"], table["diagnosis"] = "torso", "unknown"
+    table["benign_malignant"] = np.where(table["target"] == 1, "malignant", "benign")
+    table["tfrecord"] = table["tfrecord"].astype(str)
+    table.loc[4, "tfrecord"] = cell
+    src = tmp_path / "train.csv"
+    table.to_csv(src, index=False)
+    args = [
+        "folds",
+        "--train-csv",
+        str(src),
+        "--out",
+        str(tmp_path / "f.csv"),
+        "--scheme",
+        "tfrecord",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "line 6" in err[0] and str(src) in err[0]
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_tfrecord_scheme_needs_the_column_and_refuses_include_external(tmp_path, capsys):
+    from deepauc.data.folds import tfrecord_folds
+
+    with pytest.raises(ValueError, match="needs a 'tfrecord' column"):
+        tfrecord_folds(make_table(), 5, 42)
+    with pytest.raises(ValueError, match="only 3 tfrecord group"):
+        tfrecord_folds(_with_tfrecords().assign(tfrecord=lambda d: d["tfrecord"] % 3), 5, 42)
+
+
+def test_tfrecord_scheme_from_the_resized_layout_through_the_cli(tmp_path, capsys):
+    """Deotte's jpeg-melanoma-NxN train.csv (its tfrecord -1 duplicate included) through
+    `deepauc external` and `deepauc folds --scheme tfrecord`."""
+    from layout_fixtures import write_resized2020
+
+    root = write_resized2020(tmp_path / "jpeg-melanoma-64x64", n_extra=60)
+    merged, folds = tmp_path / "merged.csv", tmp_path / "folds.csv"
+    assert main(["external", "--train-csv", str(root / "train.csv"), "--out", str(merged)]) == 0
+    report = tmp_path / "folds.md"
+    args = ["folds", "--train-csv", str(merged), "--out", str(folds), "--n-folds", "3"]
+    assert main([*args, "--seed", "42", "--scheme", "tfrecord", "--report", str(report)]) == 0
+    out = pd.read_csv(folds, dtype={"image_name": str})
+    assert -1 not in set(out["tfrecord"])  # the publisher's duplicate is dropped
+    groups = np.sort(out["tfrecord"].unique())
+    from sklearn.model_selection import KFold
+
+    for k, (_, valid) in enumerate(KFold(3, shuffle=True, random_state=42).split(groups)):
+        assert set(out.loc[out["fold"] == k, "tfrecord"]) == set(groups[valid])
+    text = report.read_text()
+    assert "## Scheme: tfrecord" in text and "patients with validated images in two folds" in text

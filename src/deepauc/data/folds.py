@@ -149,6 +149,48 @@ def assign_folds(
     return out
 
 
+def tfrecord_folds(df: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Copy of ``df`` with the community's folds: the resized sets' TFRecord groups (column
+    ``tfrecord``, patient-grouped and stratified by their publisher) dealt into ``n_folds``
+    folds as scikit-learn's ``KFold(n_folds, shuffle=True, random_state=seed)`` deals the
+    sorted group numbers (15 into 5 at seed 42: the public notebooks' CV). Rows of other
+    sources never validate (fold -1)."""
+    from sklearn.model_selection import KFold
+
+    from deepauc.data.tables import describe_rows, numeric_column
+
+    if "tfrecord" not in df.columns:
+        raise ValueError(
+            "--scheme tfrecord needs a 'tfrecord' column (a resized jpeg-melanoma-NxN train.csv)"
+        )
+    out = df.copy()
+    if "source" not in out.columns:
+        out["source"] = "competition"
+    competition = (out["source"].fillna("competition") == "competition").to_numpy()
+    group = numeric_column(out, "tfrecord", "--scheme tfrecord")
+    bad = competition & ~(group.notna() & (group >= 0) & (group == group.round())).to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"tfrecord must be a whole number >= 0 on competition rows: {describe_rows(out, bad, 'tfrecord')}"
+        )
+    groups = np.sort(group[competition].unique()).astype(np.int64)
+    if len(groups) < n_folds:
+        raise ValueError(f"only {len(groups)} tfrecord group(s) for {n_folds} folds")
+    splits = KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(groups)
+    fold_of = {int(groups[i]): k for k, (_, valid) in enumerate(splits) for i in valid}
+    fold = np.full(len(out), -1, dtype=np.int64)
+    fold[competition] = group[competition].astype(np.int64).map(fold_of).to_numpy()
+    out["fold"] = fold
+    return out
+
+
+def shared_units(out: pd.DataFrame, unit: pd.Series) -> int:
+    """How many units (patients, duplicate groups) have validated rows in two folds or more."""
+    valid = (out["fold"] >= 0).to_numpy()
+    per_unit = pd.Series(out["fold"].to_numpy()[valid]).groupby(unit.to_numpy()[valid]).nunique()
+    return int((per_unit > 1).sum())
+
+
 def check_balance(out: pd.DataFrame, n_folds: int, unit: pd.Series | None = None) -> None:
     """Raise UnbalancedFoldsError when a fold holds more than MAX_SIZE_RATIO or fewer than
     MIN_SIZE_RATIO times the mean images per fold, or fewer malignant images than
@@ -411,6 +453,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default max({dup.MIN_GROUP_BOUND}, 1%% of the patients))",
     )
     parser.add_argument("--workers", type=int, default=4, help="threads for hashing (default 4)")
+    parser.add_argument(
+        "--scheme",
+        choices=["patients", "tfrecord"],
+        default="patients",
+        help="patients (default): this project's assignment; tfrecord: the resized sets' "
+        "TFRecord groups dealt into folds as the public notebooks do (docs/pipeline.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -428,12 +477,13 @@ def run(args: argparse.Namespace) -> int:
             args.max_dup_group,
         )
     try:
-        out = assign_folds(df, args.n_folds, args.seed, args.include_external, groups)
-        check_balance(out, args.n_folds, groups)
+        out = _assign(df, args, groups)
     except ValueError as err:
         raise ValueError(f"{args.train_csv}: {err}") from err
     write_csv(out, args.out)
     text = format_report(out, args.n_folds, args.seed, args.include_external)
+    if args.scheme == "tfrecord":
+        text += _tfrecord_notes(out, groups)
     if summary is not None:
         text += format_duplicates(summary)
     print(text, end="")
@@ -441,3 +491,32 @@ def run(args: argparse.Namespace) -> int:
         write_text(text, args.report)
     print(f"wrote {args.out}")
     return 0
+
+
+def _assign(df: pd.DataFrame, args: argparse.Namespace, groups: pd.Series | None) -> pd.DataFrame:
+    if args.scheme == "tfrecord":
+        if args.include_external:
+            raise ValueError(
+                "--scheme tfrecord validates competition rows only: drop --include-external"
+            )
+        out = tfrecord_folds(df, args.n_folds, args.seed)
+        check_balance(out, args.n_folds)
+        return out
+    out = assign_folds(df, args.n_folds, args.seed, args.include_external, groups)
+    check_balance(out, args.n_folds, groups)
+    return out
+
+
+def _tfrecord_notes(out: pd.DataFrame, groups: pd.Series | None) -> str:
+    """What the TFRecord scheme carries that this project's assignment would not allow."""
+    lines = [
+        "",
+        "## Scheme: tfrecord (the public notebooks' folds)",
+        "",
+        f"- patients with validated images in two folds or more: {shared_units(out, out['patient_id'])}",
+    ]
+    if groups is not None:
+        lines.append(
+            f"- duplicate-joined groups split across folds: {shared_units(out, groups.astype(str))}"
+        )
+    return "\n".join(lines) + "\n"

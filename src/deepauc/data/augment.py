@@ -29,6 +29,14 @@ class AugmentConfig:
     dropout_size: float = 0.12  # hole side as a fraction of the image side
     brightness_contrast: float = 0.3
     hue_saturation: float = 0.0
+    # the 1st-place SIIM-ISIC set, each off at 0 (probabilities); their shift-scale-rotate,
+    # HSV and cutout are ``affine``, ``hue_saturation`` and ``coarse_dropout`` above
+    blur: float = 0.0  # one of motion, median and Gaussian blur, kernel up to 5
+    noise: float = 0.0  # Gaussian noise, sd 2-8% of the range
+    distortion: float = 0.0  # one of optical, grid and elastic distortion
+    clahe: float = 0.0  # contrast-limited adaptive histogram equalisation
+    hair: float = 0.0  # 1..hair_count dark hairs drawn across the image
+    hair_count: int = 6
 
     def validate(self) -> None:
         for name in [
@@ -38,6 +46,7 @@ class AugmentConfig:
             "coarse_dropout",
             "brightness_contrast",
             "hue_saturation",
+            *EXTRA_AUGMENTATIONS,
         ]:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} is a probability, got {getattr(self, name)}")
@@ -47,6 +56,13 @@ class AugmentConfig:
             )
         if not 0 < self.dropout_size < 1 or self.dropout_holes < 1:
             raise ValueError("augment.dropout_size must lie in (0, 1) and dropout_holes be >= 1")
+        if self.hair_count < 1:
+            raise ValueError(f"augment.hair_count must be >= 1, got {self.hair_count}")
+
+
+# the augmentations added after the first recipes, each off at 0 (and then left out of a
+# run's fingerprint, so runs that do not use them keep theirs)
+EXTRA_AUGMENTATIONS = ["blur", "noise", "distortion", "clahe", "hair"]
 
 
 def build_train_transform(cfg: AugmentConfig) -> A.Compose:
@@ -69,6 +85,7 @@ def build_train_transform(cfg: AugmentConfig) -> A.Compose:
             p=cfg.affine,
         ),
     ]
+    ops += _extra_ops(cfg)
     if cfg.brightness_contrast:
         ops.append(A.RandomBrightnessContrast(0.15, 0.15, p=cfg.brightness_contrast))
     if cfg.hue_saturation:
@@ -84,6 +101,32 @@ def build_train_transform(cfg: AugmentConfig) -> A.Compose:
             )
         )
     return A.Compose(ops)
+
+
+def _extra_ops(cfg: AugmentConfig) -> list:
+    """The optional blur, noise, distortion, CLAHE and hair steps that are switched on."""
+    import albumentations as A
+
+    from deepauc.data.hair import DrawHair
+
+    ops: list = []
+    if cfg.blur:
+        blurs = [A.MotionBlur(blur_limit=5), A.MedianBlur(blur_limit=5), A.GaussianBlur((3, 5))]
+        ops.append(A.OneOf(blurs, p=cfg.blur))
+    if cfg.noise:
+        ops.append(A.GaussNoise(std_range=(0.02, 0.08), p=cfg.noise))
+    if cfg.distortion:
+        warps = [
+            A.OpticalDistortion(distort_limit=0.5, border_mode=4),
+            A.GridDistortion(num_steps=5, distort_limit=0.3, border_mode=4),
+            A.ElasticTransform(alpha=3, border_mode=4),
+        ]
+        ops.append(A.OneOf(warps, p=cfg.distortion))
+    if cfg.clahe:
+        ops.append(A.CLAHE(clip_limit=4.0, p=cfg.clahe))
+    if cfg.hair:
+        ops.append(DrawHair(max_hairs=cfg.hair_count, p=cfg.hair))
+    return ops
 
 
 def dihedral_views(x: torch.Tensor, n_views: int = 8) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from deepauc.config import check_dir_name, load_config, to_dict
-from deepauc.data.augment import AugmentConfig
+from deepauc.data.augment import EXTRA_AUGMENTATIONS, AugmentConfig
 from deepauc.data.source_stamps import file_sha256
 
 
@@ -195,6 +195,8 @@ class TTAConfig:
 
 _LATER_KEYS = [("train", "accumulate", 1), ("train", "pos_fraction", None)]
 _LATER_KEYS += [("model", "grad_checkpointing", False)]
+_LATER_KEYS += [("augment", key, 0.0) for key in EXTRA_AUGMENTATIONS]
+_LATER_KEYS += [("augment", "hair_count", 6)]
 
 
 @dataclass

@@ -193,7 +193,8 @@ class TTAConfig:
             raise ValueError("tta.dihedral must be in 1..8 and tta.n_random >= 0")
 
 
-_LATER_KEYS = [("train", "accumulate", 1), ("train", "pos_fraction", None)]
+_LATER_KEYS: list[tuple[str, str, object]] = [("train", "accumulate", 1)]
+_LATER_KEYS += [("train", "pos_fraction", None)]
 _LATER_KEYS += [("model", "grad_checkpointing", False)]
 _LATER_KEYS += [("augment", key, 0.0) for key in EXTRA_AUGMENTATIONS]
 _LATER_KEYS += [("augment", "hair_count", 6)]

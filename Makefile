@@ -48,6 +48,9 @@ SEED ?= 42
 # FOLD_SCHEME=tfrecord: the resized sets' 15 TFRecord groups dealt into folds as the public
 # notebooks do (seed 42), so CV compares with theirs; empty: this project's assignment
 FOLD_SCHEME ?=
+# INCLUDE_EXTERNAL=1: external rows get folds too and are validated on (the report scores
+# them apart, column `external`); empty: they only train (fold -1)
+INCLUDE_EXTERNAL ?=
 # extra flags for tests and quick runs: demo-data sizes, config overrides for every CNN
 DEMO_ARGS ?=
 EXTRA_SETS ?=
@@ -118,7 +121,7 @@ EXTERNAL_DIRS := $(ISIC2019) $(ISIC2018) $(ISIC2017) $(MALIGNANT)
 # TEST_IMAGES and SAMPLE say (they have their own stamp)
 DATA_TEST_FILES := $(DATA)/jpeg/test $(DATA)/test $(DATA)/test.csv $(DATA)/sample_submission.csv
 UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var SEED=$(SEED) --var N_FOLDS=$(N_FOLDS) \
-    $(if $(FOLD_SCHEME),--var FOLD_SCHEME=$(FOLD_SCHEME)) \
+    $(if $(FOLD_SCHEME),--var FOLD_SCHEME=$(FOLD_SCHEME)) $(if $(INCLUDE_EXTERNAL),--var INCLUDE_EXTERNAL=$(INCLUDE_EXTERNAL)) \
     --path DATA=$(call q,$(DATA)) --path ISIC2019=$(call q,$(ISIC2019)) --path ISIC2018=$(call q,$(ISIC2018)) \
     --path ISIC2017=$(call q,$(ISIC2017)) --path MALIGNANT=$(call q,$(MALIGNANT)) \
     $(foreach s,$(SIZE_ROOTS),--path DATA_$(s)=$(call q,$(DATA_$(s)))) \
@@ -220,7 +223,7 @@ endif
 DUPLICATES_CSV := $(wildcard $(DATA)/ISIC_2020_Training_Duplicates.csv)
 $(FOLDS): $(TRAIN_TABLE) $(STAMP_DATA)
 	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md \
-	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))$(if $(FOLD_SCHEME), --scheme $(FOLD_SCHEME))
+	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))$(if $(FOLD_SCHEME), --scheme $(FOLD_SCHEME))$(if $(INCLUDE_EXTERNAL), --include-external)
 
 # 4. resize cache: one call per table writes every size, so each original is decoded once
 TRAIN_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv)

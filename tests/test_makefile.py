@@ -50,3 +50,23 @@ def test_a_source_folder_per_size_and_the_card_switch_reach_the_commands(tmp_pat
     model = "models/demo_ce_lite0_64/fold0/model.pt"
     trains = [ln for ln in dry_run(tmp_path, *args, model) if " train " in ln]
     assert trains and all("--set train.gpu_memory_gb=16" in ln for ln in trains)
+
+
+def test_fold_scheme_and_validated_external_rows_reach_the_folds_command(tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("image_name\n")
+    (tmp_path / "stamps/demo").mkdir(parents=True)
+    (tmp_path / "stamps/demo/data").write_text("")
+
+    def folds_line(*args):
+        text = "\n".join(dry_run(tmp_path, "EXP=demo", *args, "folds/demo.csv"))
+        lines = [ln for ln in text.replace("\\\n", " ").splitlines() if " folds " in ln]
+        assert len(lines) == 1, lines
+        return " ".join(lines[0].split())
+
+    plain = folds_line()
+    assert "--scheme" not in plain and "--include-external" not in plain
+    line = folds_line("FOLD_SCHEME=tfrecord", "INCLUDE_EXTERNAL=1")
+    assert line.endswith("--scheme tfrecord --include-external")

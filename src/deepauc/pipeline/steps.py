@@ -14,9 +14,9 @@ import torch.distributed as dist
 
 from deepauc.data.dataset import to_device_batch
 from deepauc.losses import loss_input
-from deepauc.optim import PESG
+from deepauc.optim import PESG, average_grads, mean_over_ranks
 from deepauc.pipeline.experiment import ExperimentConfig
-from deepauc.pipeline.runtime import average_grads, dist_info
+from deepauc.pipeline.runtime import dist_info
 
 
 class NonFiniteLoss(RuntimeError, ValueError):
@@ -100,7 +100,7 @@ def run_epoch(
         zero = torch.zeros((), device=device)
         progress = EpochProgress(0, zero, torch.full((), -1, device=device, dtype=torch.long))
     per_step_lr = cfg.schedule.name in ("cyclic", "cosine")
-    rank, world = dist_info()
+    rank = dist_info()[0]
     bar = tqdm(
         total=steps,
         initial=progress.step,
@@ -127,9 +127,7 @@ def run_epoch(
             hook(progress)
     bar.close()
     total = progress.total.clone()
-    if world > 1:
-        dist.all_reduce(total)
-        total /= world
+    mean_over_ranks([total])
     return float(total) / steps
 
 

@@ -27,7 +27,7 @@ from deepauc.losses import AUCMLoss, AUCSLoss, create_loss
 from deepauc.metrics import roc_auc
 from deepauc.models import create_model, reset_head
 from deepauc.models.factory import enable_grad_checkpointing
-from deepauc.optim import PESG, create_optimizer
+from deepauc.optim import PESG, create_optimizer, end_stage
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
 from deepauc.pipeline.recovery import (
     EXIT_TIME_BUDGET,
@@ -142,7 +142,7 @@ def end_of_epoch_schedule(cfg: ExperimentConfig, optimizer, epoch: int) -> None:
     if s.name != "stagewise" or (epoch + 1) not in s.decay_epochs:
         return
     if isinstance(optimizer, PESG):
-        optimizer.next_stage(s.decay_factor)
+        end_stage(optimizer, s.decay_factor)
     else:
         for g in optimizer.param_groups:
             g["lr"] /= s.decay_factor

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from deepauc.config import add_config_arguments, to_dict
 from deepauc.data.augment import build_train_transform
 from deepauc.data.dataset import CachedImages
-from deepauc.data.resize import check_cached
+from deepauc.data.image_cache import check_cached
 from deepauc.data.sampling import PositiveShare
 from deepauc.data.tables import check_columns, check_fold_table, check_targets, read_csv_table
 from deepauc.io import load_torch, save_torch, write_csv

@@ -17,6 +17,7 @@ from deepauc.losses import loss_input
 from deepauc.optim import PESG, average_grads, mean_over_ranks
 from deepauc.pipeline.experiment import ExperimentConfig
 from deepauc.pipeline.runtime import dist_info
+from deepauc.pipeline.schedule import lr_at, set_lr
 
 
 class NonFiniteLoss(RuntimeError, ValueError):
@@ -50,30 +51,6 @@ class EpochProgress:
 
 # called after every batch; may save a recovery checkpoint or stop the run
 StepHook = Callable[[EpochProgress], None]
-
-
-def lr_at(cfg: ExperimentConfig, epoch_progress: float) -> float:
-    """Learning rate at a fractional epoch for the constant, cosine and cyclic schedules.
-
-    cyclic: triangular between ``min_lr`` and ``lr``, starting low, one up-and-down
-    cycle per ``cycle_epochs`` (the paper's CE stage: 3e-5 to 2.4e-4, 8-epoch cycle).
-    """
-    import math
-
-    s, top = cfg.schedule, cfg.optim.lr
-    if s.name == "cosine":
-        return s.min_lr + (top - s.min_lr) * 0.5 * (
-            1 + math.cos(math.pi * epoch_progress / s.epochs)
-        )
-    if s.name == "cyclic":
-        phase = (epoch_progress % s.cycle_epochs) / s.cycle_epochs
-        return s.min_lr + (top - s.min_lr) * (1 - abs(2 * phase - 1))
-    return top
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def run_epoch(

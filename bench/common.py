@@ -222,8 +222,8 @@ def write_cache(
     cache_dir: Path, size: int, n: int, seed: int = 0, pos_ratio: float = 0.25
 ) -> pd.DataFrame:
     """``n`` lesion-like images cached as ``size``x``size`` JPEGs where the pipeline
-    looks for them (:func:`deepauc.data.resize.cache_path`); returns their table."""
-    from deepauc.data.resize import JPEG_QUALITY, cache_path
+    looks for them (:func:`deepauc.data.image_cache.cache_path`); returns their table."""
+    from deepauc.data.image_cache import JPEG_QUALITY, cache_path
 
     rng = np.random.default_rng(seed)
     names = [f"BENCH_{i:06d}" for i in range(n)]

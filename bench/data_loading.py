@@ -9,7 +9,7 @@ resolution and batch. Headroom = loader images/s / training images/s: above 1 th
 cache keeps training compute-bound. Worker start-up (paid every epoch, as the loader
 has ``persistent_workers=False``) is included in "epoch" and excluded in "steady".
 
-(b) :func:`deepauc.data.resize.resize_image` to 384 px on 6000x4000 JPEGs (libjpeg's
+(b) :func:`deepauc.data.image_decode.resize_image` to 384 px on 6000x4000 JPEGs (libjpeg's
 reduced-size decode, ``cv2.IMREAD_REDUCED_COLOR_8`` here) against a full-size decode
 followed by the same crop and INTER_AREA resize.
 """
@@ -170,7 +170,8 @@ def _loader_rows(
 
 
 def resize_table(ctx: Ctx) -> Table:
-    from deepauc.data.resize import _square, check_complete, resize_image
+    from deepauc.data.image_decode import resize_image, square
+    from deepauc.data.image_header import check_complete
 
     n_images = 1 if ctx.quick else 3
     h, w, out = 4000, 6000, 384
@@ -198,7 +199,7 @@ def resize_table(ctx: Ctx) -> Table:
         for p in paths:
             check_complete(p)
             bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            cv2.cvtColor(_square(bgr, out), cv2.COLOR_BGR2RGB)
+            cv2.cvtColor(square(bgr, out), cv2.COLOR_BGR2RGB)
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(0)  # as in `deepauc resize` workers: one process per core

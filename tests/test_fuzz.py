@@ -19,7 +19,10 @@ import pandas as pd
 import pytest
 
 from deepauc.data.external.sources import load_competition, load_isic2019, load_malignant
-from deepauc.data.resize import cache_path, image_size, resize_image, resize_table
+from deepauc.data.image_cache import cache_path
+from deepauc.data.image_decode import resize_image
+from deepauc.data.image_header import image_size
+from deepauc.data.resize import resize_table
 from deepauc.data.tables import (
     AGE_RANGE,
     SEXES,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from deepauc.losses import AUCMLoss, AUCSLoss, BCELoss, loss_input
-from deepauc.optim import PESG
+from deepauc.optim import PESG, average_grads, end_stage, mean_over_ranks
 
 
 def tiny_problem(seed=0, n=64, d=5):
@@ -261,3 +261,97 @@ def test_update_regularizer_is_next_stage():
     assert all(g["lr"] == pytest.approx(0.005) for g in opt_b.param_groups)
     for p, q in zip(model_a.parameters(), model_b.parameters()):
         assert torch.equal(opt_a.state[p]["v_ref"], opt_b.state[q]["v_ref"])
+
+
+def test_end_stage_divides_lr_and_sets_v_ref_to_the_stage_average():
+    x, y = tiny_problem(seed=3)
+    model, loss, opt = make(seed=3, lr=0.2, epoch_decay=0.01)
+    primal = list(model.parameters()) + [loss.a, loss.b]
+    iterates = []
+    for t in range(4):
+        train_steps(model, loss, opt, x, y, t + 1, start=t)
+        iterates.append([p.detach().clone() for p in primal])
+    alpha = loss.alpha.detach().clone()
+    end_stage(opt, 5.0)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2 / 5] * len(opt.param_groups))
+    for i, p in enumerate(primal):  # the weights after each step of the stage, averaged by hand
+        mean = sum(it[i] for it in iterates) / len(iterates)
+        torch.testing.assert_close(opt.state[p]["v_ref"], mean)
+        assert torch.equal(p, iterates[-1][i])  # ending a stage moves no weight
+    assert torch.equal(loss.alpha, alpha)
+
+
+class _LibAUCStylePESG:
+    """What end_stage may rely on in LibAUC's PESG: ``update_regularizer(decay_factor=...)``."""
+
+    def __init__(self):
+        self.calls = []
+
+    def update_regularizer(self, decay_factor=None):
+        self.calls.append(decay_factor)
+
+
+def test_end_stage_calls_libaucs_stage_method():
+    opt = _LibAUCStylePESG()
+    end_stage(opt, 10.0)
+    assert opt.calls == [10.0]
+
+
+def test_end_stage_refuses_an_optimizer_without_stages_and_leaves_it_alone():
+    """Choice: a plain torch optimizer is refused (its lr decay is the caller's), not skipped."""
+    w = nn.Parameter(torch.ones(3))
+    sgd = torch.optim.SGD([w], lr=0.1)
+    with pytest.raises(TypeError, match="SGD has no PESG stage to end"):
+        end_stage(sgd, 10.0)
+    assert sgd.param_groups[0]["lr"] == 0.1
+    _, _, opt = make(lr=0.1)
+    with pytest.raises(ValueError, match="decay_factor must be > 0"):
+        end_stage(opt, 0.0)
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_average_grads_needs_no_process_group_and_checks_missing():
+    w = nn.Parameter(torch.ones(2))
+    w.grad = torch.tensor([1.0, 3.0])
+    v = nn.Parameter(torch.ones(1))
+    average_grads([w, v], missing="zero")  # one process: nothing to average, nothing filled
+    assert torch.equal(w.grad, torch.tensor([1.0, 3.0])) and v.grad is None
+    with pytest.raises(ValueError, match="missing must be"):
+        average_grads([w], missing="drop")
+
+
+def _average_on_rank(rank: int, world: int, init: str, out: str) -> None:
+    """One gloo rank: gradients and a scalar that differ by rank, averaged, saved for the test."""
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        both = nn.Parameter(torch.zeros(2))
+        both.grad = torch.tensor([1.0, 2.0]) * (rank + 1)
+        none = nn.Parameter(torch.zeros(1))  # no gradient on any rank
+        some = nn.Parameter(torch.zeros(3))  # a gradient on the last rank only
+        if rank == world - 1:
+            some.grad = torch.full((3,), 6.0)
+        average_grads([both, none])
+        average_grads([some], missing="zero")
+        scalar = torch.tensor(float(rank))
+        mean_over_ranks([scalar])
+        torch.save({"both": both.grad, "none": none.grad, "some": some.grad, "scalar": scalar}, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _average_worker(rank: int, world: int, tmp: str) -> None:
+    _average_on_rank(rank, world, f"file://{tmp}/rendezvous", f"{tmp}/rank{rank}.pt")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
+def test_average_grads_over_two_gloo_ranks(tmp_path):
+    """skip: a parameter without a gradient stays without one; zero: it counts as zeros."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_average_worker, args=(2, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(got["both"], torch.tensor([1.5, 3.0]))  # (1 + 2) / 2, (2 + 4) / 2
+        assert got["none"] is None
+        assert torch.equal(got["some"], torch.full((3,), 3.0))  # (0 + 6) / 2
+        assert got["scalar"].item() == 0.5  # (0 + 1) / 2

@@ -5,14 +5,10 @@ import pytest
 
 from deepauc.cli import main
 from deepauc.data import resize as resize_module
-from deepauc.data.resize import (
-    cache_path,
-    image_size,
-    index_path,
-    load_cached,
-    resize_image,
-    resize_table,
-)
+from deepauc.data.image_cache import cache_path, index_path, load_cached
+from deepauc.data.image_decode import resize_image
+from deepauc.data.image_header import image_size
+from deepauc.data.resize import resize_table
 
 
 def write_bgr(path, img, ext=".jpg"):

@@ -13,8 +13,9 @@ import pytest
 
 from deepauc.cli import main
 from deepauc.data import duplicates as dup
+from deepauc.data.image_cache import cache_path, load_cached
 from deepauc.data.image_header import ImageError
-from deepauc.data.resize import cache_path, load_cached, resize_table
+from deepauc.data.resize import resize_table
 
 
 def write(path, img, ext=".jpg"):

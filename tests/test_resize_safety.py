@@ -21,7 +21,8 @@ import pytest
 
 from deepauc.cli import main
 from deepauc.data import resize as resize_module
-from deepauc.data.resize import cache_path, index_path, resize_table
+from deepauc.data.image_cache import cache_path, index_path
+from deepauc.data.resize import resize_table
 from helpers import cpu_subprocess_env
 
 N_IMAGES = 150

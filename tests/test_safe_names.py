@@ -9,7 +9,8 @@ import pytest
 
 from deepauc.cli import main
 from deepauc.config import ConfigError
-from deepauc.data.resize import cache_path, resize_table
+from deepauc.data.image_cache import cache_path
+from deepauc.data.resize import resize_table
 from deepauc.data.tables import read_csv_table, read_test_csv
 from deepauc.pipeline.experiment import load_experiment
 from helpers import write_experiment

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from deepauc.data import source_stamps as stamps
-from deepauc.data.resize import cache_path, load_cached, resize_table, sources_path
+from deepauc.data.image_cache import cache_path, load_cached
+from deepauc.data.resize import resize_table
+from deepauc.data.source_stamps import sources_path
 
 
 def write_image(path, value, side=40):

@@ -10,7 +10,8 @@ from deepauc.config import ConfigError
 from deepauc.data.augment import dihedral_views
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.predict import predict_experiment, tta_predict
-from deepauc.pipeline.train import lr_at, split_fold, train_fold
+from deepauc.pipeline.schedule import lr_at
+from deepauc.pipeline.train import split_fold, train_fold
 from helpers import write_experiment
 
 

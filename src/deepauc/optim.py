@@ -1,5 +1,6 @@
-"""PESG, the paper's Algorithm 1 (proximal epoch stochastic gradient descent-ascent), and
-:func:`create_optimizer`, the one place optimizers are created by name."""
+"""PESG, the paper's Algorithm 1 (proximal epoch stochastic gradient descent-ascent),
+:func:`create_optimizer`, the one place optimizers are created by name, :func:`end_stage`,
+the one way a PESG stage ends, and :func:`average_grads`, gradients averaged over DDP ranks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Literal, cast, overload
 import torch
 from torch import nn
 
-__all__ = ["PESG", "create_optimizer"]
+__all__ = ["PESG", "average_grads", "create_optimizer", "end_stage", "mean_over_ranks"]
 
 # torch's fused SGD kernel (behind SGD(fused=True)); private, so used only when present
 _FUSED_SGD = getattr(torch, "_fused_sgd_", None)
@@ -27,6 +28,50 @@ def _group_by_device_dtype(
         for j, lst in enumerate(tensors_lists):
             buckets[key][j].append(lst[i])
     return list(buckets.values())
+
+
+def _world_size() -> int:
+    """Ranks in the torch.distributed group; 1 without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def mean_over_ranks(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor, in place, by its mean over the DDP ranks (one all-reduce).
+
+    Every rank must pass tensors of the same shapes and dtype, in the same order. Nothing
+    happens without a process group of more than one rank.
+    """
+    world = _world_size()
+    if world == 1 or not tensors:
+        return
+    flat = torch.cat([t.flatten() for t in tensors])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_grads(params: Iterable[torch.Tensor], missing: str = "skip") -> None:
+    """Average the ``.grad`` of ``params`` over DDP ranks, for tensors outside a DDP module.
+
+    ``missing="skip"`` leaves a parameter without a gradient out (every rank must then lack
+    the same ones); ``missing="zero"`` gives it a zero gradient first, so a rank whose batch
+    did not reach it still takes part. Nothing happens with a single process.
+    """
+    if missing not in ("skip", "zero"):
+        raise ValueError(f"missing must be 'skip' or 'zero', got {missing!r}")
+    params = list(params)
+    if _world_size() == 1:
+        return
+    if missing == "zero":
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+    mean_over_ranks([p.grad for p in params if p.grad is not None])
 
 
 # LibAUC's PESG keywords that mean something else here, with what to do instead
@@ -201,28 +246,6 @@ class PESG(torch.optim.Optimizer):
                         p, memory_format=torch.preserve_format
                     )
 
-    # -- distributed -------------------------------------------------------------------
-    def _sync_loss_grads(self) -> None:
-        """Average the gradients of a, b, α over DDP ranks (no-op without a process group)."""
-        if (
-            self.loss_fn is None
-            or not torch.distributed.is_available()
-            or not torch.distributed.is_initialized()
-        ):
-            return
-        world = torch.distributed.get_world_size()
-        if world == 1:
-            return
-        tensors = [self.loss_fn.a, self.loss_fn.b, self.loss_fn.alpha]
-        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
-        flat = torch.cat([g.flatten() for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= world
-        offset = 0
-        for t, g in zip(tensors, grads):
-            t.grad = flat[offset : offset + g.numel()].view_as(g).clone()
-            offset += g.numel()
-
     # -- the step ------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
@@ -235,7 +258,8 @@ class PESG(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._sync_loss_grads()
+        if self.loss_fn is not None and _world_size() > 1:  # DDP averages only the network's
+            average_grads([self.loss_fn.a, self.loss_fn.b, self.loss_fn.alpha], missing="zero")
         # The dual step uses ∇_α F at (v_t, α_t): read before any primal update.
         for group in self.param_groups:
             if group["role"] == "dual":
@@ -367,6 +391,26 @@ class PESG(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         if loss_state is not None and self.loss_fn is not None:
             self.loss_fn.load_state_dict(loss_state)
+
+
+def end_stage(optimizer: Any, decay_factor: float) -> None:
+    """End a PESG stage: η ← η / ``decay_factor``, v_ref ← the stage's average iterate.
+
+    Serves this module's :class:`PESG` (:meth:`PESG.next_stage`) and LibAUC's PESG, whose
+    ``update_regularizer(decay_factor=...)`` does the same. An optimizer without stages
+    (SGD, Adam, ...) is refused with TypeError: its learning rate is the caller's to decay.
+    """
+    if decay_factor <= 0:
+        raise ValueError(f"decay_factor must be > 0, got {decay_factor}")
+    if isinstance(optimizer, PESG):
+        optimizer.next_stage(decay_factor)
+    elif callable(getattr(optimizer, "update_regularizer", None)):
+        optimizer.update_regularizer(decay_factor=decay_factor)
+    else:
+        raise TypeError(
+            f"end_stage: {type(optimizer).__name__} has no PESG stage to end; "
+            "decay its learning rate instead"
+        )
 
 
 OPTIMIZERS = ("pesg", "sgd", "adam", "adamw")

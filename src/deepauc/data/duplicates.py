@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from deepauc.data.resize import check_pixels, image_size
+from deepauc.data.image_header import check_pixels, image_size
 from deepauc.data.source_stamps import file_sha256, quick_key
 
 HASH_SIDE = 64  # the grey image is reduced to HASH_SIDE x HASH_SIDE before the DCT

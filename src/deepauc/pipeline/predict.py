@@ -28,7 +28,7 @@ from tqdm import tqdm
 from deepauc.config import add_config_arguments, to_dict
 from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import ImageAndCopies, to_device_batch
-from deepauc.data.resize import check_cached
+from deepauc.data.image_cache import check_cached
 from deepauc.data.tables import check_fold_table, check_targets, read_csv_table, read_test_csv
 from deepauc.io import atomic_path, ensure_writable, load_torch
 from deepauc.metrics import roc_auc

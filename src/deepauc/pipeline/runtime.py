@@ -244,21 +244,6 @@ def gather_rows(part: np.ndarray, n: int, device: torch.device) -> np.ndarray:
     return interleave([p.cpu().numpy() for p in parts], n)
 
 
-def average_grads(params) -> None:
-    """Average the ``.grad`` of ``params`` over DDP ranks (for tensors outside the DDP module)."""
-    params = [p for p in params if p.grad is not None]
-    _, world = dist_info()
-    if world == 1 or not params:
-        return
-    flat = torch.cat([p.grad.flatten() for p in params])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-        offset += p.numel()
-
-
 def check_ranks_agree(loss_fn, fold: int, epoch: int) -> list[list[float]] | None:
     """Gather a, b, α from every rank; raise RuntimeError unless they are identical.
 

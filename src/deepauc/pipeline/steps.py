@@ -14,9 +14,10 @@ import torch.distributed as dist
 
 from deepauc.data.dataset import to_device_batch
 from deepauc.losses import loss_input
-from deepauc.optim import PESG
+from deepauc.optim import PESG, average_grads, mean_over_ranks
 from deepauc.pipeline.experiment import ExperimentConfig
-from deepauc.pipeline.runtime import average_grads, dist_info
+from deepauc.pipeline.runtime import dist_info
+from deepauc.pipeline.schedule import lr_at, set_lr
 
 
 class NonFiniteLoss(RuntimeError, ValueError):
@@ -52,30 +53,6 @@ class EpochProgress:
 StepHook = Callable[[EpochProgress], None]
 
 
-def lr_at(cfg: ExperimentConfig, epoch_progress: float) -> float:
-    """Learning rate at a fractional epoch for the constant, cosine and cyclic schedules.
-
-    cyclic: triangular between ``min_lr`` and ``lr``, starting low, one up-and-down
-    cycle per ``cycle_epochs`` (the paper's CE stage: 3e-5 to 2.4e-4, 8-epoch cycle).
-    """
-    import math
-
-    s, top = cfg.schedule, cfg.optim.lr
-    if s.name == "cosine":
-        return s.min_lr + (top - s.min_lr) * 0.5 * (
-            1 + math.cos(math.pi * epoch_progress / s.epochs)
-        )
-    if s.name == "cyclic":
-        phase = (epoch_progress % s.cycle_epochs) / s.cycle_epochs
-        return s.min_lr + (top - s.min_lr) * (1 - abs(2 * phase - 1))
-    return top
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def run_epoch(
     state: TrainState,
     loader,
@@ -100,7 +77,7 @@ def run_epoch(
         zero = torch.zeros((), device=device)
         progress = EpochProgress(0, zero, torch.full((), -1, device=device, dtype=torch.long))
     per_step_lr = cfg.schedule.name in ("cyclic", "cosine")
-    rank, world = dist_info()
+    rank = dist_info()[0]
     bar = tqdm(
         total=steps,
         initial=progress.step,
@@ -127,9 +104,7 @@ def run_epoch(
             hook(progress)
     bar.close()
     total = progress.total.clone()
-    if world > 1:
-        dist.all_reduce(total)
-        total /= world
+    mean_over_ranks([total])
     return float(total) / steps
 
 

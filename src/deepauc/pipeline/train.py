@@ -1,5 +1,6 @@
 """``deepauc train``: one model per fold from an experiment YAML, for either stage of two-stage
-DAM, resumable after a kill and data-parallel under torchrun (docs/pipeline.md)."""
+DAM, resumable after a kill and data-parallel under torchrun: set-up, the epoch loop and its
+validation (the lr plan: schedule.py; what is saved: checkpoint.py; docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -15,33 +16,38 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from deepauc.config import add_config_arguments, to_dict
+from deepauc.config import add_config_arguments
 from deepauc.data.augment import build_train_transform
 from deepauc.data.dataset import CachedImages
-from deepauc.data.resize import check_cached
+from deepauc.data.image_cache import check_cached
 from deepauc.data.sampling import PositiveShare
 from deepauc.data.tables import check_columns, check_fold_table, check_targets, read_csv_table
-from deepauc.io import load_torch, save_torch, write_csv
+from deepauc.io import write_csv
 from deepauc.logs import setup_logging
 from deepauc.losses import AUCMLoss, AUCSLoss, create_loss
 from deepauc.metrics import roc_auc
-from deepauc.models import create_model, reset_head
+from deepauc.models import create_model
 from deepauc.models.factory import enable_grad_checkpointing
-from deepauc.optim import PESG, create_optimizer
+from deepauc.optim import create_optimizer
+from deepauc.pipeline.checkpoint import (
+    already_trained,
+    load_stage1,
+    progress_from,
+    resume,
+    save_model,
+    set_rng_states,
+)
+from deepauc.pipeline.checkpoint import (
+    save_checkpoint as _save_checkpoint,  # the epoch-end save; bench/gpu_check_runs.py wraps it
+)
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
 from deepauc.pipeline.recovery import (
     EXIT_TIME_BUDGET,
     TimeBudgetReached,
     deadline,
-    progress_from,
     recovery_hook,
-    resume,
-    set_rng_states,
     sigterm_as_interrupt,
     stop_if_past_deadline,
-)
-from deepauc.pipeline.recovery import (
-    save_checkpoint as _save_checkpoint,  # the epoch-end save; bench/gpu_check_runs.py wraps it
 )
 from deepauc.pipeline.runtime import (
     amp_dtype,
@@ -55,19 +61,18 @@ from deepauc.pipeline.runtime import (
     predict_probs,
     sync_batchnorm_for_ranks,
 )
+from deepauc.pipeline.schedule import check_batch_split, end_of_epoch_schedule, steps_per_epoch
 from deepauc.pipeline.steps import (
     EpochProgress,
     NonFiniteLoss,
     OutOfMemory,
     TrainState,
     is_out_of_memory,
-    lr_at,
     out_of_memory_message,
     raise_if_non_finite,
     run_epoch,
-    set_lr,
 )
-from deepauc.provenance import check_model_record, training_record
+from deepauc.provenance import training_record
 
 log = logging.getLogger("deepauc.pipeline.train")
 
@@ -133,21 +138,6 @@ def build_optimizer(cfg: ExperimentConfig, model: torch.nn.Module, loss_fn: torc
     )
 
 
-def end_of_epoch_schedule(cfg: ExperimentConfig, optimizer, epoch: int) -> None:
-    """Stagewise decay after ``epoch`` (0-based) when ``epoch + 1`` is a decay epoch.
-
-    With PESG this is also where a stage ends: v_ref becomes the stage's average.
-    """
-    s = cfg.schedule
-    if s.name != "stagewise" or (epoch + 1) not in s.decay_epochs:
-        return
-    if isinstance(optimizer, PESG):
-        optimizer.next_stage(s.decay_factor)
-    else:
-        for g in optimizer.param_groups:
-            g["lr"] /= s.decay_factor
-
-
 # -- the run -----------------------------------------------------------------------------------
 def _file_logger(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "train.log")
@@ -155,22 +145,6 @@ def _file_logger(run_dir: Path) -> logging.Handler:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
-
-
-def load_stage1(model: torch.nn.Module, cfg: ExperimentConfig, fold: int) -> None:
-    """Two-stage DAM: start from the stage-1 run's weights of ``fold``, with a fresh head."""
-    path = Path(str(cfg.model.init_from)) / f"fold{fold}" / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"stage-1 weights not found: {path} (train {cfg.model.init_from} first)"
-        )
-    saved = load_torch(path)
-    if saved.get("backbone") != cfg.model.backbone:
-        raise ValueError(
-            f"{path} holds a {saved.get('backbone')} but this config trains a {cfg.model.backbone}"
-        )
-    model.load_state_dict(saved["model"])
-    reset_head(model, 1)
 
 
 def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = None) -> Path:
@@ -181,13 +155,9 @@ def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = N
     """
     device = device or pick_device()
     run_dir = cfg.run_dir(fold)
-    final = run_dir / "model.pt"
     record = training_record(cfg, fold)
-    if final.exists():
-        redo = str(run_dir.parent)
-        check_model_record(load_torch(final), final, record, cfg.data.train_csv, redo)
-        log.info("%s exists: fold %d already trained", final, fold)
-        return final
+    if already_trained(cfg, fold, record):
+        return run_dir / "model.pt"
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist_info()[0] != 0:  # only rank 0 writes files
         return _train(cfg, fold, device, run_dir, record)
@@ -259,29 +229,6 @@ def _wrap_for_steps(state: TrainState) -> None:
     state.step_model = step_model
 
 
-def _steps_per_epoch(cfg: ExperimentConfig, n_rows: int, fold: int) -> int:
-    steps = n_rows // cfg.train.batch_size
-    if cfg.train.max_steps_per_epoch:
-        steps = min(steps, cfg.train.max_steps_per_epoch)
-    if steps == 0:
-        raise ValueError(f"fold {fold}: {n_rows} training rows < batch_size {cfg.train.batch_size}")
-    return steps
-
-
-def _check_batch_split(cfg: ExperimentConfig, world: int) -> None:
-    """The batch splits evenly over the ranks and each rank's share over the micro-batches."""
-    t = cfg.train
-    if t.batch_size % world:
-        raise ValueError(
-            f"train.batch_size {t.batch_size} is not divisible by the {world} DDP ranks"
-        )
-    if (t.batch_size // world) % t.accumulate:
-        raise ValueError(
-            f"train.batch_size {t.batch_size} over {world} ranks gives {t.batch_size // world} "
-            f"rows per rank, not divisible by train.accumulate {t.accumulate}"
-        )
-
-
 def _train(
     cfg: ExperimentConfig, fold: int, device: torch.device, run_dir: Path, record: dict
 ) -> Path:
@@ -290,7 +237,7 @@ def _train(
     seed = cfg.train.seed * 1000 + fold
     torch.manual_seed(seed)
     rank, world = dist_info()
-    _check_batch_split(cfg, world)
+    check_batch_split(cfg, world)
     train_df, valid_df = _load_fold_rows(cfg, fold)
     imratio = float(train_df["target"].mean())
     # p of the AUC losses: the positives' share of the batches the loss sees (as the study)
@@ -313,7 +260,7 @@ def _train(
     )
     valid_ds = CachedImages(valid_df.iloc[rank::world], cfg.data.cache_dir, size)
     valid_loader = make_loader(valid_ds, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
-    steps = _steps_per_epoch(cfg, len(train_ds), fold)
+    steps = steps_per_epoch(cfg, len(train_ds), fold)
     log.info(
         "fold %d: %d train rows (%.2f%% positive), %d validation rows; %s on %s, amp=%s",
         *(fold, len(train_df), 100 * imratio, len(valid_df), cfg.model.backbone),
@@ -329,7 +276,7 @@ def _train(
             raise
         except KeyboardInterrupt:  # outside the steps: validation, checkpoint writing
             raise TrainingInterrupted(f"{cfg.name} fold {fold}", epoch + 1) from None
-    return _save_final(state, run_dir, run.best[1], record)
+    return save_model(state, run_dir, run.best[1], record)
 
 
 @dataclass
@@ -470,29 +417,6 @@ def _epoch_row(
     return row
 
 
-def _save_final(state: TrainState, run_dir: Path, best_state: dict | None, record: dict) -> Path:
-    """Write ``model.pt`` (rank 0) and drop the mid-run checkpoint; returns its path."""
-    cfg = state.cfg
-    rank, world = dist_info()
-    final = run_dir / "model.pt"
-    if rank == 0:
-        save_torch(
-            {
-                "model": best_state if best_state is not None else state.model.state_dict(),
-                "backbone": cfg.model.backbone,
-                "image_size": cfg.data.image_size,
-                "fingerprint": cfg.fingerprint(),
-                "config": to_dict(cfg),
-                "provenance": record,
-            },
-            final,
-        )
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    if world > 1:
-        dist.barrier()
-    return final
-
-
 # -- CLI ---------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
@@ -524,5 +448,5 @@ def run(args) -> int:
 
 
 _raise_if_non_finite = raise_if_non_finite  # the name the message tests use
-__all__ = ["EXIT_TIME_BUDGET", "NonFiniteLoss", "TrainState", "lr_at", "resume", "run_epoch"]
-__all__ += ["set_lr", "train_fold", "TimeBudgetReached"]
+__all__ = ["EXIT_TIME_BUDGET", "NonFiniteLoss", "TrainState", "resume", "run_epoch"]
+__all__ += ["train_fold", "TimeBudgetReached"]

@@ -17,7 +17,7 @@ from torch import nn
 
 from deepauc.losses import batch_score_norm, create_loss, loss_input
 from deepauc.metrics import roc_auc
-from deepauc.optim import PESG, create_optimizer
+from deepauc.optim import PESG, create_optimizer, end_stage
 from deepauc.research.datasets import ImbalancedSplit
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
 from deepauc.research.study.jobs import Job, ablation_ratio, unique
@@ -213,10 +213,8 @@ def _decay_epochs(epochs: int, fractions: list[float]) -> set[int]:
 
 def _end_stage(setup: TrainingSetup, decay_factor: float) -> None:
     """Decay the lr; for PESG this also ends a stage (v_ref ← the stage's average)."""
-    if setup.kind == "pesg":
-        setup.optimizer.next_stage(decay_factor)
-    elif setup.kind == "libauc":
-        setup.optimizer.update_regularizer(decay_factor=decay_factor)
+    if setup.kind in ("pesg", "libauc"):
+        end_stage(setup.optimizer, decay_factor)
     else:
         for g in setup.optimizer.param_groups:
             g["lr"] /= decay_factor

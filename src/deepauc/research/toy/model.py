@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from deepauc.losses import create_loss
-from deepauc.optim import create_optimizer
+from deepauc.optim import create_optimizer, end_stage
 from deepauc.research.toy.data import LOSS_NAMES, ToyConfig
 
 
@@ -59,7 +59,7 @@ def train_model(x: np.ndarray, y: np.ndarray, loss_name: str, cfg: ToyConfig, in
     milestones = {int(cfg.epochs * 0.5), int(cfg.epochs * 0.75)} - {0}
     for step in range(cfg.epochs):
         if step in milestones:
-            opt.next_stage(10.0)
+            end_stage(opt, 10.0)
         opt.zero_grad(set_to_none=True)
         logits = model(xt)
         h = torch.sigmoid(logits) if cfg.score == "sigmoid" else logits

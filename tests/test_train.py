@@ -194,3 +194,70 @@ def test_checkpoint_from_other_config_refused(tiny_data):
     torch.save({"fingerprint": "0000", "epoch": 1}, run_dir / "checkpoint.pt")
     with pytest.raises(ValueError, match="different config"):
         train_fold(cfg, 0, torch.device("cpu"))
+
+
+def _schedule_cfg(**schedule):
+    from deepauc.config import from_dict
+    from deepauc.pipeline.experiment import ExperimentConfig
+
+    return from_dict(
+        ExperimentConfig,
+        {"name": "x", "data": {"train_csv": "f.csv"}, "optim": {"lr": 0.2}, "schedule": schedule},
+    )
+
+
+def test_warmup_scales_every_schedule_linearly_then_lets_go():
+    cyc = dict(name="cyclic", epochs=16, min_lr=0.02, cycle_epochs=8)
+    plain, warm = _schedule_cfg(**cyc), _schedule_cfg(**cyc, warmup_epochs=2)
+    for t in (0.0, 0.5, 1.0, 1.5):
+        assert lr_at(warm, t) == pytest.approx(lr_at(plain, t) * t / 2)
+        assert lr_at(warm, t, 0.25) == pytest.approx(lr_at(plain, t) * (t + 0.25) / 2)
+    assert lr_at(warm, 1.75, 0.25) == pytest.approx(lr_at(plain, 1.75))
+    for t in (2.0, 3.7, 9.0):
+        assert lr_at(warm, t) == pytest.approx(lr_at(plain, t))
+    stage = _schedule_cfg(name="stagewise", epochs=4, decay_epochs=[2], warmup_epochs=0.5)
+    assert [lr_at(stage, t) for t in (0.0, 0.25, 0.5, 3.0)] == pytest.approx([0, 0.1, 0.2, 0.2])
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ({"epochs": 3, "warmup_epochs": 3}, r"warmup_epochs must lie in \[0, epochs 3\)"),
+        ({"epochs": 3, "warmup_epochs": -1}, "warmup_epochs must lie in"),
+        (
+            {"name": "stagewise", "epochs": 5, "decay_epochs": [1, 3], "warmup_epochs": 1.5},
+            "runs past the first decay epoch 1",
+        ),
+    ],
+)
+def test_bad_warmup_is_refused_naming_the_key(schedule, message):
+    with pytest.raises(ConfigError, match=message):
+        _schedule_cfg(**schedule)
+
+
+def test_warmup_in_a_pesg_run_then_the_stage_decay(tiny_data, monkeypatch):
+    """Epoch 1 warms up step by step; PESG's stage end then divides the warmed-up lr."""
+    import deepauc.pipeline.steps as steps_module
+
+    seen: list[float] = []
+    real_set_lr = steps_module.set_lr
+
+    def spy(optimizer, lr):
+        seen.append(lr)
+        real_set_lr(optimizer, lr)
+
+    monkeypatch.setattr(steps_module, "set_lr", spy)
+    path = write_experiment(
+        tiny_data,
+        "warm",
+        folds=[0],
+        loss={"name": "auc_m"},
+        optim={"name": "pesg", "lr": 0.08},
+        schedule={"name": "stagewise", "epochs": 2, "decay_epochs": [1], "warmup_epochs": 1},
+    )
+    cfg = load_experiment(str(path))
+    train_fold(cfg, 0, torch.device("cpu"))
+    steps = len(seen)  # set before every step of epoch 1 only
+    assert steps >= 2 and seen == pytest.approx([0.08 * k / steps for k in range(1, steps + 1)])
+    log = pd.read_csv(cfg.run_dir(0) / "log.csv")  # lr after each epoch's end
+    assert log["lr"].tolist() == pytest.approx([0.04, 0.04])

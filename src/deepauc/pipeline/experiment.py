@@ -92,10 +92,21 @@ class ScheduleConfig:
         default_factory=list
     )  # stagewise: epochs where lr /= decay_factor
     decay_factor: float = 2.0
+    # linear warmup from 0 to the schedule's lr over the first warmup_epochs (fractional)
+    warmup_epochs: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"schedule.epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"schedule.warmup_epochs must lie in [0, epochs {self.epochs}), got {self.warmup_epochs}"
+            )
+        if self.warmup_epochs > min(self.decay_epochs, default=float("inf")):
+            raise ValueError(
+                f"schedule.warmup_epochs {self.warmup_epochs} runs past the first decay epoch "
+                f"{min(self.decay_epochs)}: a PESG stage would end inside the warmup"
+            )
         if self.decay_factor <= 0 or self.cycle_epochs <= 0 or self.min_lr < 0:
             raise ValueError("schedule.decay_factor and cycle_epochs must be > 0, min_lr >= 0")
         if any(e < 1 for e in self.decay_epochs):
@@ -197,7 +208,7 @@ _LATER_KEYS: list[tuple[str, str, object]] = [("train", "accumulate", 1)]
 _LATER_KEYS += [("train", "pos_fraction", None)]
 _LATER_KEYS += [("model", "grad_checkpointing", False)]
 _LATER_KEYS += [("augment", key, 0.0) for key in EXTRA_AUGMENTATIONS]
-_LATER_KEYS += [("augment", "hair_count", 6)]
+_LATER_KEYS += [("augment", "hair_count", 6), ("schedule", "warmup_epochs", 0.0)]
 
 
 @dataclass

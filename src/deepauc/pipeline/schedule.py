@@ -12,12 +12,26 @@ from deepauc.optim import PESG, end_stage
 from deepauc.pipeline.experiment import ExperimentConfig
 
 
-def lr_at(cfg: ExperimentConfig, epoch_progress: float) -> float:
-    """Learning rate at a fractional epoch for the constant, cosine and cyclic schedules.
+def lr_at(cfg: ExperimentConfig, epoch_progress: float, step: float = 0.0) -> float:
+    """Learning rate at a fractional epoch, for a step of ``step`` epochs starting there.
 
     cyclic: triangular between ``min_lr`` and ``lr``, starting low, one up-and-down
     cycle per ``cycle_epochs`` (the paper's CE stage: 3e-5 to 2.4e-4, 8-epoch cycle).
+    stagewise and constant: ``lr`` (stagewise decays happen at epoch ends, past the warmup).
+    With ``schedule.warmup_epochs`` W the rate is scaled by min(1, (t + step) / W): the k-th of
+    the K warmup steps runs at k/K of the schedule's rate, the last at the full rate.
     """
+    warm = cfg.schedule.warmup_epochs
+    scale = min(1.0, (epoch_progress + step) / warm) if warm > 0 else 1.0
+    return scale * _scheduled_lr(cfg, epoch_progress)
+
+
+def per_step_lr(cfg: ExperimentConfig, epoch: int) -> bool:
+    """Whether the lr is set before every step of ``epoch`` (0-based)."""
+    return cfg.schedule.name in ("cyclic", "cosine") or epoch < cfg.schedule.warmup_epochs
+
+
+def _scheduled_lr(cfg: ExperimentConfig, epoch_progress: float) -> float:
     s, top = cfg.schedule, cfg.optim.lr
     if s.name == "cosine":
         return s.min_lr + (top - s.min_lr) * 0.5 * (

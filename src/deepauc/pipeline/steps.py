@@ -17,7 +17,7 @@ from deepauc.losses import loss_input
 from deepauc.optim import PESG, average_grads, mean_over_ranks
 from deepauc.pipeline.experiment import ExperimentConfig
 from deepauc.pipeline.runtime import dist_info
-from deepauc.pipeline.schedule import lr_at, set_lr
+from deepauc.pipeline.schedule import lr_at, per_step_lr, set_lr
 
 
 class NonFiniteLoss(RuntimeError, ValueError):
@@ -76,7 +76,7 @@ def run_epoch(
     if progress is None:
         zero = torch.zeros((), device=device)
         progress = EpochProgress(0, zero, torch.full((), -1, device=device, dtype=torch.long))
-    per_step_lr = cfg.schedule.name in ("cyclic", "cosine")
+    step_lr = per_step_lr(cfg, epoch)
     rank = dist_info()[0]
     bar = tqdm(
         total=steps,
@@ -89,8 +89,8 @@ def run_epoch(
     for step, (x, y) in enumerate(loader, start=progress.step):
         if step >= steps:
             break
-        if per_step_lr:
-            set_lr(state.optimizer, lr_at(cfg, epoch + step / steps))
+        if step_lr:
+            set_lr(state.optimizer, lr_at(cfg, epoch + step / steps, 1 / steps))
         detached = train_step(state, x, y)
         progress.total += detached
         global_step = epoch * steps + step

@@ -32,7 +32,8 @@ def by_source(table: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def test_layouts_detected(tmp_path):
-    from deepauc.data.layouts import detect_competition, detect_external
+    from deepauc.data.external.registry import detect_external
+    from deepauc.data.layouts import detect_competition
 
     kaggle = write_kaggle2020(tmp_path / "kaggle")
     assert detect_competition(kaggle / "train.csv").name == "kaggle2020"

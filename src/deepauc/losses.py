@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +16,9 @@ __all__ = [
     "AUCSLoss",
     "BCELoss",
     "FocalLoss",
+    "LOSSES",
+    "LossSpec",
+    "auc_variables",
     "batch_score_norm",
     "build_loss",
     "create_loss",
@@ -99,6 +106,8 @@ class _AUCMinMaxLoss(nn.Module):
     """
 
     alpha_nonnegative = True
+    # A min-max loss: a, b and α are its own parameters (PESG steps α; the log records them).
+    min_max: ClassVar[bool] = True
     # buffers, declared for the type checker
     p: torch.Tensor
     seen_pos: torch.Tensor
@@ -269,6 +278,7 @@ class FocalLoss(nn.Module):
     """
 
     takes_logits = True
+    min_max: ClassVar[bool] = False
 
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0) -> None:
         super().__init__()
@@ -290,6 +300,7 @@ class BCELoss(nn.Module):
     """Binary cross-entropy on logits, optionally with a positive-class weight."""
 
     takes_logits = True
+    min_max: ClassVar[bool] = False
 
     def __init__(self, pos_weight: float | None = None) -> None:
         super().__init__()
@@ -302,14 +313,35 @@ class BCELoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
 
 
-LOSSES = {"auc_m": AUCMLoss, "auc_s": AUCSLoss, "focal": FocalLoss, "ce": BCELoss, "bce": BCELoss}
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: its class and which :func:`create_loss` settings apply to it,
+    as setting -> the class's keyword argument."""
+
+    cls: type[nn.Module]
+    settings: Mapping[str, str]
+
+    @property
+    def min_max(self) -> bool:
+        """True for an AUC min-max loss: it holds a, b and the dual variable α."""
+        return bool(getattr(self.cls, "min_max", False))
+
+
+_AUC_SETTINGS = {"imratio": "imratio", "batch_score_norm": "batch_score_norm"}
+LOSSES: dict[str, LossSpec] = {
+    "auc_m": LossSpec(AUCMLoss, {"margin": "margin", **_AUC_SETTINGS}),
+    "auc_s": LossSpec(AUCSLoss, _AUC_SETTINGS),
+    "focal": LossSpec(FocalLoss, {"focal_alpha": "alpha", "focal_gamma": "gamma"}),
+    "ce": LossSpec(BCELoss, {}),
+    "bce": LossSpec(BCELoss, {}),
+}
 
 
 def build_loss(name: str, **kwargs) -> nn.Module:
     """Create a loss by name: ``auc_m``, ``auc_s``, ``focal``, ``ce`` (= ``bce``)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)
+    return LOSSES[name].cls(**kwargs)
 
 
 def create_loss(
@@ -321,17 +353,30 @@ def create_loss(
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
 ) -> nn.Module:
-    """A loss from a config's settings; each loss takes the settings that apply to it.
+    """A loss from a config's settings; each loss takes the settings that apply to it
+    (its :class:`LossSpec`'s ``settings``), the others are ignored.
 
     The one place where a config (the pipeline's ``loss`` section, the toy's, the study's)
     becomes a loss object.
     """
-    options: dict[str, dict] = {
-        "auc_m": dict(margin=margin, imratio=imratio, batch_score_norm=batch_score_norm),
-        "auc_s": dict(imratio=imratio, batch_score_norm=batch_score_norm),
-        "focal": dict(alpha=focal_alpha, gamma=focal_gamma),
-    }
-    return build_loss(name, **options.get(name, {}))
+    given = dict(
+        imratio=imratio,
+        margin=margin,
+        batch_score_norm=batch_score_norm,
+        focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma,
+    )
+    spec = LOSSES.get(name)
+    settings = spec.settings if spec is not None else {}
+    return build_loss(name, **{arg: given[key] for key, arg in settings.items()})
+
+
+def auc_variables(loss_fn: nn.Module) -> dict[str, float]:
+    """a, b and α of an AUC min-max loss (one label) as numbers; {} for any other loss."""
+    if not getattr(loss_fn, "min_max", False):
+        return {}
+    net: Any = loss_fn
+    return {"a": net.a.item(), "b": net.b.item(), "alpha": net.alpha.item()}
 
 
 def loss_input(loss_fn: nn.Module, logits: torch.Tensor) -> torch.Tensor:

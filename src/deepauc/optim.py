@@ -5,13 +5,24 @@ the one way a PESG stage ends, and :func:`average_grads`, gradients averaged ove
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
 
 import torch
 from torch import nn
 
-__all__ = ["PESG", "average_grads", "create_optimizer", "end_stage", "mean_over_ranks"]
+__all__ = [
+    "OPTIMIZERS",
+    "PESG",
+    "OptimizerSpec",
+    "average_grads",
+    "create_optimizer",
+    "end_stage",
+    "is_stagewise",
+    "mean_over_ranks",
+    "owns_loss",
+]
 
 # torch's fused SGD kernel (behind SGD(fused=True)); private, so used only when present
 _FUSED_SGD = getattr(torch, "_fused_sgd_", None)
@@ -191,6 +202,10 @@ class PESG(torch.optim.Optimizer):
     >>> opt.param_groups[0]["lr"]
     0.01
     """
+
+    # What the training loop asks (owns_loss, is_stagewise), as OPTIMIZERS["pesg"] says.
+    owns_loss = True
+    stagewise = True
 
     def __init__(
         self,
@@ -413,7 +428,55 @@ def end_stage(optimizer: Any, decay_factor: float) -> None:
         )
 
 
-OPTIMIZERS = ("pesg", "sgd", "adam", "adamw")
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A registered optimizer: how it is built from (params, loss, settings), which
+    :func:`create_optimizer` settings apply to it, and what the training loop must ask it."""
+
+    build: Callable[..., torch.optim.Optimizer]
+    settings: tuple[str, ...]
+    # It takes the loss object: steps its dual variable α and all-reduces its gradients
+    # itself (else the loss's parameters are appended to the network's).
+    owns_loss: bool = False
+    # It has next_stage(decay_factor): a stage end is more than an lr decay.
+    stagewise: bool = False
+
+
+def _sgd(params: list, *, lr: float, weight_decay: float, momentum: float) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+    )
+
+
+def _adam(params: list, *, lr: float, weight_decay: float) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def _adamw(params: list, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "pesg": OptimizerSpec(
+        PESG,
+        ("lr", "epoch_decay", "weight_decay", "momentum", "dual"),
+        owns_loss=True,
+        stagewise=True,
+    ),
+    "sgd": OptimizerSpec(_sgd, ("lr", "weight_decay", "momentum")),
+    "adam": OptimizerSpec(_adam, ("lr", "weight_decay")),
+    "adamw": OptimizerSpec(_adamw, ("lr", "weight_decay")),
+}
+
+
+def owns_loss(optimizer: torch.optim.Optimizer) -> bool:
+    """True if ``optimizer`` steps the loss's α and all-reduces the loss's gradients itself."""
+    return bool(getattr(optimizer, "owns_loss", False))
+
+
+def is_stagewise(optimizer: torch.optim.Optimizer) -> bool:
+    """True if ``optimizer`` ends a stage by ``next_stage`` (PESG), not by an lr decay alone."""
+    return bool(getattr(optimizer, "stagewise", False))
 
 
 @overload
@@ -457,25 +520,19 @@ def create_optimizer(
 ) -> torch.optim.Optimizer:
     """An optimizer by name over ``params`` and the loss's own parameters (a, b for AUC losses).
 
-    ``pesg`` owns the loss (it also steps α); the torch optimizers get the loss's
-    parameters appended to ``params``. ``epoch_decay`` and ``dual`` apply to PESG only.
+    An optimizer that owns the loss (``pesg``: it also steps α) gets the loss object; the
+    others get the loss's parameters appended to ``params``. Each takes the settings that
+    apply to it (its :class:`OptimizerSpec`'s ``settings``: ``epoch_decay`` and ``dual``
+    apply to PESG only).
     """
-    if name == "pesg":
-        return PESG(
-            params,
-            loss_fn,
-            lr=lr,
-            epoch_decay=epoch_decay,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            dual=dual,
-        )
+    spec = OPTIMIZERS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+    given = dict(
+        lr=lr, weight_decay=weight_decay, momentum=momentum, epoch_decay=epoch_decay, dual=dual
+    )
+    settings = {key: given[key] for key in spec.settings}
+    if spec.owns_loss:
+        return spec.build(params, loss_fn, **settings)
     params = list(params) + (list(loss_fn.parameters()) if loss_fn is not None else [])
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
-        )
-    if name in ("adam", "adamw"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+    return spec.build(params, **settings)

@@ -1,5 +1,6 @@
-"""Which published layout a data folder holds: the competition root (Kaggle 2020 JPEGs or a
-resized ``jpeg-melanoma-NxN`` set) and each external ISIC set (docs/data-layouts.md)."""
+"""Which published layout the competition data root holds (Kaggle 2020 JPEGs or a resized
+``jpeg-melanoma-NxN`` set), and the file names and checks the external layouts share
+(docs/data-layouts.md)."""
 
 from __future__ import annotations
 
@@ -24,29 +25,17 @@ HAM_METADATA = "HAM10000_metadata.csv"
 MALIGNANT_CSV = "malignant.csv"
 ISIC2017_COLUMNS = ["image_id", "melanoma", "seborrheic_keratosis"]
 
-# Per layout: what a folder must hold to be read as that layout (for error messages).
-LOOKED_FOR = {
+# Per competition layout: what its data root must hold (for error messages). The external
+# layouts are in the registry of external sources (deepauc.data.external.registry).
+COMPETITION_LOOKED_FOR = {
     "kaggle2020": "train.csv + jpeg/train/ (the Kaggle 2020 competition JPEGs)",
     "resized2020": "train.csv with columns tfrecord,width,height + train/ (jpeg-melanoma-NxN)",
-    "isic2019": f"{ISIC2019_GROUND_TRUTH} + {ISIC2019_METADATA} (official ISIC 2019)",
-    "resized2019": "train.csv with columns tfrecord,width,height + train/ (jpeg-isic2019-NxN)",
-    "isic2018_task3": f"{ISIC2018_GROUND_TRUTH} (ISIC 2018 challenge, Task 3)",
-    "ham10000": f"{HAM_METADATA} (HAM10000, Kaggle/Dataverse)",
-    "isic2017": "*GroundTruth*.csv with columns image_id,melanoma,seborrheic_keratosis",
-    "malignant": f"{MALIGNANT_CSV} or exactly one *.csv (extra malignant images)",
-}
-# The layouts each external option reads, in the order they are tried.
-EXTERNAL_LAYOUTS = {
-    "isic2019": ["isic2019", "resized2019"],
-    "isic2018": ["isic2018_task3", "ham10000"],
-    "isic2017": ["isic2017"],
-    "malignant": ["malignant"],
 }
 
 
 @dataclass(frozen=True)
 class Layout:
-    """A detected layout: its name (a key of LOOKED_FOR), the folder and where images are.
+    """A detected layout: its name, the folder and where images are.
 
     ``train_images`` and ``test_images`` are set for the competition layouts only.
     """
@@ -70,9 +59,9 @@ def is_resized_table(path: Path) -> bool:
     return path.is_file() and set(TRAIN_COLUMNS + RESIZED_COLUMNS) <= set(csv_header(path))
 
 
-def unknown_layout(folder: Path, names: list[str], what: str) -> ValueError:
-    """The one-line error for a folder in none of ``names``' layouts."""
-    looked = "; ".join(LOOKED_FOR[n] for n in names)
+def unknown_layout(folder: Path, looked_for: list[str], what: str) -> ValueError:
+    """The one-line error for a folder in none of the layouts described by ``looked_for``."""
+    looked = "; ".join(looked_for)
     return ValueError(f"{folder}: not a known {what} layout; looked for: {looked}")
 
 
@@ -104,7 +93,7 @@ def detect_competition(train_csv: str | os.PathLike) -> Layout:
             "pipeline reads JPEGs: download the competition's jpeg/ folders or a resized "
             "JPEG set (jpeg-melanoma-NxN), see docs/data-layouts.md"
         )
-    raise unknown_layout(root, ["kaggle2020", "resized2020"], "competition data")
+    raise unknown_layout(root, list(COMPETITION_LOOKED_FOR.values()), "competition data")
 
 
 def resized_columns(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -127,43 +116,3 @@ def resized_columns(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, pd.Serie
     frame = pd.DataFrame(out, index=df.index)
     marked = (frame["tfrecord"] == DUPLICATE_TFRECORD).fillna(False).astype(bool)
     return frame, marked
-
-
-def _csv_files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.csv"))
-
-
-def _matches(name: str, folder: Path, csvs: list[Path]) -> bool:
-    """True if ``folder`` (with the CSV files ``csvs`` below it) holds layout ``name``."""
-    names = {p.name for p in csvs}
-    if name == "isic2019":
-        return ISIC2019_GROUND_TRUTH in names
-    if name == "resized2019":
-        return (folder / "train").is_dir() and is_resized_table(folder / "train.csv")
-    if name == "isic2018_task3":
-        return ISIC2018_GROUND_TRUTH in names
-    if name == "ham10000":
-        return HAM_METADATA in names
-    if name == "isic2017":
-        return any(
-            "GroundTruth" in p.name and set(ISIC2017_COLUMNS) <= set(csv_header(p)) for p in csvs
-        )
-    if name == "malignant":
-        return (folder / MALIGNANT_CSV).is_file() or len(list(folder.glob("*.csv"))) == 1
-    raise KeyError(name)
-
-
-def detect_external(folder: str | os.PathLike, kind: str) -> Layout:
-    """The layout of an external folder given for ``kind`` (a key of EXTERNAL_LAYOUTS).
-
-    Raises FileNotFoundError for a missing folder and ValueError, listing the files
-    looked for, for a folder in none of the layouts ``kind`` reads.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such directory")
-    csvs = _csv_files(folder)
-    for name in EXTERNAL_LAYOUTS[kind]:
-        if _matches(name, folder, csvs):
-            return Layout(name, folder)
-    raise unknown_layout(folder, EXTERNAL_LAYOUTS[kind], kind)

@@ -1,9 +1,12 @@
-"""Networks by name (timm, or ``efficientnet_pytorch/<name>``) with one logit, their
-pretrained-weight sources, and the fresh classifier head of two-stage DAM.
+"""Networks by name with one logit, from a registry of backbone families (timm, or
+``efficientnet_pytorch/<name>``) that says what each family supports; their pretrained-weight
+sources, and the fresh classifier head of two-stage DAM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,35 +32,42 @@ def _effnet_class():
     return EfficientNet
 
 
-def _effnet_name(backbone: str) -> str | None:
-    """The EfficientNet-PyTorch model name of ``backbone``, or None for a timm name."""
-    return backbone[len(EFFNET_PREFIX) :] if backbone.startswith(EFFNET_PREFIX) else None
+@dataclass(frozen=True)
+class BackboneFamily:
+    """A family of backbones: how its names look, what it supports, and how its networks
+    are checked, built and given a fresh head. The factories ask this, not the name."""
+
+    name: str
+    label: str  # the family in messages
+    prefix: str  # what a backbone name of this family starts with ("": the default family)
+    grad_checkpointing: bool  # can turn on gradient checkpointing (timm: per architecture)
+    weights_file: bool  # loads a local weights file (model.pretrained: <path>)
+    instead: str  # what to do instead, when grad checkpointing is refused
+    check: Callable[[str], None]  # raise ValueError unless the architecture exists
+    build: Callable[[str, bool | str, float, float, int], nn.Module]
+    head: Callable[[nn.Module], nn.Module]  # the classifier module
+    head_name: Callable[[nn.Module], str]  # its name in the state dict
+    replace_head: Callable[[nn.Module, int], None]  # a new classifier of that many logits
+    is_member: Callable[[nn.Module], bool]  # whether a built network is of this family
+
+    def arch(self, backbone: str) -> str:
+        """The family's own name of the architecture (the backbone without the prefix)."""
+        return backbone[len(self.prefix) :]
 
 
 def check_backbone(name: str) -> None:
-    """Raise ValueError unless timm (or EfficientNet-PyTorch) knows the architecture ``name``."""
-    effnet = _effnet_name(name)
-    if effnet is not None:
-        from efficientnet_pytorch.model import VALID_MODELS
-
-        _effnet_class()
-        if effnet not in VALID_MODELS:
-            raise ValueError(
-                f"unknown backbone {name!r}; EfficientNet-PyTorch has {list(VALID_MODELS)}"
-            )
-        return
-    timm = _timm()
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[-1]}*")[:5]
-        raise ValueError(f"unknown backbone {name!r} (timm has no such model; similar: {close})")
+    """Raise ValueError unless the backbone's family knows the architecture ``name``."""
+    family = family_of(name)
+    family.check(family.arch(name))
 
 
 def check_grad_checkpointing(backbone: str) -> None:
     """Refuse ``model.grad_checkpointing`` for a backbone that has no way to turn it on."""
-    if _effnet_name(backbone) is not None:
+    family = family_of(backbone)
+    if not family.grad_checkpointing:
         raise ValueError(
-            f"model.grad_checkpointing: {backbone} (EfficientNet-PyTorch) has no gradient "
-            "checkpointing; use the timm tf_efficientnet_* backbone or set it to false"
+            f"model.grad_checkpointing: {backbone} ({family.label}) has no gradient "
+            f"checkpointing; {family.instead}"
         )
 
 
@@ -151,14 +161,34 @@ def load_pretrained(model: nn.Module, backbone: str, source: bool | str) -> None
 
 
 def _head_name(model: nn.Module) -> str:
-    """The name of the classifier module (timm records it in ``pretrained_cfg``)."""
-    if _is_effnet(model):
-        return "_fc"
+    """The name of the classifier module."""
+    return model_family(model).head_name(model)
+
+
+def _timm_head_name(model: nn.Module) -> str:
+    # timm records the classifier's name in pretrained_cfg
     return cast(Any, model).pretrained_cfg.get("classifier", "classifier")
 
 
 def _is_effnet(model: nn.Module) -> bool:
     return type(model).__module__.startswith("efficientnet_pytorch")
+
+
+def _effnet_check(name: str) -> None:
+    from efficientnet_pytorch.model import VALID_MODELS
+
+    _effnet_class()
+    if name not in VALID_MODELS:
+        raise ValueError(
+            f"unknown backbone {EFFNET_PREFIX + name!r}; EfficientNet-PyTorch has "
+            f"{list(VALID_MODELS)}"
+        )
+
+
+def _effnet_replace_head(model: nn.Module, num_classes: int) -> None:
+    net = cast(Any, model)
+    old = net._fc
+    net._fc = nn.Linear(old.in_features, num_classes, device=old.weight.device)
 
 
 def create_effnet(
@@ -190,12 +220,19 @@ def create_model(
     drop_path_rate: float = 0.0,
     num_classes: int = 1,
 ) -> nn.Module:
-    """A timm (or EfficientNet-PyTorch) network ``backbone`` with a ``num_classes``-logit
-    head and the given weights."""
+    """A network ``backbone`` of a registered family (timm, EfficientNet-PyTorch) with a
+    ``num_classes``-logit head and the given weights."""
     check_backbone(backbone)
-    effnet = _effnet_name(backbone)
-    if effnet is not None:
-        return create_effnet(effnet, pretrained, drop_rate, drop_path_rate, num_classes)
+    family = family_of(backbone)
+    if isinstance(pretrained, str) and pretrained != LITE0_PACKAGE and not family.weights_file:
+        raise ValueError(f"model.pretrained: {backbone} ({family.label}) loads no weights file")
+    return family.build(family.arch(backbone), pretrained, drop_rate, drop_path_rate, num_classes)
+
+
+def create_timm(
+    backbone: str, pretrained: bool | str, drop_rate: float, drop_path_rate: float, num_classes: int
+) -> nn.Module:
+    """A timm network; ``pretrained=True`` fetches timm's weights from its hub."""
     timm = _timm()
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
     if drop_path_rate:
@@ -213,6 +250,60 @@ def create_model(
     return init_head(model)
 
 
+def _timm_check(name: str) -> None:
+    timm = _timm()
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[-1]}*")[:5]
+        raise ValueError(f"unknown backbone {name!r} (timm has no such model; similar: {close})")
+
+
+# In lookup order: a name takes the first family whose prefix it starts with; the last
+# family (timm, prefix "") takes every other name and every network no other family claims.
+FAMILIES: dict[str, BackboneFamily] = {
+    family.name: family
+    for family in (
+        BackboneFamily(
+            name="efficientnet_pytorch",
+            label="EfficientNet-PyTorch",
+            prefix=EFFNET_PREFIX,
+            grad_checkpointing=False,
+            weights_file=True,
+            instead="use the timm tf_efficientnet_* backbone or set it to false",
+            check=_effnet_check,
+            build=create_effnet,
+            head=lambda model: cast(Any, model)._fc,
+            head_name=lambda model: "_fc",
+            replace_head=_effnet_replace_head,
+            is_member=_is_effnet,
+        ),
+        BackboneFamily(
+            name="timm",
+            label="timm",
+            prefix="",
+            grad_checkpointing=True,
+            weights_file=True,
+            instead="set it to false",
+            check=_timm_check,
+            build=create_timm,
+            head=lambda model: cast(Any, model).get_classifier(),
+            head_name=_timm_head_name,
+            replace_head=lambda model, n: cast(Any, model).reset_classifier(n),
+            is_member=lambda model: True,
+        ),
+    )
+}
+
+
+def family_of(backbone: str) -> BackboneFamily:
+    """The family of the backbone name ``backbone``."""
+    return next(f for f in FAMILIES.values() if backbone.startswith(f.prefix))
+
+
+def model_family(model: nn.Module) -> BackboneFamily:
+    """The family of a network built by :func:`create_model`."""
+    return next(f for f in FAMILIES.values() if f.is_member(model))
+
+
 def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
     """Draw the classifier's weights from N(0, std²) and zero its bias.
 
@@ -220,8 +311,7 @@ def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
     pooled features that gives logits of tens, sigmoid scores stuck at 0 or 1 and
     vanishing AUC-loss gradients. Small weights start every score near 0.5.
     """
-    net = cast(Any, model)
-    head = net._fc if _is_effnet(model) else net.get_classifier()
+    head = model_family(model).head(model)
     if isinstance(head, nn.Linear):
         nn.init.normal_(head.weight, std=std)
         nn.init.zeros_(head.bias)
@@ -230,10 +320,5 @@ def init_head(model: nn.Module, std: float = 0.01) -> nn.Module:
 
 def reset_head(model: nn.Module, num_classes: int = 1) -> nn.Module:
     """Replace the classifier by a freshly initialised one (stage 2 of two-stage DAM)."""
-    net = cast(Any, model)
-    if _is_effnet(model):
-        old = net._fc
-        net._fc = nn.Linear(old.in_features, num_classes, device=old.weight.device)
-    else:
-        net.reset_classifier(num_classes)
+    model_family(model).replace_head(model, num_classes)
     return init_head(model)

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from deepauc.optim import PESG, end_stage
+from deepauc.optim import end_stage, is_stagewise
 from deepauc.pipeline.experiment import ExperimentConfig
 
 
@@ -56,7 +56,7 @@ def end_of_epoch_schedule(cfg: ExperimentConfig, optimizer, epoch: int) -> None:
     s = cfg.schedule
     if s.name != "stagewise" or (epoch + 1) not in s.decay_epochs:
         return
-    if isinstance(optimizer, PESG):
+    if is_stagewise(optimizer):
         end_stage(optimizer, s.decay_factor)
     else:
         for g in optimizer.param_groups:

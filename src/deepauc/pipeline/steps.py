@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from deepauc.data.dataset import to_device_batch
 from deepauc.losses import loss_input
-from deepauc.optim import PESG, average_grads, mean_over_ranks
+from deepauc.optim import average_grads, mean_over_ranks, owns_loss
 from deepauc.pipeline.experiment import ExperimentConfig
 from deepauc.pipeline.runtime import dist_info
 from deepauc.pipeline.schedule import lr_at, per_step_lr, set_lr
@@ -139,7 +139,7 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
             loss = state.loss_fn(loss_input(state.loss_fn, logits.float()), ym) / k
             state.scaler.scale(loss).backward()
         batch_loss += loss.detach()
-    if dist_info()[1] > 1 and not isinstance(state.optimizer, PESG):  # PESG averages them itself
+    if dist_info()[1] > 1 and not owns_loss(state.optimizer):  # PESG averages them itself
         average_grads(state.loss_fn.parameters())
     if cfg.train.grad_clip:
         state.scaler.unscale_(state.optimizer)

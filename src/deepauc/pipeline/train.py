@@ -24,7 +24,7 @@ from deepauc.data.sampling import PositiveShare
 from deepauc.data.tables import check_columns, check_fold_table, check_targets, read_csv_table
 from deepauc.io import write_csv
 from deepauc.logs import setup_logging
-from deepauc.losses import AUCMLoss, AUCSLoss, create_loss
+from deepauc.losses import auc_variables, create_loss
 from deepauc.metrics import roc_auc
 from deepauc.models import create_model
 from deepauc.models.factory import enable_grad_checkpointing
@@ -412,8 +412,7 @@ def _epoch_row(
         "seconds": seconds,
         "images_per_s": steps * state.cfg.train.batch_size / seconds,
     }
-    if isinstance(loss_fn, (AUCMLoss, AUCSLoss)):
-        row.update(a=loss_fn.a.item(), b=loss_fn.b.item(), alpha=loss_fn.alpha.item())
+    row.update(auc_variables(loss_fn))
     return row
 
 

@@ -8,6 +8,7 @@ import os
 
 from deepauc.data.external.files import strip_suffix
 from deepauc.data.external.merge import SOURCES, build_training_table, deduplicate
+from deepauc.data.external.registry import EXTERNAL_SOURCES, add_source_arguments
 from deepauc.data.external.report import format_report
 from deepauc.data.tables import TRAIN_COLUMNS, check_columns
 from deepauc.io import write_csv, write_text
@@ -30,20 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="competition train.csv (Kaggle 2020 or jpeg-melanoma-NxN layout); its folder "
         "is the data root for image_path",
     )
-    parser.add_argument(
-        "--isic2019-dir",
-        help="folder with ISIC_2019_Training_GroundTruth.csv, _Metadata.csv, images, "
-        "or a jpeg-isic2019-NxN folder (train.csv, train/); none: competition rows only",
-    )
-    parser.add_argument(
-        "--isic2018-dir",
-        help="folder with ISIC2018_Task3_Training_GroundTruth.csv (ISIC challenge) "
-        "or HAM10000_metadata.csv (Kaggle/Dataverse), and images",
-    )
-    parser.add_argument(
-        "--isic2017-dir", help="folder with ISIC 2017 part 3 ground truth and images"
-    )
-    parser.add_argument("--malignant-dir", help="folder with malignant.csv and images")
+    add_source_arguments(parser)
     parser.add_argument("--out", required=True, help="merged training table (CSV)")
     parser.add_argument("--report", help="also write the merge report here (markdown)")
     parser.add_argument(
@@ -62,12 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     table, report = build_training_table(
         args.train_csv,
-        isic2019_dir=args.isic2019_dir,
-        isic2018_dir=args.isic2018_dir,
-        isic2017_dir=args.isic2017_dir,
-        malignant_dir=args.malignant_dir,
+        external=args.external,
         content_dedup=not args.no_content_dedup,
         workers=args.workers,
+        **{f"{name}_dir": getattr(args, f"{name}_dir") for name in EXTERNAL_SOURCES},
     )
     check_columns(table, TRAIN_COLUMNS + ["source", "image_path"], args.out)
     write_csv(table, args.out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,28 +11,19 @@ import numpy as np
 import pandas as pd
 
 from deepauc.data.external.files import file_digest, listed
-from deepauc.data.external.resized import load_resized2019
-from deepauc.data.external.sources import (
-    load_competition,
-    load_isic2017,
-    load_isic2018,
-    load_isic2018_task3,
-    load_isic2019,
-    load_malignant,
+from deepauc.data.external.registry import (
+    EXTERNAL_SOURCES,
+    Folder,
+    detect_external,
+    layout_spec,
+    source_folders,
 )
-from deepauc.data.layouts import detect_competition, detect_external
+from deepauc.data.external.sources import load_competition
+from deepauc.data.layouts import detect_competition
 from deepauc.data.tables import TRAIN_COLUMNS
 
-SOURCES = ["competition", "isic2019", "isic2018", "isic2017", "malignant"]
-# The reader of each detected external layout (deepauc.data.layouts.EXTERNAL_LAYOUTS).
-READERS = {
-    "isic2019": load_isic2019,
-    "resized2019": load_resized2019,
-    "isic2018_task3": load_isic2018_task3,
-    "ham10000": load_isic2018,
-    "isic2017": load_isic2017,
-    "malignant": load_malignant,
-}
+# Every value of the ``source`` column, in merge priority order.
+SOURCES = ["competition", *EXTERNAL_SOURCES]
 MARKED_DUPLICATE = "marked duplicate (tfrecord -1)"
 
 
@@ -133,20 +125,19 @@ def deduplicate(
 
 
 def _load_sources(
-    train_csv: Path, folders: list[str | os.PathLike | None]
+    train_csv: Path, folders: dict[str, Folder]
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The competition rows, then those of each given external folder, in SOURCES order,
     and the layout detected for each source.
 
-    ``folders`` are the ISIC 2019, 2018, 2017 and extra malignant folders (None: absent).
+    ``folders`` maps an external source (a key of EXTERNAL_SOURCES) to its folder.
     """
     frames = [load_competition(train_csv)]
     layouts = {"competition": detect_competition(train_csv).name}
-    for source, folder in zip(SOURCES[1:], folders):
-        if folder is not None:
-            layout = detect_external(folder, source)
-            layouts[source] = layout.name
-            frames.append(READERS[layout.name](folder, train_csv.parent))
+    for source, folder in folders.items():
+        layout = detect_external(folder, source)
+        layouts[source] = layout.name
+        frames.append(layout_spec(layout.name).read(folder, train_csv.parent))
     return pd.concat(frames, ignore_index=True), layouts
 
 
@@ -197,14 +188,18 @@ def _source_counts(merged: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFra
 
 def build_training_table(
     train_csv: str | os.PathLike,
-    isic2019_dir: str | os.PathLike | None = None,
-    isic2018_dir: str | os.PathLike | None = None,
-    isic2017_dir: str | os.PathLike | None = None,
-    malignant_dir: str | os.PathLike | None = None,
+    *folders: Folder | None,
+    external: Mapping[str, Folder] | list[tuple[str, Folder]] | None = None,
     content_dedup: bool = True,
     workers: int = 4,
+    **source_dirs: Folder | None,
 ) -> tuple[pd.DataFrame, dict]:
     """Merge the competition table with the given external sets and deduplicate.
+
+    The external folders are given as ``external`` (source -> folder, or the pairs of
+    ``--external SOURCE=DIR``), as ``<source>_dir=`` keywords (``isic2019_dir=``, ...)
+    or positionally in registry order (isic2019, isic2018, isic2017, malignant); see
+    :mod:`deepauc.data.external.registry`.
 
     Returns (table, report) where table has the train columns (plus any extra
     competition columns), ``source`` and ``image_path``; report holds ``counts``
@@ -232,9 +227,7 @@ def build_training_table(
     Competition rows are never dropped: byte-identical images inside the competition
     set are only counted in the report.
     """
-    merged, layouts = _load_sources(
-        Path(train_csv), [isic2019_dir, isic2018_dir, isic2017_dir, malignant_dir]
-    )
+    merged, layouts = _load_sources(Path(train_csv), source_folders(folders, source_dirs, external))
     unmarked, marked = drop_marked(merged)
     kept, dropped, internal = deduplicate(unmarked, content=content_dedup, workers=workers)
     if len(marked):

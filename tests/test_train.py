@@ -261,3 +261,75 @@ def test_warmup_in_a_pesg_run_then_the_stage_decay(tiny_data, monkeypatch):
     assert steps >= 2 and seen == pytest.approx([0.08 * k / steps for k in range(1, steps + 1)])
     log = pd.read_csv(cfg.run_dir(0) / "log.csv")  # lr after each epoch's end
     assert log["lr"].tolist() == pytest.approx([0.04, 0.04])
+
+
+# ---- train.ema_decay: the moving average is what validates, is saved and resumes
+_EMA_RUN = dict(
+    folds=[0],
+    loss={"name": "auc_m"},
+    optim={"name": "pesg", "lr": 0.05, "momentum": 0.5},
+    schedule={"name": "stagewise", "epochs": 2, "decay_epochs": [1]},
+    train={"ema_decay": 0.8, "max_steps_per_epoch": 3},
+)
+
+
+def test_ema_weights_are_the_moving_average_of_every_step(tiny_data, monkeypatch):
+    import deepauc.pipeline.steps as steps_module
+
+    snapshots: list[dict] = []
+    real_train_step = steps_module.train_step
+
+    def spy(state, x, y):
+        if not snapshots:
+            snapshots.append({k: v.clone() for k, v in state.model.state_dict().items()})
+        out = real_train_step(state, x, y)
+        snapshots.append({k: v.clone() for k, v in state.model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(steps_module, "train_step", spy)
+    cfg = load_experiment(str(write_experiment(tiny_data, "ema", **_EMA_RUN)))
+    saved = torch.load(train_fold(cfg, 0, torch.device("cpu")), weights_only=True)["model"]
+    assert len(snapshots) == 1 + 2 * 3
+    expected = {k: v.double() for k, v in snapshots[0].items()}
+    for weights in snapshots[1:]:
+        for k, v in weights.items():
+            if v.is_floating_point():  # e ← d·e + (1 - d)·w; counters are copied
+                expected[k] = 0.8 * expected[k] + 0.2 * v.double()
+            else:
+                expected[k] = v.double()
+    raw = snapshots[-1]
+    moved = [k for k in saved if saved[k].is_floating_point() and not torch.equal(saved[k], raw[k])]
+    assert moved  # the saved weights are not the last step's
+    for k in saved:
+        assert torch.allclose(saved[k].double(), expected[k], atol=1e-6), k
+
+
+def test_ema_run_resumes_to_the_same_weights(tiny_data, monkeypatch):
+    import deepauc.pipeline.train as train_mod
+
+    straight = load_experiment(write_experiment(tiny_data, "ema_straight", **_EMA_RUN))
+    train_fold(straight, 0, torch.device("cpu"))
+    interrupted = load_experiment(write_experiment(tiny_data, "ema_killed", **_EMA_RUN))
+    real_run_epoch = train_mod.run_epoch
+
+    def crash_in_epoch_2(cfg, *args):
+        if args[-2] == 1:
+            raise KeyboardInterrupt("killed")
+        return real_run_epoch(cfg, *args)
+
+    monkeypatch.setattr(train_mod, "run_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(interrupted, 0, torch.device("cpu"))
+    monkeypatch.setattr(train_mod, "run_epoch", real_run_epoch)
+    train_fold(interrupted, 0, torch.device("cpu"))
+    a = torch.load(straight.run_dir(0) / "model.pt", weights_only=True)["model"]
+    b = torch.load(interrupted.run_dir(0) / "model.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5])
+def test_bad_ema_decay_is_refused(tiny_data, value):
+    path = write_experiment(tiny_data, "bad_ema", train={"ema_decay": value})
+    with pytest.raises(ConfigError, match=r"train.ema_decay must be null or lie in \(0, 1\)"):
+        load_experiment(path)

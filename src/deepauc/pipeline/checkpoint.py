@@ -16,7 +16,7 @@ from deepauc.io import load_torch, save_torch
 from deepauc.models import reset_head
 from deepauc.pipeline.experiment import ExperimentConfig
 from deepauc.pipeline.runtime import dist_info
-from deepauc.pipeline.steps import EpochProgress, TrainState
+from deepauc.pipeline.steps import EpochProgress, TrainState, weights_model
 from deepauc.provenance import check_model_record
 
 # the training run's logger: train.py copies its messages into the run's train.log
@@ -105,6 +105,7 @@ def save_checkpoint(
             "provenance": record,
             "epoch": epochs_done,
             "model": state.model.state_dict(),
+            "ema": None if state.ema is None else state.ema.module.state_dict(),
             "loss": state.loss_fn.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scaler": state.scaler.state_dict(),
@@ -116,7 +117,9 @@ def save_checkpoint(
     )
 
 
-def resume(path: Path, cfg: ExperimentConfig, model, loss_fn, optimizer, scaler=None, record=None):
+def resume(
+    path: Path, cfg: ExperimentConfig, model, loss_fn, optimizer, scaler=None, record=None, ema=None
+):
     """Restore a checkpoint; refuse one written by a different config.
 
     With ``record`` (see :func:`training_record`) a checkpoint made under another fold
@@ -137,6 +140,8 @@ def resume(path: Path, cfg: ExperimentConfig, model, loss_fn, optimizer, scaler=
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and scaler.is_enabled() and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])  # fp16 loss scale and its growth tracker
+    if ema is not None:
+        ema.module.load_state_dict(state["ema"])
     return state["epoch"], state["best_auc"], state["best_model"], state.get("mid_epoch")
 
 
@@ -156,7 +161,9 @@ def save_model(state: TrainState, run_dir: Path, best_state: dict | None, record
     if rank == 0:
         save_torch(
             {
-                "model": best_state if best_state is not None else state.model.state_dict(),
+                "model": best_state
+                if best_state is not None
+                else weights_model(state).state_dict(),
                 "backbone": cfg.model.backbone,
                 "image_size": cfg.data.image_size,
                 "fingerprint": cfg.fingerprint(),

@@ -164,8 +164,13 @@ class LoopConfig:
     recovery_minutes: float | None = None  # mid-epoch recovery checkpoint cadence; None = off
     gpu_memory_gb: int | None = None  # picks the train.memory entry for this card size
     memory: dict[int, MemorySetting] = field(default_factory=dict)  # card GB -> settings
+    # decay of an exponential moving average of the weights (timm's ModelEmaV3), which then
+    # validates and is saved; None = off
+    ema_decay: float | None = None
 
     def validate(self) -> None:
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be null or lie in (0, 1), got {self.ema_decay}")
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
         self.num_workers = resolve_workers(self.num_workers)
@@ -209,6 +214,7 @@ _LATER_KEYS += [("train", "pos_fraction", None)]
 _LATER_KEYS += [("model", "grad_checkpointing", False)]
 _LATER_KEYS += [("augment", key, 0.0) for key in EXTRA_AUGMENTATIONS]
 _LATER_KEYS += [("augment", "hair_count", 6), ("schedule", "warmup_epochs", 0.0)]
+_LATER_KEYS += [("train", "ema_decay", None)]
 
 
 @dataclass

@@ -38,6 +38,12 @@ class TrainState:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: torch.dtype | None
+    ema: Any = None  # timm's ModelEmaV3 of ``model`` when train.ema_decay is set
+
+
+def weights_model(state: TrainState) -> torch.nn.Module:
+    """The network whose weights are validated and saved: the moving average when kept."""
+    return state.model if state.ema is None else state.ema.module
 
 
 @dataclass
@@ -146,6 +152,8 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.grad_clip)
     state.scaler.step(state.optimizer)
     state.scaler.update()
+    if state.ema is not None:
+        state.ema.update(state.model)
     return batch_loss
 
 

@@ -71,6 +71,7 @@ from deepauc.pipeline.steps import (
     out_of_memory_message,
     raise_if_non_finite,
     run_epoch,
+    weights_model,
 )
 from deepauc.provenance import training_record
 
@@ -212,7 +213,12 @@ def _build_state(
     optimizer = build_optimizer(cfg, model, loss_fn)
     amp = amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-    return TrainState(cfg, model, model, loss_fn, optimizer, scaler, device, amp)
+    ema = None
+    if cfg.train.ema_decay is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.train.ema_decay)
+    return TrainState(cfg, model, model, loss_fn, optimizer, scaler, device, amp, ema)
 
 
 def _wrap_for_steps(state: TrainState) -> None:
@@ -247,7 +253,14 @@ def _train(
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
         start_epoch, *best, mid = resume(
-            ckpt_path, cfg, state.model, state.loss_fn, state.optimizer, state.scaler, record
+            ckpt_path,
+            cfg,
+            state.model,
+            state.loss_fn,
+            state.optimizer,
+            state.scaler,
+            record,
+            state.ema,
         )
         log.info("resumed %s at epoch %d", ckpt_path, start_epoch)
         if mid is not None:
@@ -345,7 +358,7 @@ def _one_epoch(run: _Run, epoch: int, mid: dict | None, valid_loader, valid_df) 
     if cfg.train.checkpoint == "best" and val_auc > run.best[0]:
         run.best = (
             val_auc,
-            {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()},
+            {k: v.detach().cpu().clone() for k, v in weights_model(state).state_dict().items()},
         )
     if rank == 0:
         write_csv(pd.DataFrame(run.history), run.run_dir / "log.csv")
@@ -393,7 +406,7 @@ def _load_history(run_dir: Path, epochs_done: int) -> list[dict]:
 def _validate(state: TrainState, valid_loader, valid_df: pd.DataFrame) -> float:
     cfg = state.cfg
     probs = predict_probs(
-        state.model, valid_loader, state.device, 1, state.amp, cfg.train.channels_last
+        weights_model(state), valid_loader, state.device, 1, state.amp, cfg.train.channels_last
     )
     probs = gather_rows(probs, len(valid_df), state.device)
     return roc_auc(valid_df["target"].to_numpy(), probs, undefined="nan")

@@ -333,3 +333,22 @@ def test_bad_ema_decay_is_refused(tiny_data, value):
     path = write_experiment(tiny_data, "bad_ema", train={"ema_decay": value})
     with pytest.raises(ConfigError, match=r"train.ema_decay must be null or lie in \(0, 1\)"):
         load_experiment(path)
+
+
+def test_tensorboard_holds_each_epochs_log_row(tiny_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = dict(_EMA_RUN, train={"max_steps_per_epoch": 2, "tensorboard": True})
+    cfg = load_experiment(str(write_experiment(tiny_data, "tb", **run)))
+    quiet = load_experiment(
+        str(write_experiment(tiny_data, "tb", **dict(run, train={"max_steps_per_epoch": 2})))
+    )
+    assert cfg.fingerprint() == quiet.fingerprint()  # watching a run does not change it
+    train_fold(cfg, 0, torch.device("cpu"))
+    events = EventAccumulator(str(cfg.run_dir(0) / "tensorboard"))
+    events.Reload()
+    log = pd.read_csv(cfg.run_dir(0) / "log.csv")
+    assert {"lr", "train_loss", "val_auc", "a", "b", "alpha"} <= set(events.Tags()["scalars"])
+    for key in ("lr", "train_loss", "val_auc", "alpha"):
+        got = [(e.step, e.value) for e in events.Scalars(key)]
+        assert got == [(e, pytest.approx(v, rel=1e-6)) for e, v in zip(log["epoch"], log[key])]

@@ -167,6 +167,7 @@ class LoopConfig:
     # decay of an exponential moving average of the weights (timm's ModelEmaV3), which then
     # validates and is saved; None = off
     ema_decay: float | None = None
+    tensorboard: bool = False  # each epoch's log.csv row as TensorBoard scalars (rank 0)
 
     def validate(self) -> None:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -291,8 +292,9 @@ class ExperimentConfig:
         if isinstance(weights, str) and Path(weights).is_file():
             d["model"]["pretrained"] = f"file sha256 {file_sha256(weights)[:16]}"
         # how the card fits the batch is kept as its effect (accumulate, grad_checkpointing)
-        ignored = ("num_workers", "threads", "eval_every", "recovery_minutes", "gpu_memory_gb")
-        d["train"] = {k: v for k, v in d["train"].items() if k not in ignored + ("memory",)}
+        ignored = ["num_workers", "threads", "eval_every", "recovery_minutes", "gpu_memory_gb"]
+        ignored += ["tensorboard", "memory"]
+        d["train"] = {k: v for k, v in d["train"].items() if k not in ignored}
         # keys added later count only when set, so runs without them share one fingerprint
         for section, key, default in _LATER_KEYS:
             if d[section].get(key) == default:

@@ -73,6 +73,7 @@ from deepauc.pipeline.steps import (
     run_epoch,
     weights_model,
 )
+from deepauc.pipeline.tracking import EpochWriter
 from deepauc.provenance import training_record
 
 log = logging.getLogger("deepauc.pipeline.train")
@@ -282,13 +283,19 @@ def _train(
     run = _Run(state, run_dir, record, fold, seed, steps, train_ds, train_df["target"].to_numpy())
     run.history = _load_history(run_dir, start_epoch)
     run.best = (best[0], best[1])
-    for epoch in range(start_epoch, cfg.schedule.epochs):
-        try:
-            _one_epoch(run, epoch, mid if epoch == start_epoch else None, valid_loader, valid_df)
-        except TrainingInterrupted:
-            raise
-        except KeyboardInterrupt:  # outside the steps: validation, checkpoint writing
-            raise TrainingInterrupted(f"{cfg.name} fold {fold}", epoch + 1) from None
+    run.tracker = EpochWriter(run_dir, cfg.train.tensorboard and rank == 0)
+    try:
+        for epoch in range(start_epoch, cfg.schedule.epochs):
+            try:
+                _one_epoch(
+                    run, epoch, mid if epoch == start_epoch else None, valid_loader, valid_df
+                )
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt:  # outside the steps: validation, checkpoint writing
+                raise TrainingInterrupted(f"{cfg.name} fold {fold}", epoch + 1) from None
+    finally:
+        run.tracker.close()
     return save_model(state, run_dir, run.best[1], record)
 
 
@@ -306,6 +313,7 @@ class _Run:
     targets: np.ndarray
     history: list[dict] = field(default_factory=list)
     best: tuple[float, dict | None] = (-1.0, None)
+    tracker: EpochWriter | None = None
 
 
 def _epoch_batches(run: _Run, epoch: int, mid: dict | None):
@@ -351,6 +359,8 @@ def _one_epoch(run: _Run, epoch: int, mid: dict | None, valid_loader, valid_df) 
         val_auc = _validate(state, valid_loader, valid_df)
     row = _epoch_row(state, epoch, mean_loss, val_auc, seconds, run.steps)
     run.history.append(row)
+    if run.tracker is not None:
+        run.tracker.write(row)
     log.info("fold %d epoch %d: %s", run.fold, epoch + 1, {k: round(v, 5) for k, v in row.items()})
     per_rank = check_ranks_agree(state.loss_fn, run.fold, epoch)
     if per_rank is not None and last:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepauc.data.tables import read_csv_table
+from deepauc.data.tables import read_csv_table, read_folds_table
 from deepauc.io import atomic_path, write_text
 from deepauc.markdown import markdown_table
 from deepauc.metrics import roc_auc
@@ -150,7 +150,7 @@ def check_current_labels(
     pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
 ) -> None:
     """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels."""
-    table = read_csv_table(folds_csv, ["image_name"])
+    table = read_folds_table(folds_csv, ["image_name"])
     if "target" not in table.columns:
         return  # a bare fold assignment: no labels to compare
     table = table.set_index("image_name")["target"]

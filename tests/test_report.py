@@ -6,8 +6,8 @@ import pytest
 
 from deepauc import cli
 from deepauc.metrics import roc_auc
-from deepauc.pipeline.pred_files import read_oof, write_pred_dir
-from deepauc.pipeline.report import cv_table, score_oof, write_report
+from deepauc.pipeline.pred_files import read_oof, score_oof, write_pred_dir
+from deepauc.pipeline.report import cv_table, write_report
 from deepauc.provenance import ProvenanceMismatch, fold_fingerprint
 
 

@@ -49,30 +49,11 @@ from deepauc.pipeline.pred_files import (
     model_names,
     read_oof,
     read_oofs_same_folds,
+    score_oof,
 )
 from deepauc.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
 
 # --------------------------------------------------------------------------- scores
-
-
-def score_oof(oof: pd.DataFrame) -> dict[str, float]:
-    """AUC per fold and pooled OOF AUC on competition rows, and AUC on external rows.
-
-    Keys: ``fold <k>`` for every fold with competition rows, ``OOF``, ``external``
-    (NaN when the OOF file has no external rows or they hold one class). A fold
-    whose competition rows hold one class scores NaN.
-    """
-    comp = oof[oof["source"] == COMPETITION]
-    ext = oof[oof["source"] != COMPETITION]
-    scores: dict[str, float] = {}
-    for k in sorted(comp["fold"].unique()):
-        rows = comp[comp["fold"] == k]
-        scores[f"fold {k}"] = roc_auc(
-            rows["target"].to_numpy(), rows["pred"].to_numpy(), undefined="nan"
-        )
-    scores["OOF"] = roc_auc(comp["target"].to_numpy(), comp["pred"].to_numpy(), undefined="nan")
-    scores["external"] = roc_auc(ext["target"].to_numpy(), ext["pred"].to_numpy(), undefined="nan")
-    return scores
 
 
 def cv_table(pred_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:

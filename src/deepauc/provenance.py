@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepauc.data.source_stamps import file_sha256
-from deepauc.data.tables import describe_rows, read_csv_table, read_folds_table
+from deepauc.data.source_stamps import file_sha256, read_sources, sources_files
+from deepauc.data.tables import describe_rows, read_folds_table
 from deepauc.io import load_torch, write_text
 
 PROVENANCE_FILE = "provenance.json"
@@ -192,10 +192,10 @@ def cache_fingerprint(cache_dir, size: int, names, skip: str | None = None) -> s
     lists hashes as ``-`` (a cache written before records existed).
     """
     stamps: dict[str, set[str]] = {}
-    for path in sorted((Path(cache_dir) / str(int(size))).glob("sources_*.csv")):
+    for path in sources_files(cache_dir, size):
         if skip is not None and path.stem == f"sources_{skip}":
             continue
-        table = read_csv_table(path, ["image_name"], text_columns=["source_sha256"])
+        table = read_sources(path)
         if "source_sha256" in table.columns:
             cols = [table["source_sha256"].astype(str)]
         else:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from deepauc.data.source_stamps import Stamp, quick_key, read_sources, read_stamps, sources_files
+from deepauc.pipeline.provenance import cache_fingerprint
 from deepauc.pipeline.stamps import listing
-from deepauc.provenance import cache_fingerprint
 
 NEW = "image_name,source,source_bytes,source_mtime_ns,source_ctime_ns,source_sha256"
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from deepauc import cli, provenance
+from deepauc import cli
 from deepauc.data import tables
-from deepauc.pipeline import metadata_model, predict, report
+from deepauc.pipeline import metadata_model, predict, provenance, report
 from deepauc.pipeline.experiment import load_experiment
 from helpers import write_experiment
 

@@ -29,7 +29,7 @@ from deepauc.data.tables import (
 from deepauc.io import ensure_writable
 from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import COMPETITION, score_oof, write_pred_dir
-from deepauc.provenance import folds_of_table
+from deepauc.pipeline.provenance import folds_of_table
 
 # --------------------------------------------------------------------------- config
 

@@ -14,7 +14,7 @@ import pandas as pd
 from deepauc.data.tables import check_targets, check_unique_names, describe_rows, read_csv_table
 from deepauc.io import write_csv
 from deepauc.metrics import average_ranks, roc_auc
-from deepauc.provenance import (
+from deepauc.pipeline.provenance import (
     PROVENANCE_FILE,
     common_folds,
     read_pred_provenance,
@@ -117,7 +117,7 @@ def write_pred_dir(
     Each file is written atomically, only the format's columns, in the format's order.
     ``oof.csv`` is written last because it is the Makefile's target for a prediction
     directory: its presence means the directory is complete. ``provenance`` (see
-    :mod:`deepauc.provenance`; it must hold ``folds``) is written beside it. A stale
+    :mod:`deepauc.pipeline.provenance`; it must hold ``folds``) is written beside it. A stale
     ``test_folds.csv`` or ``provenance.json`` from an earlier run is removed when none is
     given, so the directory never mixes two runs.
     """

@@ -35,13 +35,13 @@ from deepauc.metrics import roc_auc
 from deepauc.models import create_model
 from deepauc.pipeline.experiment import ExperimentConfig, TTAConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
-from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device
-from deepauc.provenance import (
+from deepauc.pipeline.provenance import (
     cache_fingerprint,
     check_model_record,
     file_fingerprint,
     folds_of_table,
 )
+from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device
 
 log = logging.getLogger("deepauc.pipeline.predict")
 

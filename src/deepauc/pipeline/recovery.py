@@ -17,9 +17,9 @@ import torch.distributed as dist
 
 from deepauc.io import load_torch, save_torch
 from deepauc.pipeline.experiment import ExperimentConfig
+from deepauc.pipeline.provenance import check_model_record
 from deepauc.pipeline.runtime import dist_info
 from deepauc.pipeline.steps import EpochProgress, TrainState
-from deepauc.provenance import check_model_record
 
 log = logging.getLogger("deepauc.pipeline.train")
 

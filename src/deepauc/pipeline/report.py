@@ -51,7 +51,7 @@ from deepauc.pipeline.pred_files import (
     read_oofs_same_folds,
     score_oof,
 )
-from deepauc.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
+from deepauc.pipeline.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
 
 # --------------------------------------------------------------------------- scores
 

@@ -29,6 +29,7 @@ from deepauc.models import create_model, reset_head
 from deepauc.models.factory import enable_grad_checkpointing
 from deepauc.optim import PESG, create_optimizer
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
+from deepauc.pipeline.provenance import check_model_record, training_record
 from deepauc.pipeline.recovery import (
     EXIT_TIME_BUDGET,
     TimeBudgetReached,
@@ -67,7 +68,6 @@ from deepauc.pipeline.steps import (
     run_epoch,
     set_lr,
 )
-from deepauc.provenance import check_model_record, training_record
 
 log = logging.getLogger("deepauc.pipeline.train")
 

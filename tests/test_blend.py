@@ -11,10 +11,9 @@ from deepauc.pipeline.blend import (
     blend_scores,
     choose_weight,
     nested_weights,
-    scaled_ranks,
     weight_grid,
 )
-from deepauc.pipeline.pred_files import read_oof, read_test, write_pred_dir
+from deepauc.pipeline.pred_files import read_oof, read_test, scaled_ranks, write_pred_dir
 
 N, N_TEST = 600, 80
 

@@ -4,9 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from deepauc.pipeline.blend import align_to
 from deepauc.pipeline.experiment import load_experiment
-from deepauc.pipeline.pred_files import read_oof
+from deepauc.pipeline.pred_files import align_to, read_oof
 from deepauc.pipeline.train import NonFiniteLoss, _raise_if_non_finite
 from helpers import write_experiment
 

@@ -109,7 +109,7 @@ def test_new_folds_stop_make_instead_of_reusing_models(pipeline_run, tmp_path):
     """A new folds seed: make stops at the first stale model, naming what to delete."""
     import json
 
-    from deepauc.provenance import folds_of_table
+    from deepauc.pipeline.provenance import folds_of_table
 
     work, _ = pipeline_run
     copy = tmp_path / "work"

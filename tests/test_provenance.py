@@ -13,9 +13,9 @@ from deepauc.pipeline.blend import blend_dirs
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.pred_files import read_oof, write_pred_dir
 from deepauc.pipeline.predict import predict_experiment
+from deepauc.pipeline.provenance import ProvenanceMismatch, fold_fingerprint, folds_of_table
 from deepauc.pipeline.report import write_report
 from deepauc.pipeline.train import train_fold
-from deepauc.provenance import ProvenanceMismatch, fold_fingerprint, folds_of_table
 from helpers import write_experiment
 
 CPU = torch.device("cpu")

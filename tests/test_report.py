@@ -6,9 +6,9 @@ import pytest
 
 from deepauc import cli
 from deepauc.metrics import roc_auc
-from deepauc.pipeline.pred_files import read_oof, write_pred_dir
-from deepauc.pipeline.report import cv_table, score_oof, write_report
-from deepauc.provenance import ProvenanceMismatch, fold_fingerprint
+from deepauc.pipeline.pred_files import read_oof, score_oof, write_pred_dir
+from deepauc.pipeline.provenance import ProvenanceMismatch, fold_fingerprint
+from deepauc.pipeline.report import cv_table, write_report
 
 
 def make_pred_dir(path, seed=0, n=300, folds=3, n_external=0, signal=1.0):

@@ -8,9 +8,9 @@ from deepauc import cli
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.pred_files import read_oof, write_pred_dir
 from deepauc.pipeline.predict import predict_experiment
+from deepauc.pipeline.provenance import folds_of_table
 from deepauc.pipeline.report import training_runs
 from deepauc.pipeline.train import train_fold
-from deepauc.provenance import folds_of_table
 from helpers import write_experiment
 
 CPU = torch.device("cpu")

@@ -12,8 +12,8 @@ import yaml
 from deepauc import cli
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.pred_files import read_oof, write_pred_dir
+from deepauc.pipeline.provenance import ProvenanceMismatch, fold_fingerprint, training_record
 from deepauc.pipeline.train import _load_fold_rows, train_fold
-from deepauc.provenance import ProvenanceMismatch, fold_fingerprint, training_record
 from helpers import write_experiment
 
 CPU = __import__("torch").device("cpu")

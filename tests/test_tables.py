@@ -3,6 +3,7 @@ import pytest
 
 from deepauc.data.tables import (
     SITES_2020,
+    read_folds_table,
     read_sample_submission,
     read_test_csv,
     read_train_csv,
@@ -122,6 +123,53 @@ def test_test_csv(tmp_path):
                 "test.csv",
             )
         )
+
+
+def test_test_csv_without_metadata_checks_keeps_the_table_checks(tmp_path):
+    header = "image_name,patient_id,sex,age_approx,anatom_site_general_challenge"
+    loose = write(tmp_path, [header, "ISIC_0000010,,feet,200,torso", "0000011,IP_5,,,"], "t.csv")
+    df = read_test_csv(loose, check_metadata=False)  # the metadata model checks these itself
+    assert list(df["image_name"]) == ["ISIC_0000010", "0000011"]
+    assert list(df["sex"].fillna("")) == ["feet", ""] and df["age_approx"].iloc[0] == 200
+    with pytest.raises(ValueError, match=r"t\.csv: empty patient_id at line 2 \(ISIC_0000010\)"):
+        read_test_csv(loose)
+    dup = write(tmp_path, [header, "ISIC_1,IP_5,male,30,torso", "ISIC_1,IP_5,male,30,torso"])
+    with pytest.raises(ValueError, match=r"duplicated image_name: ISIC_1 \(lines 2, 3\)"):
+        read_test_csv(dup, check_metadata=False)
+    with pytest.raises(ValueError, match="missing column.*'sex'"):
+        read_test_csv(write(tmp_path, ["image_name,patient_id", "ISIC_1,IP_1"]), False)
+
+
+FOLDS = ["image_name,patient_id,target,fold", "0001,IP_1,0,0", "0002,IP_2,1,1", "0003,IP_3,0,-1"]
+
+
+def test_folds_table_ids_as_text_and_required_columns(tmp_path):
+    df = read_folds_table(write(tmp_path, FOLDS, "folds.csv"))
+    assert list(df["image_name"]) == ["0001", "0002", "0003"]  # the zeros are kept
+    assert list(df["patient_id"]) == ["IP_1", "IP_2", "IP_3"]
+    with pytest.raises(
+        ValueError, match=r"missing column\(s\) 'source'; expected \['image_name', 'source'\]"
+    ):
+        read_folds_table(tmp_path / "folds.csv", ["image_name", "source"])
+    with pytest.raises(FileNotFoundError, match="nope.csv: no such file"):
+        read_folds_table(tmp_path / "nope.csv")
+
+
+def test_folds_table_with_n_folds_checks_targets_folds_and_patients(tmp_path):
+    path = write(tmp_path, FOLDS, "folds.csv")
+    df = read_folds_table(path, ["image_name", "target", "fold"], n_folds=2)
+    assert list(df["fold"]) == [0, 1, -1] and list(df["target"]) == [0, 1, 0]
+    assert df["fold"].dtype.kind == "i" and df["target"].dtype.kind == "i"
+    with pytest.raises(ValueError, match=r"do not match n_folds=3"):
+        read_folds_table(path, ["image_name", "target", "fold"], n_folds=3)
+    bad_target = write(tmp_path, [*FOLDS, "0004,IP_4,2,0"], "folds.csv")
+    with pytest.raises(ValueError, match=r"must be 0 or 1, bad at line 5 \(0004\): 2"):
+        read_folds_table(bad_target, ["image_name", "target", "fold"], n_folds=2)
+    split = write(tmp_path, [*FOLDS, "0004,IP_1,0,1"], "folds.csv")
+    with pytest.raises(
+        ValueError, match=r"patient\(s\) split across folds.*IP_1 \(folds \[0, 1\]\)"
+    ):
+        read_folds_table(split, ["image_name", "target", "fold"], n_folds=2)
 
 
 def test_sample_submission(tmp_path):

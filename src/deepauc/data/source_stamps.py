@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from deepauc.data.tables import read_csv_table
 from deepauc.io import write_csv
 
 COLUMNS = [
@@ -63,12 +64,22 @@ def sources_path(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike
     return Path(cache_dir) / str(int(size)) / f"sources_{Path(csv).stem}.csv"
 
 
+def sources_files(cache_dir: str | os.PathLike, size: int) -> list[Path]:
+    """Every ``sources_<stem>.csv`` recorded at ``size``, in name order."""
+    return sorted((Path(cache_dir) / str(int(size))).glob("sources_*.csv"))
+
+
+def read_sources(path: str | os.PathLike) -> pd.DataFrame:
+    """The rows of one sources CSV with names and content hashes as text (a record of the older
+    layout has no ``source_sha256``); FileNotFoundError or ValueError naming it when unreadable."""
+    return read_csv_table(path, ["image_name"], text_columns=["source_sha256"])
+
+
 def read_stamps(path: Path) -> dict[str, Stamp]:
     """image_name -> Stamp from one sources CSV; empty when it is missing, unreadable or
     of the older layout without content hashes."""
     try:
-        df = pd.read_csv(path, dtype={"image_name": str, "source": str, "source_sha256": str})
-        rows = df[COLUMNS].itertuples(index=False, name=None)
+        rows = read_sources(path)[COLUMNS].itertuples(index=False, name=None)
         return {n: Stamp(s, int(b), int(m), int(c), str(h)) for n, s, b, m, c, h in rows}
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
         return {}
@@ -84,7 +95,7 @@ def other_tables(cache_dir: str | os.PathLike, size: int, csv: str | os.PathLike
     pixels a file of that name in the cache was made from."""
     own = sources_path(cache_dir, size, csv).name
     out: dict[str, tuple[str, str]] = {}
-    for path in sorted((Path(cache_dir) / str(int(size))).glob("sources_*.csv")):
+    for path in sources_files(cache_dir, size):
         if path.name != own:
             for name, stamp in read_stamps(path).items():
                 out.setdefault(name, (stamp.sha256, str(path)))

@@ -31,6 +31,8 @@ TEST_COLUMNS = [
     "anatom_site_general_challenge",
 ]
 SUBMISSION_COLUMNS = ["image_name", "target"]
+# The columns every reader of the folds table needs: which image sits in which fold.
+FOLD_KEY = ("image_name", "fold")
 SITE_COLUMN = "anatom_site_general_challenge"
 
 SITES_2020 = [
@@ -352,10 +354,33 @@ def read_train_csv(path: str | os.PathLike) -> pd.DataFrame:
     return validate_train_frame(df, str(path))
 
 
-def read_test_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and validate a competition-format ``test.csv`` (same metadata checks as train)."""
+def read_test_csv(path: str | os.PathLike, check_metadata: bool = True) -> pd.DataFrame:
+    """Read a competition-format ``test.csv``: its five columns, unique image_name and, unless
+    ``check_metadata`` is False, the metadata checks of train (:func:`validate_metadata`).
+
+    The metadata model passes False: its features check sex, site and age by rules of their own.
+    """
     df = read_csv_table(path, TEST_COLUMNS)
+    if not check_metadata:
+        check_unique_names(df, str(path))
+        return df
     return validate_metadata(df, str(path))
+
+
+def read_folds_table(
+    path: str | os.PathLike, required: Sequence[str] = FOLD_KEY, n_folds: int | None = None
+) -> pd.DataFrame:
+    """Read the folds table ``deepauc folds`` writes (one row per training image and its fold).
+
+    Ids are text (``0296243`` keeps its zero); the ``required`` columns must exist (the error
+    lists them). With ``n_folds``, ``target`` (0/1) and ``fold`` (:func:`check_fold_table`)
+    are checked and come back as int; other columns are as read: each stage checks its own.
+    """
+    table = read_csv_table(path, required)
+    if n_folds is not None:
+        table["target"] = check_targets(table, str(path))
+        table["fold"] = check_fold_table(table, str(path), n_folds)
+    return table
 
 
 def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:

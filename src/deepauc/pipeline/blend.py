@@ -12,41 +12,22 @@ import pandas as pd
 
 from deepauc.io import write_text
 from deepauc.markdown import markdown_table
-from deepauc.metrics import average_ranks, roc_auc
+from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import (
     COMPETITION,
+    align_oof,
+    align_to,
     fold_columns,
     read_oofs_same_folds,
     read_test,
     read_test_folds,
+    to_scale,
     write_pred_dir,
 )
 
 PAPER_WEIGHT = 0.5
 
 # --------------------------------------------------------------------------- arithmetic
-
-
-def scaled_ranks(x) -> np.ndarray:
-    """Average ranks of ``x`` (ties share their mean rank) mapped linearly onto [0, 1].
-
-    The smallest value maps to 0 and the largest to 1; a single value maps to 0.5.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return x.copy()
-    if x.size == 1:
-        return np.full(1, 0.5)
-    return (average_ranks(x) - 1.0) / (x.size - 1.0)
-
-
-def to_scale(x, method: str) -> np.ndarray:
-    """Predictions on the blending scale: unchanged for ``prob``, scaled ranks for ``rank``."""
-    if method == "prob":
-        return np.asarray(x, dtype=np.float64)
-    if method == "rank":
-        return scaled_ranks(x)
-    raise ValueError(f"blend: unknown method {method!r}; expected 'prob' or 'rank'")
 
 
 def blend_scores(cnn, meta, w: float) -> np.ndarray:
@@ -98,59 +79,8 @@ def nested_weights(y, folds, cnn, meta, grid) -> dict:
         w, _ = choose_weight(y[outside], cnn[outside], meta[outside], grid)
         weights[int(k)] = w
         pred[inside] = blend_scores(cnn[inside], meta[inside], w)
-        yk = y[inside]
-        fold_auc[int(k)] = roc_auc(yk, pred[inside]) if yk.min() != yk.max() else float("nan")
+        fold_auc[int(k)] = roc_auc(y[inside], pred[inside], undefined="nan")
     return {"weights": weights, "fold_auc": fold_auc, "pred": pred, "auc": roc_auc(y, pred)}
-
-
-# --------------------------------------------------------------------------- alignment
-
-
-def _name_diff(a: pd.Series, b: pd.Series, a_name: str, b_name: str, limit: int = 5) -> str:
-    """The image names only in ``a`` and only in ``b``, each side named by its file."""
-    only_a = sorted(set(a) - set(b))
-    only_b = sorted(set(b) - set(a))
-    parts = []
-    if only_a:
-        parts.append(f"{len(only_a)} only in {a_name} (e.g. {only_a[:limit]})")
-    if only_b:
-        parts.append(f"{len(only_b)} only in {b_name} (e.g. {only_b[:limit]})")
-    return "; ".join(parts)
-
-
-def align_to(
-    ref: pd.DataFrame, other: pd.DataFrame, ref_name: str, other_name: str
-) -> pd.DataFrame:
-    """``other`` reordered to ``ref``'s image_name order; error unless the name sets agree."""
-    if len(ref) != len(other) or set(ref["image_name"]) != set(other["image_name"]):
-        diff = _name_diff(ref["image_name"], other["image_name"], ref_name, other_name)
-        raise ValueError(
-            f"{other_name} and {ref_name} hold different image_name sets "
-            f"({len(other)} vs {len(ref)} rows): {diff}"
-        )
-    return other.set_index("image_name").loc[ref["image_name"]].reset_index()
-
-
-def align_oof(
-    ref: pd.DataFrame, other: pd.DataFrame, ref_name: str, other_name: str
-) -> pd.DataFrame:
-    """Align two OOF frames by image_name and check that target and fold agree row by row."""
-    aligned = align_to(ref, other, ref_name, other_name)
-    for column in ("target", "fold"):
-        bad = ref[column].to_numpy() != aligned[column].to_numpy()
-        if bad.any():
-            names = ref["image_name"].to_numpy()[bad][:5].tolist()
-            why = {
-                "target": "a label changed after one of them was predicted; rerun the stale "
-                "one's train and predict, or meta (make redoes them from the current table)",
-                "fold": "they were predicted under different fold assignments; rerun the "
-                "stale one's train and predict, or meta",
-            }[column]
-            raise ValueError(
-                f"{other_name} and {ref_name} disagree on column {column!r} for "
-                f"{int(bad.sum())} image(s), e.g. {names}: {why}"
-            )
-    return aligned
 
 
 # --------------------------------------------------------------------------- the stage

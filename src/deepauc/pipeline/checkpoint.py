@@ -15,9 +15,9 @@ from deepauc.config import to_dict
 from deepauc.io import load_torch, save_torch
 from deepauc.models import reset_head
 from deepauc.pipeline.experiment import ExperimentConfig
+from deepauc.pipeline.provenance import check_model_record
 from deepauc.pipeline.runtime import dist_info
 from deepauc.pipeline.steps import EpochProgress, TrainState, weights_model
-from deepauc.provenance import check_model_record
 
 # the training run's logger: train.py copies its messages into the run's train.log
 log = logging.getLogger("deepauc.pipeline.train")

@@ -14,15 +14,17 @@ import pandas as pd
 from deepauc.config import add_config_arguments, check_dir_name, load_config
 from deepauc.data.tables import read_sample_submission
 from deepauc.markdown import markdown_table
-from deepauc.pipeline.blend import align_oof, align_to, to_scale
 from deepauc.pipeline.pred_files import (
+    align_oof,
+    align_to,
     model_names,
     read_oof,
     read_oofs_same_folds,
     read_test,
+    score_oof,
+    to_scale,
     write_pred_dir,
 )
-from deepauc.pipeline.report import score_oof
 
 
 @dataclasses.dataclass

@@ -278,7 +278,7 @@ class ExperimentConfig:
         """Hash of everything that changes the trained weights (not paths or worker counts).
 
         No path enters it: the tables, the cached images and the stage-1 weights are keyed
-        by content in the training record (deepauc.provenance.training_record), so
+        by content in the training record (deepauc.pipeline.provenance.training_record), so
         ``./data/x.csv`` against ``data/x.csv`` or a moved data root changes nothing. A
         pretrained-weights file counts by its bytes.
         """

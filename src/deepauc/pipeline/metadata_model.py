@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -18,20 +17,19 @@ from deepauc.data.tables import (
     SEXES,
     SITE_COLUMN,
     SITES_2020,
-    TEST_COLUMNS,
     TRAIN_COLUMNS,
     check_patients_in_one_fold,
     check_targets,
     check_unique_names,
     describe_rows,
     one_hot,
-    read_csv_table,
+    read_folds_table,
+    read_test_csv,
 )
 from deepauc.io import ensure_writable
 from deepauc.metrics import roc_auc
-from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
-from deepauc.pipeline.report import score_oof
-from deepauc.provenance import folds_of_table
+from deepauc.pipeline.pred_files import COMPETITION, score_oof, write_pred_dir
+from deepauc.pipeline.provenance import folds_of_table
 
 # --------------------------------------------------------------------------- config
 
@@ -103,14 +101,12 @@ class MetaConfig:
 # --------------------------------------------------------------------------- tables
 
 
-def read_folds_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the training table of ``deepauc folds`` (competition columns + source, fold).
+def check_training_table(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Check what this stage relies on in the folds table ``df`` (read from ``name``).
 
-    Checks what this stage relies on: unique image_name, target 0/1, fold an integer
-    >= -1, source non-empty. Metadata values are checked by :func:`build_features`.
+    Unique image_name, target 0/1, fold an integer >= -1, source non-empty. Metadata
+    values are checked by :func:`build_features`. Returns ``df`` with target and fold as int.
     """
-    name = str(path)
-    df = read_csv_table(path, [*TRAIN_COLUMNS, "source", "fold"])
     check_unique_names(df, name)
     df["target"] = check_targets(df, name)
     fold = pd.to_numeric(df["fold"], errors="coerce")
@@ -127,13 +123,6 @@ def read_folds_table(path: str | os.PathLike) -> pd.DataFrame:
     if not (df["fold"] >= 0).any():
         raise ValueError(f"{name}: no row has a fold >= 0; nothing to validate")
     check_patients_in_one_fold(df, name)
-    return df
-
-
-def read_test_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the competition test table (its five columns; unique image_name)."""
-    df = read_csv_table(path, TEST_COLUMNS)
-    check_unique_names(df, str(path))
     return df
 
 
@@ -370,8 +359,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(cfg.threads)
-    train_df = read_folds_table(cfg.train_csv)
-    test_df = read_test_table(cfg.test_csv)
+    train_df = check_training_table(
+        read_folds_table(cfg.train_csv, [*TRAIN_COLUMNS, "source", "fold"]), cfg.train_csv
+    )
+    # metadata values: checked by build_features, which accepts values with padding
+    test_df = read_test_csv(cfg.test_csv, check_metadata=False)
     print(
         f"meta {cfg.name}: {cfg.model}, {len(train_df)} training-table rows, {len(test_df)} test rows"
     )

@@ -1,5 +1,6 @@
 """Prediction directories (``oof.csv``, ``test.csv``, ``test_folds.csv``, ``provenance.json``):
-the checked readers and the writer every stage after training shares (docs/pipeline.md)."""
+the checked readers and the writer every stage after training shares (docs/pipeline.md), and
+the OOF helpers they share: scores, alignment by image_name, the probability or rank scale."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pandas as pd
 
 from deepauc.data.tables import check_targets, check_unique_names, describe_rows, read_csv_table
 from deepauc.io import write_csv
-from deepauc.provenance import (
+from deepauc.metrics import average_ranks, roc_auc
+from deepauc.pipeline.provenance import (
     PROVENANCE_FILE,
     common_folds,
     read_pred_provenance,
@@ -115,7 +117,7 @@ def write_pred_dir(
     Each file is written atomically, only the format's columns, in the format's order.
     ``oof.csv`` is written last because it is the Makefile's target for a prediction
     directory: its presence means the directory is complete. ``provenance`` (see
-    :mod:`deepauc.provenance`; it must hold ``folds``) is written beside it. A stale
+    :mod:`deepauc.pipeline.provenance`; it must hold ``folds``) is written beside it. A stale
     ``test_folds.csv`` or ``provenance.json`` from an earlier run is removed when none is
     given, so the directory never mixes two runs.
     """
@@ -163,3 +165,95 @@ def model_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
     if len(set(names)) != len(names):
         names = [str(d) for d in pred_dirs]
     return names
+
+
+# --------------------------------------------------------------------------- OOF helpers
+
+
+def score_oof(oof: pd.DataFrame) -> dict[str, float]:
+    """AUC per fold and pooled OOF AUC on competition rows, and AUC on external rows.
+
+    Keys: ``fold <k>`` for every fold with competition rows, ``OOF``, ``external``
+    (NaN when the OOF file has no external rows or they hold one class). A fold
+    whose competition rows hold one class scores NaN.
+    """
+    comp = oof[oof["source"] == COMPETITION]
+    ext = oof[oof["source"] != COMPETITION]
+    scores: dict[str, float] = {}
+    for k in sorted(comp["fold"].unique()):
+        rows = comp[comp["fold"] == k]
+        scores[f"fold {k}"] = roc_auc(
+            rows["target"].to_numpy(), rows["pred"].to_numpy(), undefined="nan"
+        )
+    scores["OOF"] = roc_auc(comp["target"].to_numpy(), comp["pred"].to_numpy(), undefined="nan")
+    scores["external"] = roc_auc(ext["target"].to_numpy(), ext["pred"].to_numpy(), undefined="nan")
+    return scores
+
+
+def scaled_ranks(x) -> np.ndarray:
+    """Average ranks of ``x`` (ties share their mean rank) mapped linearly onto [0, 1].
+
+    The smallest value maps to 0 and the largest to 1; a single value maps to 0.5.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return x.copy()
+    if x.size == 1:
+        return np.full(1, 0.5)
+    return (average_ranks(x) - 1.0) / (x.size - 1.0)
+
+
+def to_scale(x, method: str) -> np.ndarray:
+    """Predictions on the blending scale: unchanged for ``prob``, scaled ranks for ``rank``."""
+    if method == "prob":
+        return np.asarray(x, dtype=np.float64)
+    if method == "rank":
+        return scaled_ranks(x)
+    raise ValueError(f"blend: unknown method {method!r}; expected 'prob' or 'rank'")
+
+
+def _name_diff(a: pd.Series, b: pd.Series, a_name: str, b_name: str, limit: int = 5) -> str:
+    """The image names only in ``a`` and only in ``b``, each side named by its file."""
+    only_a = sorted(set(a) - set(b))
+    only_b = sorted(set(b) - set(a))
+    parts = []
+    if only_a:
+        parts.append(f"{len(only_a)} only in {a_name} (e.g. {only_a[:limit]})")
+    if only_b:
+        parts.append(f"{len(only_b)} only in {b_name} (e.g. {only_b[:limit]})")
+    return "; ".join(parts)
+
+
+def align_to(
+    ref: pd.DataFrame, other: pd.DataFrame, ref_name: str, other_name: str
+) -> pd.DataFrame:
+    """``other`` reordered to ``ref``'s image_name order; error unless the name sets agree."""
+    if len(ref) != len(other) or set(ref["image_name"]) != set(other["image_name"]):
+        diff = _name_diff(ref["image_name"], other["image_name"], ref_name, other_name)
+        raise ValueError(
+            f"{other_name} and {ref_name} hold different image_name sets "
+            f"({len(other)} vs {len(ref)} rows): {diff}"
+        )
+    return other.set_index("image_name").loc[ref["image_name"]].reset_index()
+
+
+def align_oof(
+    ref: pd.DataFrame, other: pd.DataFrame, ref_name: str, other_name: str
+) -> pd.DataFrame:
+    """Align two OOF frames by image_name and check that target and fold agree row by row."""
+    aligned = align_to(ref, other, ref_name, other_name)
+    for column in ("target", "fold"):
+        bad = ref[column].to_numpy() != aligned[column].to_numpy()
+        if bad.any():
+            names = ref["image_name"].to_numpy()[bad][:5].tolist()
+            why = {
+                "target": "a label changed after one of them was predicted; rerun the stale "
+                "one's train and predict, or meta (make redoes them from the current table)",
+                "fold": "they were predicted under different fold assignments; rerun the "
+                "stale one's train and predict, or meta",
+            }[column]
+            raise ValueError(
+                f"{other_name} and {ref_name} disagree on column {column!r} for "
+                f"{int(bad.sum())} image(s), e.g. {names}: {why}"
+            )
+    return aligned

@@ -29,19 +29,19 @@ from deepauc.config import add_config_arguments, to_dict
 from deepauc.data.augment import build_train_transform, dihedral_views
 from deepauc.data.dataset import ImageAndCopies, to_device_batch
 from deepauc.data.image_cache import check_cached
-from deepauc.data.tables import check_fold_table, check_targets, read_csv_table, read_test_csv
+from deepauc.data.tables import read_folds_table, read_test_csv
 from deepauc.io import atomic_path, ensure_writable, load_torch
 from deepauc.metrics import roc_auc
 from deepauc.models import create_model
 from deepauc.pipeline.experiment import ExperimentConfig, TTAConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
-from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device
-from deepauc.provenance import (
+from deepauc.pipeline.provenance import (
     cache_fingerprint,
     check_model_record,
     file_fingerprint,
     folds_of_table,
 )
+from deepauc.pipeline.runtime import amp_dtype, make_loader, pick_device
 
 log = logging.getLogger("deepauc.pipeline.predict")
 
@@ -262,9 +262,7 @@ def predict_experiment(cfg: ExperimentConfig, device: torch.device | None = None
     written ``-notta`` first and ``<out>/oof.csv`` (make's target) last.
     """
     device = device or pick_device()
-    table = read_csv_table(cfg.data.train_csv, ["image_name", "target", "fold"])  # ids as text
-    table["target"] = check_targets(table, cfg.data.train_csv)
-    table["fold"] = check_fold_table(table, cfg.data.train_csv, cfg.n_folds)
+    table = read_folds_table(cfg.data.train_csv, ["image_name", "target", "fold"], cfg.n_folds)
     folds = folds_of_table(cfg.data.train_csv)
     test = read_test_csv(cfg.data.test_csv) if cfg.data.test_csv else None
     if test is not None:  # fail before the first fold, not after it

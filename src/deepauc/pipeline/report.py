@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepauc.data.tables import read_csv_table
+from deepauc.data.tables import read_csv_table, read_folds_table
 from deepauc.io import atomic_path, write_text
 from deepauc.markdown import markdown_table
 from deepauc.metrics import roc_auc
@@ -49,30 +49,11 @@ from deepauc.pipeline.pred_files import (
     model_names,
     read_oof,
     read_oofs_same_folds,
+    score_oof,
 )
-from deepauc.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
+from deepauc.pipeline.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
 
 # --------------------------------------------------------------------------- scores
-
-
-def score_oof(oof: pd.DataFrame) -> dict[str, float]:
-    """AUC per fold and pooled OOF AUC on competition rows, and AUC on external rows.
-
-    Keys: ``fold <k>`` for every fold with competition rows, ``OOF``, ``external``
-    (NaN when the OOF file has no external rows or they hold one class). A fold
-    whose competition rows hold one class scores NaN.
-    """
-    comp = oof[oof["source"] == COMPETITION]
-    ext = oof[oof["source"] != COMPETITION]
-    scores: dict[str, float] = {}
-    for k in sorted(comp["fold"].unique()):
-        rows = comp[comp["fold"] == k]
-        scores[f"fold {k}"] = roc_auc(
-            rows["target"].to_numpy(), rows["pred"].to_numpy(), undefined="nan"
-        )
-    scores["OOF"] = roc_auc(comp["target"].to_numpy(), comp["pred"].to_numpy(), undefined="nan")
-    scores["external"] = roc_auc(ext["target"].to_numpy(), ext["pred"].to_numpy(), undefined="nan")
-    return scores
 
 
 def cv_table(pred_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -150,7 +131,7 @@ def check_current_labels(
     pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
 ) -> None:
     """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels."""
-    table = read_csv_table(folds_csv, ["image_name"])
+    table = read_folds_table(folds_csv, ["image_name"])
     if "target" not in table.columns:
         return  # a bare fold assignment: no labels to compare
     table = table.set_index("image_name")["target"]

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from deepauc.data.source_stamps import quick_key
+
 EXCLUDES = "excluded"
 HEADER = "# deepauc stamp: what the stages that depend on this file read; rewritten on change\n"
 
@@ -28,10 +30,7 @@ def listing(root: Path, excludes: list[Path]) -> tuple[int, str]:
     enough for tens of thousands of images. Symbolic links are followed.
     """
     if root.is_file():
-        st = root.stat()
-        return 1, hashlib.sha256(
-            f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}".encode()
-        ).hexdigest()[:16]
+        return 1, hashlib.sha256(" ".join(map(str, quick_key(root))).encode()).hexdigest()[:16]
     skip = {str(p) for p in excludes}
     lines = []
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -40,9 +39,8 @@ def listing(root: Path, excludes: list[Path]) -> tuple[int, str]:
             path = os.path.join(folder, name)
             if path in skip:
                 continue
-            st = os.stat(path)
             rel = os.path.relpath(path, root)
-            lines.append(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n")
+            lines.append("\t".join([rel, *map(str, quick_key(path))]) + "\n")
     lines.sort()
     return len(lines), hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
 

@@ -21,7 +21,7 @@ from deepauc.data.augment import build_train_transform
 from deepauc.data.dataset import CachedImages
 from deepauc.data.image_cache import check_cached
 from deepauc.data.sampling import PositiveShare
-from deepauc.data.tables import check_columns, check_fold_table, check_targets, read_csv_table
+from deepauc.data.tables import read_folds_table
 from deepauc.io import write_csv
 from deepauc.logs import setup_logging
 from deepauc.losses import auc_variables, create_loss
@@ -41,6 +41,7 @@ from deepauc.pipeline.checkpoint import (
     save_checkpoint as _save_checkpoint,  # the epoch-end save; bench/gpu_check_runs.py wraps it
 )
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
+from deepauc.pipeline.provenance import training_record
 from deepauc.pipeline.recovery import (
     EXIT_TIME_BUDGET,
     TimeBudgetReached,
@@ -74,7 +75,6 @@ from deepauc.pipeline.steps import (
     weights_model,
 )
 from deepauc.pipeline.tracking import EpochWriter
-from deepauc.provenance import training_record
 
 log = logging.getLogger("deepauc.pipeline.train")
 
@@ -175,11 +175,7 @@ def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = N
 
 def _load_fold_rows(cfg: ExperimentConfig, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The fold's training and validation rows, checked against the table and the cache."""
-    # ids as text: an image named 0296243 must not become the number 296243
-    table = read_csv_table(cfg.data.train_csv, ["image_name", "target", "fold"])
-    check_columns(table, ["image_name", "target", "fold"], cfg.data.train_csv)
-    table["target"] = check_targets(table, cfg.data.train_csv)
-    table["fold"] = check_fold_table(table, cfg.data.train_csv, cfg.n_folds)
+    table = read_folds_table(cfg.data.train_csv, ["image_name", "target", "fold"], cfg.n_folds)
     try:
         train_df, valid_df = split_fold(table, fold, cfg.data.use_external)
     except ValueError as err:

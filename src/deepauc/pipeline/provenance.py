@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepauc.data.source_stamps import file_sha256
-from deepauc.data.tables import describe_rows, read_csv_table
+from deepauc.data.source_stamps import file_sha256, read_sources, sources_files
+from deepauc.data.tables import describe_rows, read_folds_table
 from deepauc.io import load_torch, write_text
 
 PROVENANCE_FILE = "provenance.json"
@@ -40,7 +40,7 @@ def fold_fingerprint(table: pd.DataFrame) -> str:
 
 def folds_of_table(path: str | os.PathLike) -> str:
     """:func:`fold_fingerprint` of the training table at ``path`` (image names read as text)."""
-    table = read_csv_table(path, ["image_name", "fold"])
+    table = read_folds_table(path, ["image_name", "fold"])
     folds = pd.to_numeric(table["fold"], errors="coerce")
     bad = (folds.isna() | (folds != folds.round())).to_numpy()
     if bad.any():
@@ -178,7 +178,7 @@ def check_model_record(saved: dict, path: Path, expected: dict, train_csv: str, 
 
 def _fold_rows(cfg) -> pd.DataFrame:
     """The rows any fold of ``cfg`` trains or validates on (fold -1 rows only with external)."""
-    table = read_csv_table(cfg.data.train_csv, ["image_name", "target", "fold"])
+    table = read_folds_table(cfg.data.train_csv, ["image_name", "target", "fold"])
     folds = pd.to_numeric(table["fold"], errors="coerce")
     return table[((folds >= 0) | bool(cfg.data.use_external)).to_numpy()]
 
@@ -192,10 +192,10 @@ def cache_fingerprint(cache_dir, size: int, names, skip: str | None = None) -> s
     lists hashes as ``-`` (a cache written before records existed).
     """
     stamps: dict[str, set[str]] = {}
-    for path in sorted((Path(cache_dir) / str(int(size))).glob("sources_*.csv")):
+    for path in sources_files(cache_dir, size):
         if skip is not None and path.stem == f"sources_{skip}":
             continue
-        table = read_csv_table(path, ["image_name"], text_columns=["source_sha256"])
+        table = read_sources(path)
         if "source_sha256" in table.columns:
             cols = [table["source_sha256"].astype(str)]
         else:

@@ -10,7 +10,7 @@ import deepauc
 from deepauc import cli
 
 SRC = Path(deepauc.__file__).parent
-ROOT_MODULES = ["config", "io", "logs", "markdown", "metrics", "losses", "optim"]
+ROOT_MODULES = ["config", "io", "logs", "markdown", "metrics", "stats", "losses", "optim"]
 # the submission format's reader and writer, which ensemble writes through; it also has a
 # subcommand of its own (validate-submission) but is a format, not a stage
 FORMAT_MODULES = {"deepauc.pipeline.submission"}

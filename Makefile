@@ -41,6 +41,8 @@ images_of = $(if $(wildcard $(1)/jpeg/test),$(1)/jpeg/test,$(1)/test)
 SIZE_ROOTS = $(foreach s,$(SIZES),$(if $(DATA_$(s)),$(s)))
 # the card's memory in GB (GPU_MEM=16 on a T4/P100): the configs' per-card settings (train.memory)
 GPU_MEM ?=
+# one run per seed for every CNN, averaged into one member (see SEEDED_CNN_RULES)
+SEEDS ?=
 # the demo is a first look on a CPU: 3 folds; the real recipe: 5
 N_FOLDS_demo := 3
 N_FOLDS ?= $(or $(N_FOLDS_$(EXP)),5)
@@ -130,6 +132,7 @@ UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var S
   --stamp $(STAMP_TEST_IMAGES) --path TEST_IMAGES=$(call q,$(TEST_IMAGES)) \
     $(foreach s,$(SIZE_ROOTS),--path TEST_IMAGES_$(s)=$(call q,$(call images_of,$(DATA_$(s))))) \
   --stamp $(STAMP_CNN) --var $(call q,EXTRA_SETS=$(EXTRA_SETS)) --var $(call q,SIZES=$(SIZES)) \
+    $(if $(strip $(SEEDS)),--var $(call q,SEEDS=$(SEEDS))) \
     --var GPU_MEM=$(GPU_MEM) \
   --stamp $(STAMP_META) --var META=$(META) --var $(call q,EXTRA_META_SETS=$(EXTRA_META_SETS)) \
   --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
@@ -252,7 +255,32 @@ preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE
 preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
 	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
 endef
-$(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(firstword $(subst :, ,$(m))),$(word 2,$(subst :, ,$(m))))))
+# SEEDS="0 1": each CNN trains and predicts once per seed, in its own run dir <name>_s<seed>
+# (stage 2 from the same seed's stage 1), and preds/<name> is their mean (deepauc average),
+# one ensemble member. Empty: one run per model, with the YAML's seed.
+SEED_SETS = --set name=$(EXP)_$(1)_s$(3) --set train.seed=$(3) $(if $(2),--set model.init_from=models/$(EXP)_$(2)_s$(3))
+define SEEDED_CNN_RULES
+models/$(EXP)_$(1)_s$(3)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)_s$(3)/fold%/model.pt)
+	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(call SEED_SETS,$(1),$(2),$(3))
+	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
+preds/$(EXP)_$(1)_s$(3)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)_s$(3)/fold$(k)/model.pt)
+	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(call SEED_SETS,$(1),$(2),$(3))
+endef
+define SEED_MEAN_RULES
+preds/$(EXP)_$(1)/oof.csv: $(foreach s,$(SEEDS),preds/$(EXP)_$(1)_s$(s)/oof.csv)
+	$(DEEPAUC) average --out preds/$(EXP)_$(1)-notta --preds $(foreach s,$(SEEDS),preds/$(EXP)_$(1)_s$(s)-notta)
+	$(DEEPAUC) average --out preds/$(EXP)_$(1) --preds $(foreach s,$(SEEDS),preds/$(EXP)_$(1)_s$(s))
+preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
+	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
+endef
+model_stem = $(firstword $(subst :, ,$(1)))
+model_stage1 = $(word 2,$(subst :, ,$(1)))
+ifeq ($(strip $(SEEDS)),)
+$(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(call model_stem,$(m)),$(call model_stage1,$(m)))))
+else
+$(foreach m,$(MODELS),$(foreach s,$(SEEDS),$(eval $(call SEEDED_CNN_RULES,$(call model_stem,$(m)),$(call model_stage1,$(m)),$(s)))))
+$(foreach m,$(MODELS),$(eval $(call SEED_MEAN_RULES,$(call model_stem,$(m)))))
+endif
 
 # 8. metadata model
 preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST)

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train one model (CE/focal pretraining or AUC fine-tuning) from a YAML config",
     ),
     "predict": ("deepauc.pipeline.predict", "TTA inference on out-of-fold and test images"),
+    "average": (
+        "deepauc.pipeline.seed_average",
+        "average one model's prediction directories of several seeds into one",
+    ),
     "meta": ("deepauc.pipeline.metadata_model", "metadata model (MLP or LightGBM) per fold"),
     "blend": (
         "deepauc.pipeline.blend",

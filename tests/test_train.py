@@ -152,27 +152,22 @@ def test_bad_config_rejected_naming_the_key(tiny_data, section, value, match):
         load_experiment(path)
 
 
-def test_resume_after_interruption_equals_uninterrupted(tiny_data, monkeypatch):
-    common = dict(
-        folds=[0],
-        schedule={"name": "stagewise", "epochs": 3, "decay_epochs": [1]},
-        loss={"name": "auc_m"},
-        optim={"name": "pesg", "lr": 0.05, "momentum": 0.5},
-    )
-    straight = load_experiment(write_experiment(tiny_data, "straight", **common))
-    train_fold(straight, 0, torch.device("cpu"))
-
-    interrupted = load_experiment(write_experiment(tiny_data, "interrupted", **common))
+def _resume_equals_straight(tiny_data, monkeypatch, sections: dict, crash_epoch: int, tag: str):
+    """Train once straight; train again killed in ``crash_epoch`` (0-based) and rerun: the
+    final weights must be equal."""
     import deepauc.pipeline.train as train_mod
 
+    straight = load_experiment(write_experiment(tiny_data, f"{tag}_straight", **sections))
+    train_fold(straight, 0, torch.device("cpu"))
+    interrupted = load_experiment(write_experiment(tiny_data, f"{tag}_killed", **sections))
     real_run_epoch = train_mod.run_epoch
 
-    def crash_in_epoch_3(cfg, *args):
-        if args[-2] == 2:  # the 0-based epoch argument
+    def crash(cfg, *args):
+        if args[-2] == crash_epoch:  # the 0-based epoch argument
             raise KeyboardInterrupt("killed")
         return real_run_epoch(cfg, *args)
 
-    monkeypatch.setattr(train_mod, "run_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(train_mod, "run_epoch", crash)
     with pytest.raises(KeyboardInterrupt):
         train_fold(interrupted, 0, torch.device("cpu"))
     assert (interrupted.run_dir(0) / "checkpoint.pt").exists()
@@ -183,6 +178,16 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_data, monkeypatch):
     b = torch.load(interrupted.run_dir(0) / "model.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_data, monkeypatch):
+    common = dict(
+        folds=[0],
+        schedule={"name": "stagewise", "epochs": 3, "decay_epochs": [1]},
+        loss={"name": "auc_m"},
+        optim={"name": "pesg", "lr": 0.05, "momentum": 0.5},
+    )
+    _resume_equals_straight(tiny_data, monkeypatch, common, crash_epoch=2, tag="plain")
 
 
 def test_checkpoint_from_other_config_refused(tiny_data):
@@ -305,27 +310,7 @@ def test_ema_weights_are_the_moving_average_of_every_step(tiny_data, monkeypatch
 
 
 def test_ema_run_resumes_to_the_same_weights(tiny_data, monkeypatch):
-    import deepauc.pipeline.train as train_mod
-
-    straight = load_experiment(write_experiment(tiny_data, "ema_straight", **_EMA_RUN))
-    train_fold(straight, 0, torch.device("cpu"))
-    interrupted = load_experiment(write_experiment(tiny_data, "ema_killed", **_EMA_RUN))
-    real_run_epoch = train_mod.run_epoch
-
-    def crash_in_epoch_2(cfg, *args):
-        if args[-2] == 1:
-            raise KeyboardInterrupt("killed")
-        return real_run_epoch(cfg, *args)
-
-    monkeypatch.setattr(train_mod, "run_epoch", crash_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_fold(interrupted, 0, torch.device("cpu"))
-    monkeypatch.setattr(train_mod, "run_epoch", real_run_epoch)
-    train_fold(interrupted, 0, torch.device("cpu"))
-    a = torch.load(straight.run_dir(0) / "model.pt", weights_only=True)["model"]
-    b = torch.load(interrupted.run_dir(0) / "model.pt", weights_only=True)["model"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _resume_equals_straight(tiny_data, monkeypatch, _EMA_RUN, crash_epoch=1, tag="ema")
 
 
 @pytest.mark.parametrize("value", [0, 1, 1.5])

@@ -283,8 +283,9 @@ $(foreach m,$(MODELS),$(eval $(call SEED_MEAN_RULES,$(call model_stem,$(m)))))
 endif
 
 # 8. metadata model
-preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST)
-	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS)
+preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
+	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS) \
+	  --set image_root=$(DATA) --set test_image_root=$(TEST_IMAGES)
 
 # 9-10. ensemble into the submission
 $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(CONFIG_BASES) $(STAMP_ENS) $(STAMP_TEST) $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))

@@ -191,3 +191,82 @@ def test_config_defaults_and_errors(tmp_path):
         load_config(path, MetaConfig, ["lightgbm.num_leafs=3"])
     with pytest.raises(ConfigError, match="dropout"):
         load_config(path, MetaConfig, ["dropout=1.5"])
+
+
+# ---- image_features: width, height and bytes of each row's image file
+def test_image_facts_from_the_published_layouts(tmp_path):
+    import cv2
+
+    from deepauc.data.image_facts import image_facts
+    from deepauc.data.tables import read_csv_table
+    from layout_fixtures import write_kaggle2020, write_resized2020
+
+    for writer, from_table in ((write_resized2020, True), (write_kaggle2020, False)):
+        root = writer(tmp_path / writer.__name__)
+        merged = tmp_path / f"{writer.__name__}.csv"
+        assert (
+            cli.main(["external", "--train-csv", str(root / "train.csv"), "--out", str(merged)])
+            == 0
+        )
+        table = read_csv_table(merged, ["image_name", "image_path"])
+        facts = image_facts(table, root, str(merged))
+        for (_, row), (_, got) in zip(table.iterrows(), facts.iterrows()):
+            path = root / row["image_path"]
+            assert got["bytes"] == path.stat().st_size
+            if from_table:  # the resized set's columns: the original's size, not the file's
+                assert (got["width"], got["height"]) == (float(row["width"]), float(row["height"]))
+            else:
+                h, w = cv2.imread(str(path)).shape[:2]
+                assert (got["width"], got["height"]) == (w, h)
+
+
+def test_image_facts_missing_file_names_the_line(tmp_path):
+    from deepauc.data.image_facts import image_facts
+
+    table = pd.DataFrame({"image_name": ["a", "b"], "image_path": ["a.jpg", "b.jpg"]})
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"t.csv: image file not found for line 3 .*b.jpg"):
+        image_facts(table, tmp_path, "t.csv")
+
+
+def test_the_meta_model_learns_from_image_size_when_asked(tmp_path):
+    """Malignant rows' files are larger photographs: with image_features LightGBM finds it;
+    without, on a table whose ages say nothing, it cannot."""
+    import cv2
+
+    train, test = make_tables(n=300, n_test=40, age_effect=0.0)
+    rng = np.random.default_rng(0)
+    for df, folder in ((train, tmp_path / "train"), (test, tmp_path / "test")):
+        folder.mkdir()
+        malignant = df["target"].to_numpy() if "target" in df else np.zeros(len(df), int)
+        for name, m in zip(df["image_name"], malignant):
+            side = int(rng.integers(40, 60)) * (2 if m else 1)
+            pixels = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+            cv2.imwrite(str(folder / f"{name}.jpg"), pixels)
+    train["image_path"] = "train/" + train["image_name"] + ".jpg"
+    train.to_csv(tmp_path / "folds.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    base = {
+        "name": "meta_img",
+        "train_csv": str(tmp_path / "folds.csv"),
+        "test_csv": str(tmp_path / "test.csv"),
+        "model": "lightgbm",
+        "lightgbm": {"n_estimators": 30, "num_leaves": 4, "min_child_samples": 10},
+    }
+    aucs = {}
+    for on in (False, True):
+        cfg = dict(base, out_dir=str(tmp_path / f"p{on}"), image_features=on)
+        if on:
+            cfg.update(image_root=str(tmp_path), test_image_root=str(tmp_path / "test"))
+        path = tmp_path / f"m{on}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert cli.main(["meta", "--config", str(path)]) == 0
+        oof = read_oof(tmp_path / f"p{on}")
+        aucs[on] = roc_auc(oof["target"], oof["pred"])
+    assert aucs[True] > 0.95 and aucs[False] < 0.7, aucs
+
+
+def test_image_features_need_both_folders(tmp_path):
+    path, _, _ = write_config(tmp_path, "mlp", image_features=True, image_root=str(tmp_path))
+    with pytest.raises(ConfigError, match="image_features needs image_root and test_image_root"):
+        load_config(path, MetaConfig)

@@ -77,6 +77,11 @@ class MetaConfig:
     use_external: bool = False
     lightgbm: LightGBMParams = dataclasses.field(default_factory=LightGBMParams)
     out_dir: str | None = None
+    # width, height and byte size of each row's image file as features (log, standardised on
+    # the training table); the image folders come from the Makefile
+    image_features: bool = False
+    image_root: str | None = None  # training rows: image_root/image_path
+    test_image_root: str | None = None  # test rows: test_image_root/<image_name>.jpg
     # torch and LightGBM threads: the MLP's matrices are tiny, so one thread is fastest
     # (two threads were ~10x slower per step on a loaded 2-core machine)
     threads: int = 1
@@ -91,6 +96,8 @@ class MetaConfig:
             raise ValueError("epochs and threads must be >= 1 and batch_size >= 2")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.image_features and not (self.image_root and self.test_image_root):
+            raise ValueError("image_features needs image_root and test_image_root")
 
     @property
     def output_dir(self) -> Path:
@@ -214,6 +221,30 @@ def build_features(
     )
 
 
+def _with_image_features(
+    cfg: MetaConfig,
+    train_df: pd.DataFrame,
+    test_df: pd.DataFrame,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    names: list[str],
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The feature matrices with log width, height and bytes of each image appended, each
+    standardised with the training table's mean and sd (no labels used: nothing leaks)."""
+    from deepauc.data.image_facts import image_facts
+
+    facts_train = np.log(image_facts(train_df, str(cfg.image_root), cfg.train_csv).to_numpy())
+    facts_test = np.log(image_facts(test_df, str(cfg.test_image_root), cfg.test_csv).to_numpy())
+    mean, sd = facts_train.mean(axis=0), facts_train.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    extra = ["log_width", "log_height", "log_bytes"]
+    return (
+        np.hstack([x_train, ((facts_train - mean) / sd).astype(np.float32)]),
+        np.hstack([x_test, ((facts_test - mean) / sd).astype(np.float32)]),
+        names + extra,
+    )
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -313,6 +344,10 @@ def train_mask(df: pd.DataFrame, k: int, use_external: bool) -> np.ndarray:
 def run_meta(cfg: MetaConfig, train_df: pd.DataFrame, test_df: pd.DataFrame, log=print) -> dict:
     """Train one model per fold; return ``oof``, ``test``, ``test_folds`` frames and ``scores``."""
     x_train, x_test, names = build_features(train_df, test_df, cfg.train_csv, cfg.test_csv)
+    if cfg.image_features:
+        x_train, x_test, names = _with_image_features(
+            cfg, train_df, test_df, x_train, x_test, names
+        )
     y = train_df["target"].to_numpy()
     folds = sorted(int(k) for k in train_df["fold"].unique() if k >= 0)
     fit = fit_predict_mlp if cfg.model == "mlp" else fit_predict_lightgbm

@@ -149,3 +149,14 @@ def test_fold_rank_auc_by_hand_and_against_scipy():
         inside = folds == k
         ranked[inside] = (rankdata(cols[0, inside]) - 1) / (inside.sum() - 1)
     assert fold_rank_auc(y, folds, cols[0]) == pytest.approx(roc_auc_score(y, ranked))
+
+
+def test_weighted_mean_ties_do_not_depend_on_summation_order():
+    # averaged ranks tie in exact arithmetic; unrounded, the order of the sum breaks some ties
+    rng = np.random.default_rng(0)
+    cols = np.stack([(rng.permutation(30)) / 29 for _ in range(3)])
+    w = np.array([4, 1, 2])
+    unrounded = [(w / 7) @ cols, (w[::-1] / 7) @ cols[::-1]]
+    assert (unrounded[0] != unrounded[1]).any()  # the noise this guards against
+    np.testing.assert_array_equal(weighted_mean(cols, w), weighted_mean(cols[::-1], w[::-1]))
+    np.testing.assert_allclose(weighted_mean(cols, w), unrounded[0], atol=1e-12)

@@ -11,6 +11,16 @@ from deepauc.pipeline.pred_files import scaled_ranks
 
 # an AUC must beat the best so far by more than float noise to count as a gain
 _GAIN = 1e-12
+# averages are rounded to this many decimals: rows tied in exact arithmetic (common when
+# averaging ranks) stay tied whatever order the sum was taken in, so an AUC does not move
+# with rounding noise
+DECIMALS = 12
+
+
+def weighted_mean(columns, weights) -> np.ndarray:
+    """``weights @ columns`` with the weights scaled to sum 1, rounded to ``DECIMALS``."""
+    w = np.asarray(weights, dtype=np.float64)
+    return np.round((w / w.sum()) @ np.asarray(columns, dtype=np.float64), DECIMALS)
 
 
 def greedy_select(y, columns, max_steps: int) -> tuple[np.ndarray, list[tuple[int, float]]]:
@@ -28,26 +38,18 @@ def greedy_select(y, columns, max_steps: int) -> tuple[np.ndarray, list[tuple[in
     if y.size == 0 or y.min() == y.max():
         raise ValueError(f"greedy selection: {y.size} row(s) of one class; cannot choose members")
     counts = np.zeros(len(cols), dtype=int)
-    total = np.zeros(cols.shape[1])
     best = -np.inf
     path: list[tuple[int, float]] = []
     for _ in range(max_steps):
-        # the mean's AUC equals the sum's: dividing by the count does not change the order
-        aucs = np.array([roc_auc(y, total + c) for c in cols])
+        trials = counts + np.eye(len(cols), dtype=int)  # row j: the counts with j added once more
+        aucs = np.array([roc_auc(y, weighted_mean(cols, t)) for t in trials])
         pick = int(np.flatnonzero(aucs >= aucs.max() - _GAIN)[0])
         if aucs[pick] <= best + _GAIN:
             break
         counts[pick] += 1
-        total += cols[pick]
         best = float(aucs[pick])
         path.append((pick, best))
     return counts, path
-
-
-def weighted_mean(columns, weights) -> np.ndarray:
-    """``weights @ columns`` with the weights scaled to sum 1."""
-    w = np.asarray(weights, dtype=np.float64)
-    return (w / w.sum()) @ np.asarray(columns, dtype=np.float64)
 
 
 def nested_greedy(y, folds, columns, max_steps: int) -> dict:

@@ -1,9 +1,14 @@
-"""deepauc ensemble: mean and rank averaging, submission order and validation, OOF checks."""
+"""deepauc ensemble: mean and rank averaging, submission order and validation, OOF checks, the
+defaults' outputs unchanged, the summary's rank correlations and drop-one AUCs."""
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from deepauc import cli
 from deepauc.config import ConfigError, load_config
@@ -131,3 +136,97 @@ def test_config_checks(tmp_path):
         load_config(path, EnsembleConfig, ["method=median"])
     cfg = load_config(path, EnsembleConfig, ["oof_out=null"])
     assert str(cfg.oof_dir) == "preds/ens"
+
+
+def test_defaults_write_the_same_files_as_before(tmp_path):
+    """With the defaults (selection: fixed) the submission and the prediction dir hold what
+    they held before selection and the log existed: these hand-worked bytes; the new files
+    are ensemble.md beside them and the log beside the submission."""
+    oof = {"image_name": OOF_NAMES, "fold": [0, 0, 1, 1, 1]}
+    oof |= {"source": ["competition"] * 4 + ["isic2019"], "target": [0, 1, 0, 1, 1]}
+    five = NAMES + ["ISIC_e"]  # five rows: ranks in quarters, exact in binary
+    for name, oof_pred, test_pred in [
+        ("A", [0.1, 0.8, 0.3, 0.6, 0.5], [0.1, 0.4, 0.3, 0.9, 0.6]),
+        ("B", [0.2, 0.4, 0.1, 0.9, 0.6], [0.3, 0.2, 0.5, 0.7, 0.1]),
+    ]:
+        write_pred_dir(
+            tmp_path / name,
+            pd.DataFrame(oof | {"pred": oof_pred}),
+            pd.DataFrame({"image_name": five, "pred": test_pred}),
+            provenance={"folds": "f" * 16},
+        )
+    sample = pd.DataFrame({"image_name": ["ISIC_c", "ISIC_a", "ISIC_d", "ISIC_b", "ISIC_e"]})
+    sample.assign(target=0).to_csv(tmp_path / "sample.csv", index=False)
+    members = [str(tmp_path / "A"), str(tmp_path / "B")]
+    cfg = {"name": "ens", "members": members, "method": "rank", "weights": [3, 1]}
+    cfg |= {"sample_submission": str(tmp_path / "sample.csv"), "out": str(tmp_path / "s/e.csv")}
+    cfg |= {"oof_out": str(tmp_path / "preds" / "ens")}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["ensemble", "--config", str(tmp_path / "e.yaml")]) == 0
+
+    # ranks/4, A: oof 0 4 1 3 2, test a0 b2 c1 d4 e3; B: oof 1 2 0 4 3, test a2 b1 c3 d4 e0
+    # 3/4 A + 1/4 B
+    assert (tmp_path / "s/e.csv").read_text() == (
+        "image_name,target\nISIC_c,0.375\nISIC_a,0.125\nISIC_d,1.0\nISIC_b,0.4375\nISIC_e,0.5625\n"
+    )
+    out = tmp_path / "preds" / "ens"
+    assert (out / "test.csv").read_text() == (tmp_path / "s/e.csv").read_text().replace(
+        "image_name,target", "image_name,pred"
+    )
+    assert (out / "oof.csv").read_text() == (
+        "image_name,fold,source,target,pred\nISIC_1,0,competition,0,0.0625\n"
+        "ISIC_2,0,competition,1,0.875\nISIC_3,1,competition,0,0.1875\n"
+        "ISIC_4,1,competition,1,0.8125\nISIC_5,1,isic2019,1,0.5625\n"
+    )
+    record = json.loads((out / "provenance.json").read_text())
+    assert sorted(record) == ["folds", "inputs", "labels", "oof_rows", "version"]
+    assert record["folds"] == "f" * 16 and record["inputs"] == members
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ensemble.md",
+        "oof.csv",
+        "provenance.json",
+        "test.csv",
+    ]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["e.csv", "log.csv"]
+
+
+def test_summary_tables_against_scipy_and_sklearn(tmp_path):
+    """The rank correlations and drop-one AUCs are those of the rows matched by image_name
+    (B's rows are stored in another order)."""
+    path = setup(tmp_path, method="mean", weights=[3, 1])
+    result = run_ensemble(load_config(path, EnsembleConfig))
+    a = read_oof(tmp_path / "A").set_index("image_name")
+    b = read_oof(tmp_path / "B").set_index("image_name").loc[a.index]
+    comp = (a["source"] == "competition").to_numpy()
+    rho = spearmanr(a["pred"][comp], b["pred"][comp]).statistic
+    np.testing.assert_allclose(result.correlation.to_numpy(), [[1, rho], [rho, 1]])
+    assert list(result.correlation.index) == ["A", "B"]
+    y = a["target"][comp]
+    # without A only B is left, and the other way round
+    expect = [roc_auc_score(y, b["pred"][comp]), roc_auc_score(y, a["pred"][comp])]
+    np.testing.assert_allclose(result.drop_one["OOF"], expect)
+    whole = roc_auc_score(y, 0.75 * a["pred"][comp] + 0.25 * b["pred"][comp])
+    assert result.oof_auc == pytest.approx(whole)
+    np.testing.assert_allclose(result.drop_one["change"], np.array(expect) - whole)
+    md = (tmp_path / "preds" / "ens" / "ensemble.md").read_text()
+    assert "## Rank correlation" in md and f"| A | 1.000 | {rho:.3f} |" in md
+    assert "## Drop one" in md and "Greedy" not in md
+
+
+def test_selection_config_checks(tmp_path):
+    path = setup(tmp_path)
+    with pytest.raises(ConfigError, match="greedy selection sets the weights"):
+        load_config(path, EnsembleConfig, ["selection=greedy", "weights=[1,2]"])
+    with pytest.raises(ConfigError, match="candidates: 'all' needs selection: greedy"):
+        load_config(path, EnsembleConfig, ["candidates=all"])
+    with pytest.raises(ConfigError, match="greedy_steps must be >= 1"):
+        load_config(path, EnsembleConfig, ["selection=greedy", "greedy_steps=0"])
+    with pytest.raises(ConfigError, match="candidates"):
+        load_config(path, EnsembleConfig, ["selection=greedy", "candidates=some"])
+    with pytest.raises(ConfigError, match="candidates: listed more than once"):
+        load_config(path, EnsembleConfig, ["selection=greedy", "candidates=[a,a]"])
+    cfg = load_config(path, EnsembleConfig, ["selection=greedy", "candidates=[preds/x]"])
+    assert cfg.candidates == ["preds/x"]
+    assert cfg.log_path == tmp_path / "submissions" / "log.csv"
+    cfg = load_config(path, EnsembleConfig, ["submission_log=elsewhere/log.csv"])
+    assert str(cfg.log_path) == "elsewhere/log.csv"

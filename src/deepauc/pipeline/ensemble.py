@@ -1,10 +1,12 @@
-"""``deepauc ensemble``: the (weighted) mean or rank mean of prediction directories into a
-validated submission CSV and the ensemble's own OOF and test predictions."""
+"""``deepauc ensemble``: the (weighted) mean or rank mean of prediction directories, fixed or
+chosen greedily on OOF, into a validated submission CSV (logged in the submission log), the
+ensemble's own OOF and test predictions and its summary (``ensemble.md``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,17 +15,24 @@ import pandas as pd
 
 from deepauc.config import add_config_arguments, check_dir_name, load_config
 from deepauc.data.tables import read_sample_submission
-from deepauc.markdown import markdown_table
+from deepauc.io import write_text
+from deepauc.pipeline.ensemble_summary import Choice, EnsembleResult, summarise
 from deepauc.pipeline.pred_files import (
     align_oof,
     align_to,
-    model_names,
     read_oof,
     read_oofs_same_folds,
     read_test,
-    score_oof,
     to_scale,
     write_pred_dir,
+)
+from deepauc.pipeline.selection import DECIMALS, greedy_select, nested_greedy
+from deepauc.pipeline.submission_log import (
+    append_entry,
+    file_sha256,
+    format_number,
+    read_log,
+    utc_now,
 )
 
 
@@ -38,12 +47,34 @@ class EnsembleConfig:
     method: Literal["mean", "rank"] = "mean"
     weights: list[float] | None = None
     oof_out: str | None = None
+    # fixed: the members with ``weights``; greedy: chosen on OOF from the candidates
+    selection: Literal["fixed", "greedy"] = "fixed"
+    # greedy's pool: the members; "all": also each member's TTA / no-TTA / metadata siblings
+    # on disk; a list: the members and these dirs
+    candidates: Literal["members", "all"] | list[str] = "members"
+    greedy_steps: int = 20
+    submission_log: str | None = None  # None: log.csv beside ``out``
 
     def validate(self) -> None:
         check_dir_name(self.name)
         dup = sorted({m for m in self.members if self.members.count(m) > 1})
         if dup:
             raise ValueError(f"members: listed more than once: {dup}")
+        if isinstance(self.candidates, list):
+            dup = sorted({m for m in self.candidates if self.candidates.count(m) > 1})
+            if dup:
+                raise ValueError(f"candidates: listed more than once: {dup}")
+        if self.selection == "fixed" and self.candidates != "members":
+            raise ValueError(
+                f"candidates: {self.candidates!r} needs selection: greedy (fixed uses the members)"
+            )
+        if self.selection == "greedy" and self.weights is not None:
+            raise ValueError(
+                "weights: greedy selection sets the weights (selection counts); drop weights "
+                "or use selection: fixed"
+            )
+        if self.greedy_steps < 1:
+            raise ValueError(f"greedy_steps must be >= 1 (got {self.greedy_steps})")
         if self.weights is not None:
             if self.members and len(self.weights) != len(self.members):
                 raise ValueError(
@@ -56,6 +87,13 @@ class EnsembleConfig:
     def oof_dir(self) -> Path:
         """``oof_out`` if set, else ``preds/<name>``."""
         return Path(self.oof_out) if self.oof_out else Path("preds") / self.name
+
+    @property
+    def log_path(self) -> Path:
+        """``submission_log`` if set, else ``log.csv`` in the submission's folder."""
+        return (
+            Path(self.submission_log) if self.submission_log else Path(self.out).parent / "log.csv"
+        )
 
 
 def normalised_weights(weights: list[float] | None, n: int) -> np.ndarray:
@@ -101,8 +139,68 @@ def ensemble_oof(members: list[str], weights: np.ndarray, method: str) -> pd.Dat
     return oof
 
 
-def run_ensemble(cfg: EnsembleConfig) -> pd.DataFrame:
-    """Write the submission and the ensemble's prediction dir; return a table of OOF AUCs."""
+def family(member: str | os.PathLike) -> list[str]:
+    """The prediction dirs beside ``member`` from the same model: with and without TTA
+    (``-notta``), with and without metadata (``+meta``), those that hold an ``oof.csv``."""
+    p = Path(member)
+    stem = p.name.removesuffix("+meta").removesuffix("-notta")
+    variants = [stem, f"{stem}-notta", f"{stem}+meta", f"{stem}-notta+meta"]
+    return [str(p.parent / v) for v in variants if (p.parent / v / "oof.csv").is_file()]
+
+
+def candidate_pool(members: list[str], candidates: str | list[str]) -> list[str]:
+    """The dirs greedy selection chooses from: the members first, then the others in order."""
+    extra: list[str] = []
+    if candidates == "all":
+        extra = [d for m in members for d in family(m)]
+    elif isinstance(candidates, list):
+        extra = list(candidates)
+    pool = list(members)
+    for d in extra:
+        if Path(d) not in {Path(p) for p in pool}:
+            pool.append(d)
+    return pool
+
+
+def choose(cfg: EnsembleConfig, oofs: list[pd.DataFrame], pool: list[str]) -> Choice:
+    """Align the pool's OOF rows and choose the members and weights (fixed or greedy)."""
+    first, first_name = oofs[0], f"{Path(pool[0]) / 'oof.csv'}"
+    raw = [first["pred"].to_numpy()]
+    for d, other in zip(pool[1:], oofs[1:]):
+        raw.append(align_oof(first, other, first_name, f"{Path(d) / 'oof.csv'}")["pred"].to_numpy())
+    scale = {"mean": "prob", "rank": "rank"}[cfg.method]
+    scaled = np.stack([to_scale(c, scale) for c in raw])
+    choice = Choice(
+        pool=pool,
+        members=list(cfg.members),
+        weights=normalised_weights(cfg.weights, len(cfg.members)),
+        oof=first[["image_name", "fold", "source", "target"]],
+        raw=np.stack(raw),
+        scaled=scaled,
+    )
+    if cfg.selection == "fixed":
+        return choice
+    comp = choice.comp
+    y, folds = first["target"].to_numpy()[comp], first["fold"].to_numpy()[comp]
+    if y.size == 0 or y.min() == y.max():
+        raise ValueError(
+            f"{first_name}: the competition rows hold {y.size} row(s) of one class; "
+            "cannot choose members"
+        )
+    counts, steps = greedy_select(y, scaled[:, comp], cfg.greedy_steps)
+    kept = np.flatnonzero(counts)
+    choice.members = [pool[i] for i in kept]
+    choice.weights = counts[kept] / counts.sum()
+    choice.path = [(pool[i], auc) for i, auc in steps]
+    choice.nested = nested_greedy(y, folds, scaled[:, comp], cfg.greedy_steps)
+    return choice
+
+
+def run_ensemble(cfg: EnsembleConfig, config: str | os.PathLike | None = None) -> EnsembleResult:
+    """Write the ensemble's prediction dir and summary, the submission and its log row.
+
+    ``config`` is the YAML's path, recorded in the submission log.
+    """
     from deepauc.pipeline.submission import validate_submission, write_submission
 
     if not cfg.members:
@@ -112,26 +210,55 @@ def run_ensemble(cfg: EnsembleConfig) -> pd.DataFrame:
         )
     if cfg.weights is not None and len(cfg.weights) != len(cfg.members):
         raise ValueError(f"weights: {len(cfg.weights)} weight(s) for {len(cfg.members)} member(s)")
-    weights = normalised_weights(cfg.weights, len(cfg.members))
+    read_log(cfg.log_path)  # a malformed log stops the run before anything is written
     sample = read_sample_submission(cfg.sample_submission)
-    _, provenance = read_oofs_same_folds(cfg.members)
-    oof = ensemble_oof(cfg.members, weights, cfg.method)
-    sub = ensemble_test(cfg.members, sample, weights, cfg.method, cfg.sample_submission)
+    pool = cfg.members if cfg.selection == "fixed" else candidate_pool(cfg.members, cfg.candidates)
+    oofs, provenance = read_oofs_same_folds(pool)
+    choice = choose(cfg, oofs, pool)
+    if cfg.selection == "greedy":
+        _, provenance = read_oofs_same_folds(choice.members)
+        if provenance is not None:  # what chose the inputs, for whoever reads the record
+            provenance["ensemble"] = {
+                "selection": "greedy",
+                "candidates": pool,
+                "weights": [float(w) for w in choice.weights],
+                "nested_auc": choice.nested["auc"] if choice.nested else None,
+            }
+    oof = ensemble_oof(choice.members, choice.weights, cfg.method)
+    sub = ensemble_test(choice.members, sample, choice.weights, cfg.method, cfg.sample_submission)
+    if cfg.selection == "greedy":  # rounded as selection scored them (selection.DECIMALS)
+        oof["pred"] = np.round(oof["pred"], DECIMALS)
+        sub["target"] = np.round(sub["target"], DECIMALS)
     sub = validate_submission(sub, sample, cfg.out)
     test = sub.rename(columns={"target": "pred"})
+    result = summarise(choice, oof, name=cfg.name, method=cfg.method, selection=cfg.selection)
+    # ensemble.md first: oof.csv, written last by write_pred_dir, marks the directory complete
+    write_text(result.markdown, cfg.oof_dir / "ensemble.md")
     write_pred_dir(cfg.oof_dir, oof, test, provenance=provenance)
     write_submission(sub, sample, cfg.out)
-
-    rows = []
-    for name, m, w in zip(model_names(cfg.members), cfg.members, weights):
-        rows.append({"model": name, "weight": w, **_oof_scores(read_oof(m))})
-    rows.append({"model": f"ensemble ({cfg.method})", "weight": 1.0, **_oof_scores(oof)})
-    return pd.DataFrame(rows)
+    _, result.log_message = append_entry(cfg.log_path, log_row(cfg, config, choice, result))
+    return result
 
 
-def _oof_scores(oof: pd.DataFrame) -> dict[str, float]:
-    s = score_oof(oof)
-    return {"OOF": s["OOF"], "external": s["external"]}
+def log_row(
+    cfg: EnsembleConfig, config: str | os.PathLike | None, choice: Choice, result: EnsembleResult
+) -> dict[str, str]:
+    """The submission log's row for the submission just written."""
+    return {
+        "time_utc": utc_now(),
+        "submission": str(cfg.out),
+        "sha256": file_sha256(cfg.out),
+        "name": cfg.name,
+        "config": "" if config is None else str(config),
+        "method": cfg.method,
+        "selection": cfg.selection,
+        "members": ";".join(str(m) for m in choice.members),
+        "weights": ";".join(f"{w:.6g}" for w in choice.weights),
+        "oof_auc": format_number(result.oof_auc),
+        "oof_auc_fold_rank": format_number(result.oof_auc_fold_rank),
+        "nested_auc": format_number(choice.nested["auc"] if choice.nested else None),
+        "lb_score": "",
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +267,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, EnsembleConfig, args.overrides)
-    table = run_ensemble(cfg)
-    print(markdown_table(table))
-    print(f"wrote {cfg.out} and {cfg.oof_dir}/oof.csv, test.csv")
+    result = run_ensemble(cfg, args.config)
+    print(result.markdown)
+    print(f"wrote {cfg.out} and {cfg.oof_dir}/oof.csv, test.csv, ensemble.md")
+    print(result.log_message)
     return 0

@@ -127,10 +127,15 @@ def plot_stages(
     panels = [("lr", "learning rate"), ("a", "a"), ("b", "b"), ("alpha", "α")]
     fig, axes = plt.subplots(len(timelines), 4, figsize=(16, 3.2 * len(timelines)), squeeze=False)
     for row, (run, (stage1, logs)) in zip(axes, timelines.items()):
-        for fold, log in sorted(logs.items()):
+        for i, (fold, log) in enumerate(sorted(logs.items())):
             for ax, (column, _) in zip(row, panels):
-                shown = log[log[column].notna()]
-                ax.plot(shown["epoch"], shown[column], marker="o", ms=3, label=f"fold {fold}")
+                parts = log[log[column].notna()].groupby("stage")
+                for n, (_, part) in enumerate(parts):
+                    # each stage its own segment in the fold's colour: no line joins the stages
+                    label = f"fold {fold}" if n == 0 else None
+                    ax.plot(
+                        part["epoch"], part[column], "o-", ms=3, color=f"C{i % 10}", label=label
+                    )
         starts = [log.loc[log["stage"] == 2, "epoch"].min() for log in logs.values()]
         boundary = float(np.nanmin(starts)) - 0.5 if starts else None
         ends = [log["epoch"].max() for log in logs.values()]

@@ -302,14 +302,15 @@ def _figures(pred_dirs: Sequence[str | os.PathLike], oofs: dict, out: Path) -> t
     plot_histograms(oofs, hist)
     runs = training_runs(pred_dirs)
     timelines = stage_timelines(pred_dirs)
-    for drawn, path, plot in (
-        (runs, curves_path(out), plot_curves),
-        (timelines, stages_path(out), plot_stages),
-    ):
-        if drawn:
-            plot(drawn, path)
-        else:
-            path.unlink(missing_ok=True)  # a figure of an earlier report's models
+    # a figure of an earlier report's models goes when there is nothing to draw now
+    if runs:
+        plot_curves(runs, curves_path(out))
+    else:
+        curves_path(out).unlink(missing_ok=True)
+    if timelines:
+        plot_stages(timelines, stages_path(out))
+    else:
+        stages_path(out).unlink(missing_ok=True)
     return list(runs), timelines
 
 

@@ -9,7 +9,13 @@ from sklearn.metrics import roc_auc_score
 from deepauc import cli
 from deepauc.pipeline.pred_files import read_oof, write_pred_dir
 from deepauc.pipeline.report import write_report
-from deepauc.pipeline.report_compare import BOOT_SEED, N_BOOT, comparison_table, patients_of
+from deepauc.pipeline.report_compare import (
+    BOOT_SEED,
+    N_BOOT,
+    comparison_table,
+    display_comparisons,
+    patients_of,
+)
 from deepauc.stats import bootstrap_groups, delong
 
 
@@ -151,3 +157,24 @@ def test_patients_missing_an_id_are_their_own_group(tmp_path):
     )
     assert "bootstrap over 64 groups" in (tmp_path / "cv.md").read_text()
     assert list(summary["model"]) == ["ce", "aucm"]
+
+
+def test_p_values_are_shown_to_their_resolution():
+    table = pd.DataFrame(
+        {
+            "A": ["a"] * 4,
+            "B": ["b"] * 4,
+            "method": ["DeLong", "DeLong", "bootstrap over 9 groups", "bootstrap over 9 groups"],
+            "rows": [10] * 4,
+            "AUC A": [0.7] * 4,
+            "AUC B": [0.8] * 4,
+            "B − A": [0.1, -0.05, 0.1, 0.1],
+            "low": [0.05, -0.1, 0.04, 0.04],
+            "high": [0.15, 0.0, 0.16, 0.16],
+            "p": [3e-6, 0.04321, 0.0, 0.002],
+        }
+    )
+    shown = display_comparisons(table)
+    assert list(shown["p"]) == ["<0.0001", "0.0432", f"<{2 / N_BOOT:g}", "0.0020"]
+    assert list(shown["B − A"])[:2] == ["+0.1000", "-0.0500"]
+    assert shown["95% CI"].iloc[1] == "[-0.1000, +0.0000]"

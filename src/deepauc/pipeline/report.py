@@ -222,8 +222,9 @@ def _compare_text(comparisons: pd.DataFrame) -> str:
         "p-value from the covariance of the two AUCs on the same rows (rows treated as "
         f"independent). Bootstrap: {N_BOOT} resamples of whole patients (`patient_id` of the "
         f"folds table; seed {BOOT_SEED}), percentile interval and two-sided p = 2·min(P(d ≤ 0), "
-        "P(d ≥ 0)); a patient's images are not independent, so this is the interval to "
-        "quote when they differ.\n\n"
+        f"P(d ≥ 0)), shown as `<{2 / N_BOOT:g}` when no resample falls on the other side of "
+        "0; a patient's images are not independent, so this is the interval to quote when "
+        "they differ.\n\n"
     )
 
 

@@ -125,5 +125,11 @@ def display_comparisons(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.drop(columns=["low", "high", "p"])
     shown["B − A"] = [f"{d:+.4f}" for d in table["B − A"]]
     shown["95% CI"] = [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(table["low"], table["high"])]
-    shown["p"] = [f"{p:.4f}" if p >= 1e-4 else "<0.0001" for p in table["p"]]
+    shown["p"] = [_p_text(p, method) for p, method in zip(table["p"], table["method"])]
     return shown
+
+
+def _p_text(p: float, method: str) -> str:
+    """A p-value to its resolution: the bootstrap's is 2 / N_BOOT (no resample on one side)."""
+    floor = 2.0 / N_BOOT if method.startswith("bootstrap") else 1e-4
+    return f"<{floor:g}" if p < floor else f"{p:.4f}"

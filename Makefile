@@ -293,11 +293,15 @@ $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(CONFIG_BASES) $(STAMP_ENS) $(STAMP_TES
 	  --set 'members=$(MEMBER_LIST)'
 	$(DEEPAUC) validate-submission --sample $(SAMPLE_CSV) $@
 
-# 11. cross-validation report
+# 11. cross-validation report; each model written `stage2:stage1` whose stage 1 is a model too
+# is compared with it on the same OOF rows (--compare A B reports B - A: what stage 2 adds)
+stage1_of = $(word 2,$(subst :, ,$(1)))
+COMPARE := $(foreach m,$(MODELS),$(if $(filter $(call stage1_of,$(m)),$(STEMS)),\
+  --compare preds/$(EXP)_$(call stage1_of,$(m)) preds/$(EXP)_$(firstword $(subst :, ,$(m)))))
 $(REPORT): $(SUBMISSION)
 	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ --folds $(FOLDS) --preds \
 	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
-	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble
+	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble $(COMPARE)
 
 KAGGLE ?= $(if $(wildcard $(VENV)/bin/kaggle),$(VENV)/bin/kaggle,kaggle)
 kaggle-cli: $(STAMP) ## install the Kaggle CLI into .venv (for make submit)

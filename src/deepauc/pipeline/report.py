@@ -16,13 +16,13 @@ AUC on external rows (ISIC 2019, extra malignant images, ...) when the OOF file 
 any. External rows are scored apart because their positive ratio and image sources
 differ and would flatter or hide the competition number.
 
-Figures (matplotlib, Agg backend) are written beside the markdown file:
-``<stem>_roc.png`` (ROC curves of all models on competition OOF rows) and
-``<stem>_hist.png`` (per model, the histograms of OOF predictions of positives and of
-negatives: the paper's Figure 4, drawn on out-of-fold rather than training
-predictions) and, when the directories' ``provenance.json`` name trained models with a
-``log.csv``, ``<stem>_curves.png`` (training loss and validation AUC per epoch, one line
-per fold, one row per training run).
+Beside the per-fold and pooled AUCs the table has the folds' mean ± sd, the pooled AUC of
+ranks taken within each fold and two partial AUCs (:mod:`report_scores`). ``--compare A B``
+adds paired comparisons (:mod:`report_compare`); ``--folds`` the subgroup tables
+(:mod:`report_groups`). Figures (:mod:`report_plots`, from the runs :mod:`report_runs`
+finds) are written beside the markdown file: ``<stem>_roc.png``, ``<stem>_hist.png`` and,
+when the directories' ``provenance.json`` name trained models with a ``log.csv``,
+``<stem>_curves.png`` (training curves) and, for stage-2 runs, ``<stem>_stages.png``.
 
 With ``--folds FOLDS_CSV`` a directory whose recorded fold assignment differs from the
 current folds table is refused: its OOF rows may have been scored by models that trained
@@ -32,26 +32,32 @@ on them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from deepauc.data.tables import read_csv_table, read_folds_table
-from deepauc.io import atomic_path, write_text
+from deepauc.data.tables import read_folds_table
+from deepauc.io import write_text
 from deepauc.markdown import markdown_table
-from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import (
-    COMPETITION,
     model_names,
     read_oof,
     read_oofs_same_folds,
     score_oof,
 )
-from deepauc.pipeline.provenance import PROVENANCE_FILE, ProvenanceMismatch, folds_of_table
+from deepauc.pipeline.provenance import ProvenanceMismatch, folds_of_table
+from deepauc.pipeline.report_compare import (
+    BOOT_SEED,
+    N_BOOT,
+    comparison_table,
+    display_comparisons,
+)
+from deepauc.pipeline.report_groups import NO_AUC, TOP_SIZES, subgroup_tables
+from deepauc.pipeline.report_plots import plot_curves, plot_histograms, plot_roc, plot_stages
+from deepauc.pipeline.report_runs import model_runs, read_record, stage_timelines, training_runs
+from deepauc.pipeline.report_scores import MEAN, display_table, external_note, summary_table
 
 # --------------------------------------------------------------------------- scores
 
@@ -75,27 +81,9 @@ def cv_table(pred_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- provenance
 
 
-def _read_record(pred_dir: str | os.PathLike) -> dict | None:
-    """The ``provenance.json`` of a directory already checked by ``read_oofs_same_folds``."""
-    path = Path(pred_dir) / PROVENANCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _model_runs(record: dict) -> dict[int, Path]:
-    """Fold -> ``model.pt`` path of a record written by ``predict`` (empty for other stages)."""
-    models = record.get("models")
-    if not isinstance(models, dict):
-        return {}
-    return {
-        int(fold): Path(entry["path"])
-        for fold, entry in models.items()
-        if str(fold).isdigit() and isinstance(entry, dict) and "path" in entry
-    }
-
-
 def _redo_command(pred_dir: str | os.PathLike, record: dict) -> str:
     """What redoes a prediction directory, by the stage its record says wrote it."""
-    runs = sorted({str(path.parent.parent) for path in _model_runs(record).values()})
+    runs = sorted({str(path.parent.parent) for path in model_runs(record).values()})
     if runs:
         return (
             f"delete {' '.join(runs)} and rerun `make` (or `deepauc train` and "
@@ -119,7 +107,7 @@ def check_current_folds(
     """
     current = folds_of_table(folds_csv)
     for d in pred_dirs:
-        record = _read_record(d)
+        record = read_record(d)
         if record is not None and record["folds"] != current:
             raise ProvenanceMismatch(
                 f"{d} was predicted under another fold assignment ({record['folds']}) than "
@@ -140,7 +128,7 @@ def check_current_labels(
         common = oof.index.intersection(table.index)
         differ = common[(oof.loc[common].astype(int) != table.loc[common].astype(int)).to_numpy()]
         if len(differ):
-            record = _read_record(d) or {}
+            record = read_record(d) or {}
             raise ProvenanceMismatch(
                 f"{d}/oof.csv holds other labels than {folds_csv} for {len(differ)} image(s) "
                 f"(e.g. {differ[0]}): a label changed after it was predicted; "
@@ -150,7 +138,7 @@ def check_current_labels(
 
 def _blend_of(pred_dir: str | os.PathLike) -> dict | None:
     """The blend record of a directory written by ``deepauc blend`` (None for other stages)."""
-    record = _read_record(pred_dir) or {}
+    record = read_record(pred_dir) or {}
     blend = record.get("blend")
     if isinstance(blend, dict):
         return blend
@@ -174,7 +162,7 @@ def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike])
                 f"is optimistic; {honest} (`{d}/blend.md`)"
             )
             continue
-        inputs = ((_read_record(d) or {}).get("inputs")) or []
+        inputs = ((read_record(d) or {}).get("inputs")) or []
         blends = [str(i) for i in inputs if _blend_of(i) is not None]
         if blends:
             lines.append(
@@ -183,136 +171,6 @@ def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike])
                 "exists: compare their nested estimates in each `blend.md`"
             )
     return lines
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def plot_roc(oofs: dict[str, pd.DataFrame], path: str | os.PathLike) -> Path:
-    """ROC curves of every model on its competition OOF rows, written as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for name, oof in oofs.items():
-        comp = oof[oof["source"] == COMPETITION]
-        y, s = comp["target"].to_numpy(), comp["pred"].to_numpy()
-        auc = roc_auc(y, s, undefined="nan")
-        if np.isnan(auc):
-            continue  # one class: no ROC curve to draw
-        fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc:.4f})")
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1))
-    ax.set_title("ROC, out-of-fold, competition rows")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_histograms(oofs: dict[str, pd.DataFrame], path: str | os.PathLike, bins: int = 50) -> Path:
-    """Per model, histograms of competition OOF predictions of positives and negatives.
-
-    Densities, not counts: with ~2% positives a count histogram would show only the
-    negatives. The x range is each model's own prediction range (AUC-trained scores
-    need not be calibrated probabilities).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(oofs)
-    cols = min(n, 3)
-    nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.5 * nrows), squeeze=False)
-    for ax, (name, oof) in zip(axes.flat, oofs.items()):
-        comp = oof[oof["source"] == COMPETITION]
-        s, y = comp["pred"].to_numpy(), comp["target"].to_numpy()
-        lo, hi = (float(s.min()), float(s.max())) if s.size else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
-        for label, colour, text in ((0, "tab:blue", "negative"), (1, "tab:red", "positive")):
-            part = s[y == label]
-            if part.size:
-                ax.hist(
-                    part,
-                    bins=edges,
-                    density=True,
-                    alpha=0.55,
-                    color=colour,
-                    label=f"{text} (n={part.size})",
-                )
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("prediction")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
-# --------------------------------------------------------------------------- training curves
-
-
-def read_training_log(path: str | os.PathLike) -> pd.DataFrame:
-    """``epoch``, ``train_loss`` and ``val_auc`` of a ``log.csv`` as numbers (NaN if unreadable)."""
-    log = read_csv_table(path, ["epoch", "train_loss", "val_auc"])
-    return log[["epoch", "train_loss", "val_auc"]].apply(pd.to_numeric, errors="coerce")
-
-
-def training_runs(pred_dirs: Sequence[str | os.PathLike]) -> dict[str, dict[int, pd.DataFrame]]:
-    """Run folder -> fold -> ``log.csv`` of the models behind the prediction directories.
-
-    The models are those each directory's ``provenance.json`` names; directories without
-    them (meta, blend, ensemble, hand-made) and folds without a ``log.csv`` add nothing.
-    A run behind two directories (``<name>`` and ``<name>-notta``) appears once.
-    """
-    runs: dict[str, dict[int, pd.DataFrame]] = {}
-    for d in pred_dirs:
-        record = _read_record(d) or {}
-        for fold, model_path in sorted(_model_runs(record).items()):
-            log_csv = model_path.parent / "log.csv"
-            if log_csv.is_file():
-                runs.setdefault(str(model_path.parent.parent), {})[fold] = read_training_log(
-                    log_csv
-                )
-    return runs
-
-
-def plot_curves(runs: dict[str, dict[int, pd.DataFrame]], path: str | os.PathLike) -> Path:
-    """Per training run, train loss and validation AUC per epoch, one line per fold, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.2 * len(runs)), squeeze=False)
-    for (loss_ax, auc_ax), (run, logs) in zip(axes, runs.items()):
-        for fold, log in sorted(logs.items()):
-            # markers: a one-epoch run is a single point, which a line alone would not show
-            loss_ax.plot(log["epoch"], log["train_loss"], marker="o", ms=3, label=f"fold {fold}")
-            auc_ax.plot(log["epoch"], log["val_auc"], marker="o", ms=3, label=f"fold {fold}")
-        name = Path(run).name
-        loss_ax.set(title=f"{name}: training loss", xlabel="epoch", ylabel="train loss")
-        auc_ax.set(title=f"{name}: validation AUC", xlabel="epoch", ylabel="AUC")
-        for ax in (loss_ax, auc_ax):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- report
@@ -330,30 +188,89 @@ def curves_path(out: str | os.PathLike) -> Path:
     return out.with_name(f"{out.stem}_curves.png")
 
 
+def stages_path(out: str | os.PathLike) -> Path:
+    """``<stem>_stages.png`` beside the markdown file ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_stages.png")
+
+
+COLUMNS_TEXT = (
+    "ROC AUC of out-of-fold predictions. `fold k`: the competition rows of fold k, scored "
+    "with the model that did not train on them (empty: that fold's competition rows hold a "
+    "single class); `mean ± sd`: the mean and sample standard deviation of those fold AUCs, "
+    "the spread a model's CV has from fold to fold. `OOF`: all competition rows pooled, each "
+    "scored by its own fold's model, so it compares scores of different models: a fold "
+    "model whose scores sit higher or lower than the others' moves it, and AUC-M scores are "
+    "on no common scale. `OOF rank`: the same rows pooled after each fold's predictions are "
+    "turned into ranks scaled to 0..1 within the fold, which puts the fold models on one "
+    "scale; where it is well above `OOF`, the folds' scales disagree. `pAUC FPR≤0.2`: the "
+    "pooled ROC area below false positive rate 0.2, McClish-standardised (0.5 chance, 1 "
+    "perfect); `pAUC TPR≥0.8`: the ISIC 2024 score, the area above true positive rate 0.8 "
+    "(0.02 chance, 0.2 perfect). `external`: the validated external (non-competition) rows "
+    "of the OOF file, scored apart."
+)
+
+
+def _compare_text(comparisons: pd.DataFrame) -> str:
+    if comparisons.empty:
+        return ""
+    return (
+        "## Paired comparisons\n\n"
+        f"{markdown_table(display_comparisons(comparisons))}\n\n"
+        "Each pair is scored on the competition OOF rows both hold (the same images, folds "
+        "and labels). `B − A`: AUC of B minus AUC of A. DeLong: the interval and two-sided "
+        "p-value from the covariance of the two AUCs on the same rows (rows treated as "
+        f"independent). Bootstrap: {N_BOOT} resamples of whole patients (`patient_id` of the "
+        f"folds table; seed {BOOT_SEED}), percentile interval and two-sided p = 2·min(P(d ≤ 0), "
+        f"P(d ≥ 0)), shown as `<{2 / N_BOOT:g}` when no resample falls on the other side of "
+        "0; a patient's images are not independent, so this is the interval to quote when "
+        "they differ.\n\n"
+    )
+
+
+def _groups_text(groups: list[pd.DataFrame], n_rows: int) -> str:
+    if not groups:
+        return ""
+    tables = "\n\n".join(markdown_table(t) for t in groups)
+    return (
+        "## Where a model fails\n\n"
+        f"OOF AUC per group on the {n_rows} OOF rows all models hold, joined on image_name "
+        "with the folds table: by source over all those rows, by the other groupings over "
+        "their competition rows. Age bands in years; image size is the original width × "
+        f"height (the resized sets' columns), the {TOP_SIZES} most frequent shown, the rest "
+        f"pooled as `other`. `{NO_AUC}`: the group holds one class.\n\n{tables}\n\n"
+    )
+
+
 def render_report(
     table: pd.DataFrame,
     title: str,
     pred_dirs: Sequence[str | os.PathLike],
     out: Path,
     runs: Sequence[str] = (),
+    sections: dict[str, str] | None = None,
 ) -> str:
     """The markdown text of the report: title, table, what the columns mean, figures.
 
-    ``runs``: the training runs drawn in the curves figure (none: no curves section).
+    ``table``: the CV table, or the summary table (:func:`summary_table`). ``runs``: the
+    training runs drawn in the curves figure (none: no curves section). ``sections``:
+    markdown blocks by place: ``external`` (after the column text), ``compare`` and
+    ``groups`` (after the caveats), ``stages`` (last).
     """
+    sections = sections or {}
     roc, hist = figure_paths(out)
     sources = "\n".join(f"- `{name}`: `{d}`" for name, d in zip(table["model"], pred_dirs))
     lines = weight_caveats(list(table["model"]), pred_dirs)
     caveats = "Weights chosen on the scored rows:\n" + "\n".join(lines) + "\n\n" if lines else ""
+    shown = display_table(table) if MEAN in table.columns else table
     text = (
         f"# {title}\n\n"
-        f"{markdown_table(table)}\n\n"
-        "ROC AUC of out-of-fold predictions. `fold k`: the competition rows of fold k, "
-        "scored with the model that did not train on them; `OOF`: all competition rows "
-        "pooled; `external`: the external (non-competition) rows of the OOF file, scored "
-        "apart (empty when there are none). An empty fold cell means that fold's "
-        "competition rows hold a single class.\n\n"
+        f"{markdown_table(shown)}\n\n"
+        f"{COLUMNS_TEXT}\n\n"
+        f"{sections.get('external', '')}"
         f"{caveats}"
+        f"{sections.get('compare', '')}"
+        f"{sections.get('groups', '')}"
         f"Prediction directories:\n{sources}\n\n"
         f"![ROC]({roc.name})\n\n![prediction histograms]({hist.name})\n"
     )
@@ -364,7 +281,38 @@ def render_report(
             f"validation AUC per epoch, one line per fold, for {listed}.\n\n"
             f"![training curves]({curves_path(out).name})\n"
         )
-    return text
+    return text + sections.get("stages", "")
+
+
+def _stages_text(timelines: dict, out: Path) -> str:
+    if not timelines:
+        return ""
+    listed = ", ".join(f"`{stage1}` → `{run}`" for run, (stage1, _) in timelines.items())
+    return (
+        "\nThe two stages on one timeline (each fold's `log.csv`, stage 1 first, its epochs "
+        "continued by stage 2's; dashed: where stage 2 starts): learning rate at each epoch's "
+        "end (log scale) for both, and the AUC-M variables a, b and α of stage 2, for "
+        f"{listed}.\n\n![stages]({stages_path(out).name})\n"
+    )
+
+
+def _figures(pred_dirs: Sequence[str | os.PathLike], oofs: dict, out: Path) -> tuple[list, dict]:
+    """Draw every figure (removing a stale optional one); the curves' runs and the timelines."""
+    roc, hist = figure_paths(out)
+    plot_roc(oofs, roc)
+    plot_histograms(oofs, hist)
+    runs = training_runs(pred_dirs)
+    timelines = stage_timelines(pred_dirs)
+    # a figure of an earlier report's models goes when there is nothing to draw now
+    if runs:
+        plot_curves(runs, curves_path(out))
+    else:
+        curves_path(out).unlink(missing_ok=True)
+    if timelines:
+        plot_stages(timelines, stages_path(out))
+    else:
+        stages_path(out).unlink(missing_ok=True)
+    return list(runs), timelines
 
 
 def write_report(
@@ -372,11 +320,13 @@ def write_report(
     out: str | os.PathLike,
     title: str | None = None,
     folds_csv: str | os.PathLike | None = None,
+    compare: Sequence[Sequence[str]] = (),
 ) -> pd.DataFrame:
-    """Write the markdown report and its PNGs; return the CV table.
+    """Write the markdown report and its PNGs; return the summary table.
 
     ``folds_csv``: the current folds table; a directory recorded under another fold
-    assignment is refused (see :func:`check_current_folds`).
+    assignment is refused (see :func:`check_current_folds`); with it come the subgroup
+    tables. ``compare``: pairs (A, B) of ``pred_dirs`` to compare (needs ``folds_csv``).
     """
     out = Path(out)
     read_oofs_same_folds(pred_dirs)  # refuse models scored under different fold assignments
@@ -384,18 +334,18 @@ def write_report(
         check_current_folds(pred_dirs, folds_csv)
         check_current_labels(pred_dirs, folds_csv)
     table = cv_table(pred_dirs)
-    oofs = {name: read_oof(d) for name, d in zip(table["model"], pred_dirs)}
-    roc, hist = figure_paths(out)
-    plot_roc(oofs, roc)
-    plot_histograms(oofs, hist)
-    runs = training_runs(pred_dirs)
-    if runs:
-        plot_curves(runs, curves_path(out))
-    else:
-        curves_path(out).unlink(missing_ok=True)  # a figure of an earlier report's models
+    names = list(table["model"])
+    frames = [read_oof(d) for d in pred_dirs]
+    comparisons = comparison_table(compare, pred_dirs, names, frames, folds_csv)
+    sections = {"external": external_note(names, frames), "compare": _compare_text(comparisons)}
+    if folds_csv is not None:
+        sections["groups"] = _groups_text(*subgroup_tables(dict(zip(names, frames)), folds_csv))
+    summary = summary_table(table, frames)
+    runs, timelines = _figures(pred_dirs, dict(zip(names, frames)), out)
+    sections["stages"] = _stages_text(timelines, out)
     title = title or f"Cross-validation: {out.stem}"
-    write_text(render_report(table, title, pred_dirs, out, list(runs)), out)
-    return table
+    write_text(render_report(summary, title, pred_dirs, out, runs, sections), out)
+    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -408,15 +358,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--folds",
         default=None,
         metavar="FOLDS_CSV",
-        help="current folds table: refuse prediction dirs recorded under another fold assignment",
+        help="current folds table: refuse prediction dirs recorded under another fold "
+        "assignment; its metadata gives the subgroup tables and its patient_id the bootstrap",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="paired comparison of two --preds dirs on their competition OOF rows (B - A by "
+        "DeLong and by a bootstrap over patients; needs --folds); repeatable",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    table = write_report(args.preds, args.out, args.title, args.folds)
-    print(markdown_table(table))
+    table = write_report(args.preds, args.out, args.title, args.folds, args.compare)
+    print(markdown_table(display_table(table)))
     written = [args.out, *figure_paths(args.out)]
-    if curves_path(args.out).is_file():
-        written.append(curves_path(args.out))
+    written += [p for p in (curves_path(args.out), stages_path(args.out)) if p.is_file()]
     print(f"wrote {', '.join(str(w) for w in written)}")
     return 0

@@ -203,6 +203,17 @@ def scaled_ranks(x) -> np.ndarray:
     return (average_ranks(x) - 1.0) / (x.size - 1.0)
 
 
+def fold_ranks(pred, folds) -> np.ndarray:
+    """Predictions as ranks scaled to [0, 1] within each fold, in row order: each fold's model
+    scores on its own scale, ranks put the K models on one."""
+    pred, folds = np.asarray(pred, dtype=np.float64), np.asarray(folds)
+    ranked = np.empty_like(pred)
+    for k in np.unique(folds):
+        inside = folds == k
+        ranked[inside] = scaled_ranks(pred[inside])
+    return ranked
+
+
 def to_scale(x, method: str) -> np.ndarray:
     """Predictions on the blending scale: unchanged for ``prob``, scaled ranks for ``rank``."""
     if method == "prob":

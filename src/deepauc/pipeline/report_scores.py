@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from deepauc.metrics import partial_auc, pauc_above_tpr, roc_auc
-from deepauc.pipeline.pred_files import COMPETITION, to_scale
+from deepauc.pipeline.pred_files import COMPETITION, fold_ranks
 
 MAX_FPR = 0.2  # pAUC below this false positive rate, McClish-standardised
 MIN_TPR = 0.8  # the ISIC 2024 challenge's pAUC above this true positive rate
@@ -18,16 +18,9 @@ PAUC_TPR = f"pAUC TPR≥{MIN_TPR:g}"
 
 
 def fold_rank_scores(oof: pd.DataFrame) -> np.ndarray:
-    """The competition rows' predictions as ranks scaled to [0, 1] within each fold, in row order.
-
-    Each fold's model scores on its own scale; ranks put the five models on one.
-    """
+    """The competition rows' predictions as ranks scaled to [0, 1] within each fold, in row order."""
     comp = oof[oof["source"] == COMPETITION]
-    pred = comp["pred"].to_numpy()
-    ranks = np.empty(len(comp))
-    for _, rows in comp.groupby("fold").indices.items():
-        ranks[rows] = to_scale(pred[rows], "rank")
-    return ranks
+    return fold_ranks(comp["pred"].to_numpy(), comp["fold"].to_numpy())
 
 
 def summary_scores(oof: pd.DataFrame, fold_aucs: list[float]) -> dict[str, float]:

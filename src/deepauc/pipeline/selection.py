@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepauc.metrics import average_ranks, roc_auc
-from deepauc.pipeline.pred_files import scaled_ranks
+from deepauc.pipeline.pred_files import fold_ranks
 
 # an AUC must beat the best so far by more than float noise to count as a gain
 _GAIN = 1e-12
@@ -107,15 +107,6 @@ def drop_one_aucs(y, columns, weights) -> list[float]:
 
 
 def fold_rank_auc(y, folds, pred) -> float:
-    """Pooled AUC after each fold's predictions become ranks scaled to [0, 1] within that fold.
-
-    Pooling raw OOF scores mixes the scales of the fold models; ranking within each fold
-    first compares every row only by its position among its own fold's rows.
-    """
-    y, folds = np.asarray(y), np.asarray(folds)
-    pred = np.asarray(pred, dtype=np.float64)
-    ranked = np.empty_like(pred)
-    for k in np.unique(folds):
-        inside = folds == k
-        ranked[inside] = scaled_ranks(pred[inside])
-    return roc_auc(y, ranked, undefined="nan")
+    """Pooled AUC after each fold's predictions become ranks scaled to [0, 1] within that fold
+    (:func:`~deepauc.pipeline.pred_files.fold_ranks`)."""
+    return roc_auc(np.asarray(y), fold_ranks(pred, folds), undefined="nan")

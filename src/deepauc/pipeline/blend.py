@@ -18,6 +18,7 @@ from deepauc.pipeline.pred_files import (
     align_oof,
     align_to,
     fold_columns,
+    nested_by_fold,
     read_oofs_same_folds,
     read_test,
     read_test_folds,
@@ -66,21 +67,18 @@ def nested_weights(y, folds, cnn, meta, grid) -> dict:
     NaN if the fold holds one class), ``pred`` (every row blended with its fold's w)
     and ``auc`` (pooled AUC of ``pred``: the honest OOF AUC of the blend).
     """
-    y, folds = np.asarray(y), np.asarray(folds)
+    y = np.asarray(y)
     cnn, meta = np.asarray(cnn, dtype=np.float64), np.asarray(meta, dtype=np.float64)
-    pred = np.empty_like(cnn)
-    weights, fold_auc = {}, {}
-    for k in np.unique(folds):
-        inside, outside = folds == k, folds != k
-        if outside.sum() == 0 or y[outside].min() == y[outside].max():
-            raise ValueError(
-                f"blend: nested estimate: the folds other than {k} hold one class; cannot choose w"
-            )
-        w, _ = choose_weight(y[outside], cnn[outside], meta[outside], grid)
-        weights[int(k)] = w
-        pred[inside] = blend_scores(cnn[inside], meta[inside], w)
-        fold_auc[int(k)] = roc_auc(y[inside], pred[inside], undefined="nan")
-    return {"weights": weights, "fold_auc": fold_auc, "pred": pred, "auc": roc_auc(y, pred)}
+    out = nested_by_fold(
+        y,
+        folds,
+        lambda rows: choose_weight(y[rows], cnn[rows], meta[rows], grid)[0],
+        lambda w, rows: blend_scores(cnn[rows], meta[rows], w),
+        "blend",
+        "w",
+    )
+    out["weights"] = out.pop("choices")
+    return out
 
 
 # --------------------------------------------------------------------------- the stage

@@ -214,6 +214,32 @@ def fold_ranks(pred, folds) -> np.ndarray:
     return ranked
 
 
+def nested_by_fold(y, folds, choose, apply, stage: str, what: str) -> dict:
+    """A nested (held-out fold) estimate of a choice made on OOF rows: for every fold k,
+    ``choose(rows)`` on the other folds' rows (a boolean mask), ``apply(choice, rows)`` to
+    fold k's rows.
+
+    Returns ``choices`` (fold -> choice), ``fold_auc`` (fold -> AUC of its rows, NaN when
+    they hold one class), ``pred`` (every row scored with its fold's choice) and ``auc`` (the
+    pooled AUC of ``pred``: the estimate to quote). ``stage`` and ``what`` name the error
+    when the other folds hold one class.
+    """
+    y, folds = np.asarray(y), np.asarray(folds)
+    pred = np.empty(len(y), dtype=np.float64)
+    choices, fold_auc = {}, {}
+    for k in np.unique(folds):
+        inside, outside = folds == k, folds != k
+        if outside.sum() == 0 or y[outside].min() == y[outside].max():
+            raise ValueError(
+                f"{stage}: nested estimate: the folds other than {k} hold one class; "
+                f"cannot choose {what}"
+            )
+        choices[int(k)] = choose(outside)
+        pred[inside] = apply(choices[int(k)], inside)
+        fold_auc[int(k)] = roc_auc(y[inside], pred[inside], undefined="nan")
+    return {"choices": choices, "fold_auc": fold_auc, "pred": pred, "auc": roc_auc(y, pred)}
+
+
 def to_scale(x, method: str) -> np.ndarray:
     """Predictions on the blending scale: unchanged for ``prob``, scaled ranks for ``rank``."""
     if method == "prob":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepauc.metrics import average_ranks, roc_auc
-from deepauc.pipeline.pred_files import fold_ranks
+from deepauc.pipeline.pred_files import fold_ranks, nested_by_fold
 
 # an AUC must beat the best so far by more than float noise to count as a gain
 _GAIN = 1e-12
@@ -60,22 +60,18 @@ def nested_greedy(y, folds, columns, max_steps: int) -> dict:
     when they hold one class), ``pred`` (every row averaged with its fold's selection) and
     ``auc`` (pooled AUC of ``pred``: the held-out estimate to quote).
     """
-    y, folds = np.asarray(y), np.asarray(folds)
+    y = np.asarray(y)
     cols = np.asarray(columns, dtype=np.float64)
-    pred = np.empty(cols.shape[1])
-    counts, fold_auc = {}, {}
-    for k in np.unique(folds):
-        inside, outside = folds == k, folds != k
-        if outside.sum() == 0 or y[outside].min() == y[outside].max():
-            raise ValueError(
-                f"ensemble: nested estimate: the folds other than {k} hold one class; "
-                "cannot choose members"
-            )
-        chosen, _ = greedy_select(y[outside], cols[:, outside], max_steps)
-        counts[int(k)] = chosen
-        pred[inside] = weighted_mean(cols[:, inside], chosen)
-        fold_auc[int(k)] = roc_auc(y[inside], pred[inside], undefined="nan")
-    return {"counts": counts, "fold_auc": fold_auc, "pred": pred, "auc": roc_auc(y, pred)}
+    out = nested_by_fold(
+        y,
+        folds,
+        lambda rows: greedy_select(y[rows], cols[:, rows], max_steps)[0],
+        lambda chosen, rows: weighted_mean(cols[:, rows], chosen),
+        "ensemble",
+        "members",
+    )
+    out["counts"] = out.pop("choices")
+    return out
 
 
 def spearman_matrix(columns) -> np.ndarray:

@@ -12,6 +12,7 @@ __all__ = [
     "AUCSLoss",
     "BCELoss",
     "FocalLoss",
+    "WeightedBCELoss",
     "batch_score_norm",
     "build_loss",
     "create_loss",
@@ -302,7 +303,29 @@ class BCELoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
 
 
-LOSSES = {"auc_m": AUCMLoss, "auc_s": AUCSLoss, "focal": FocalLoss, "ce": BCELoss, "bce": BCELoss}
+class WeightedBCELoss(BCELoss):
+    """Class-weighted cross-entropy: positives weighted by (1-p)/p, negatives by 1, so each
+    class carries the same total weight. Inverse frequency (1/p, 1/(1-p)) is this times
+    1/(1-p), a constant that SGD would read as a larger lr; this keeps the negatives' scale.
+
+    >>> round(WeightedBCELoss(imratio=0.2).pos_weight, 6)
+    4.0
+    """
+
+    def __init__(self, imratio: float | None = None) -> None:
+        if imratio is None or not 0 < imratio < 1:
+            raise ValueError(f"ce_weighted needs imratio in (0, 1), got {imratio}")
+        super().__init__(pos_weight=(1 - imratio) / imratio)
+
+
+LOSSES = {
+    "auc_m": AUCMLoss,
+    "auc_s": AUCSLoss,
+    "focal": FocalLoss,
+    "ce": BCELoss,
+    "bce": BCELoss,
+    "ce_weighted": WeightedBCELoss,
+}
 
 
 def build_loss(name: str, **kwargs) -> nn.Module:
@@ -330,6 +353,7 @@ def create_loss(
         "auc_m": dict(margin=margin, imratio=imratio, batch_score_norm=batch_score_norm),
         "auc_s": dict(imratio=imratio, batch_score_norm=batch_score_norm),
         "focal": dict(alpha=focal_alpha, gamma=focal_gamma),
+        "ce_weighted": dict(imratio=imratio),
     }
     return build_loss(name, **options.get(name, {}))
 

@@ -291,7 +291,28 @@ def test_shipped_round2_config_is_equal_effort_and_judgeable():
         "fashion_mnist": [0.01],
         "elpv": [0.05, 0.1],
     }
-    pilot = load_study_config("configs/study/round2.yaml", ["epochs_scale=0.2", "seeds=[0, 1]"])
+    pilot = load_study_config(
+        "configs/study/round2.yaml", ["epochs_scale=0.2", "seeds=[0, 1]", "tune_seeds_limit=1"]
+    )
     assert [d.epochs for d in pilot.datasets] == [10, 2, 8]
+    assert [d.tune_seeds for d in pilot.datasets] == [[0], [0], [0]]
+    with pytest.raises(ConfigError, match="tune_seeds_limit"):
+        load_study_config("configs/study/round2.yaml", ["tune_seeds_limit=0"])
     with pytest.raises(ConfigError, match="epochs_scale"):
         load_study_config("configs/study/round2.yaml", ["epochs_scale=0"])
+
+
+def test_make_pilot_overrides_load_and_shrink_the_study():
+    """The overrides `make study-round2-pilot` passes: 2 seeds, one tuning seed, fewer epochs."""
+    text = open("Makefile", encoding="utf-8").read()
+    lines = text.split("\nstudy-round2-pilot: ", 1)[1].splitlines()[1:]
+    recipe = " ".join(
+        line for line in lines[: next(i for i, x in enumerate(lines) if not x.startswith("\t"))]
+    )
+    overrides = [v.strip("'") for v in re.findall(r"--set ('[^']*'|\S+)", recipe)]
+    assert len(overrides) == 4
+    pilot = load_study_config("configs/study/round2.yaml", overrides)
+    full = load_study_config("configs/study/round2.yaml")
+    assert pilot.name != full.name and pilot.seeds == [0, 1]
+    assert all(len(d.tune_seeds or []) == 1 for d in pilot.datasets)
+    assert all(p.epochs < f.epochs for p, f in zip(pilot.datasets, full.datasets))

@@ -258,6 +258,8 @@ class StudyConfig:
     notes: str = ""  # free text appended to the report's caption
     # every data set's and search setting's epochs × this, rounded, at least 1 (for pilots)
     epochs_scale: float = 1.0
+    # at most this many of each data set's tuning seeds, the first ones (pilots); None = all
+    tune_seeds_limit: int | None = None
 
     def validate(self) -> None:
         if not self.datasets:
@@ -266,6 +268,8 @@ class StudyConfig:
             raise ValueError("seeds must be non-empty; workers, threads >= 1")
         if self.epochs_scale <= 0:
             raise ValueError("epochs_scale must be > 0")
+        if self.tune_seeds_limit is not None and self.tune_seeds_limit < 1:
+            raise ValueError("tune_seeds_limit must be null or >= 1")
         bad = [loss for loss in self.losses if loss not in STUDY_LOSSES]
         if bad:
             raise ValueError(f"unknown losses {bad}; choose from {list(STUDY_LOSSES)}")
@@ -285,9 +289,12 @@ class StudyConfig:
 
 
 def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
-    """The study config at ``path`` with ``key=value`` overrides applied, validated, and its
-    epochs scaled by ``epochs_scale``."""
+    """The study config at ``path`` with ``key=value`` overrides applied, validated, its
+    epochs scaled by ``epochs_scale`` and its tuning seeds cut to ``tune_seeds_limit``."""
     cfg = load_config(path, StudyConfig, list(overrides))
+    if cfg.tune_seeds_limit is not None:
+        for spec in cfg.datasets:
+            spec.tune_seeds = (spec.tune_seeds or cfg.seeds[:1])[: cfg.tune_seeds_limit]
     if cfg.epochs_scale != 1:
         for spec in cfg.datasets:
             spec.epochs = _scaled(spec.epochs, cfg.epochs_scale)

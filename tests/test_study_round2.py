@@ -268,6 +268,7 @@ def test_round2_report_has_its_sections(round2_report):
         "### One-stage compositional CE∘AUC-M",
         "CE + AUC-M (CE-direction head)",
         "a factor chosen per row on validation among [0.1, 0.3]",
+        "Test AUC at the epoch of best validation AUC:",
     ):
         assert title in round2_report, title
     lines = round2_report.splitlines()

@@ -58,7 +58,7 @@ def test_gradient_is_the_chain_rule_through_the_ce_step():
     auc.backward()
     expected = moved.grad - theta * hess @ moved.grad
 
-    value = compositional_loss(net, loss, x, y, theta, torch.sigmoid)
+    value = compositional_loss(net, x, y, auc_loss=loss, inner_lr=theta, scores=torch.sigmoid)
     value.backward()
     got = torch.cat([p.grad.flatten() for p in net.parameters()])
     assert value.item() == pytest.approx(auc.item(), rel=1e-12)
@@ -75,5 +75,5 @@ def test_zero_inner_step_is_the_plain_auc_loss():
     x = torch.randn(8, 3, dtype=torch.float64)
     y = torch.tensor([1.0, 0, 0, 1, 0, 0, 0, 0], dtype=torch.float64)
     loss = AUCMLoss(margin=0.5, imratio=0.25).double()
-    value = compositional_loss(net, loss, x, y, 0.0, torch.sigmoid)
+    value = compositional_loss(net, x, y, auc_loss=loss, inner_lr=0.0, scores=torch.sigmoid)
     assert value.item() == pytest.approx(loss(torch.sigmoid(net(x)), y).item(), rel=1e-14)

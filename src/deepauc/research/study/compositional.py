@@ -14,9 +14,10 @@ __all__ = ["compositional_loss"]
 
 def compositional_loss(
     model: nn.Module,
-    auc_loss: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
+    *,
+    auc_loss: nn.Module,
     inner_lr: float,
     scores: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:

@@ -44,9 +44,10 @@ class Job:
     dataset: str
     imratio: float  # requested ratio (the achieved one is in the result)
     seed: int
-    # ce | focal | auc_s | auc_m | auc_m_noproj | two_stage | two_stage_paper | ce_continued | libauc
+    # ce | ce_weighted | focal | auc_s | auc_m | auc_m_noproj | two_stage | two_stage_paper |
+    # ce_continued | compositional | libauc
     method: str
-    params: tuple = ()  # sorted (name, value) pairs
+    params: tuple = ()  # sorted (name, value) pairs; lr2_factor: stage 2 at lr × this
     variant: str = "clean"  # clean | easy | noisy
     tweak: str = ""  # "" or a key of deepauc.research.study.training.TWEAKS
     # sorted (name, value) overrides of the run's settings: epochs, min_positives, noise_frac,

@@ -154,21 +154,9 @@ def make_loss_and_optimizer(
     batch_loss = None
     if job.method == "compositional":  # inner CE step of θ = CE's tuned lr
         batch_loss = functools.partial(
-            _compositional, loss=loss, inner_lr=job.param("ce_lr"), scores=scores
+            compositional_loss, auc_loss=loss, inner_lr=job.param("ce_lr"), scores=scores
         )
     return TrainingSetup(loss, pesg, pre_step, "pesg", scores, batch_loss)
-
-
-def _compositional(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    loss: nn.Module,
-    inner_lr: float,
-    scores: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    return compositional_loss(model, loss, x, y, inner_lr, scores)
 
 
 def _bsn(tweak: Tweak, tspec: TrainSpec) -> str:

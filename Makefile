@@ -138,7 +138,8 @@ UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var S
   --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
     --var $(call q,SAMPLE_CSV=$(abspath $(SAMPLE_CSV)))
 NO_STAMP_GOALS := help venv kaggle-cli demo all smoke clean-smoke clean-demo test test-slow lint \
-  format toy study-deps study study-full bench gpu-check submit data/demo/train.csv
+  format toy study-deps study study-full study-round2 study-round2-pilot bench gpu-check submit \
+  data/demo/train.csv
 ifneq ($(filter-out $(NO_STAMP_GOALS),$(or $(MAKECMDGOALS),help)),)
 # checked here, not where SAMPLE is set, so that goals which read no data (submit) still run
 ifeq ($(filter demo,$(EXP))$(wildcard $(SAMPLE)),)
@@ -161,9 +162,9 @@ $(ALL_STAMPS): | $(STAMP)
 stamps: ## refresh stamps/$(EXP)/ (make does it for every pipeline goal)
 	@:
 
-.PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full bench gpu-check submit clean-demo
+.PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full study-round2 study-round2-pilot bench gpu-check submit clean-demo
 help: ## list the targets and what they do
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # ---- environment --------------------------------------------------------------------------
 ifneq ($(STAMP),)
@@ -334,6 +335,13 @@ study: study-deps ## the benchmark study (configs/study/default.yaml)
 	$(DEEPAUC) study --config configs/study/default.yaml
 study-full: study-deps ## the study at the paper's budget (GPU)
 	$(DEEPAUC) study --config configs/study/full.yaml
+study-round2: study-deps ## the study's round 2 (configs/study/round2.yaml)
+	$(DEEPAUC) study --config configs/study/round2.yaml
+# 2 seeds, one tuning seed, a tenth of the epochs, its own report name: checks round 2 end
+# to end (its numbers are not results)
+study-round2-pilot: study-deps ## round 2 with 2 seeds and 1/10 of the epochs (a check)
+	$(DEEPAUC) study --config configs/study/round2.yaml --set name=study_round2_pilot \
+	  --set 'seeds=[0, 1]' --set tune_seeds_limit=1 --set epochs_scale=0.1
 bench: $(STAMP) ## the performance benchmarks (bench/README.md)
 	$(PY) -m pip install -q -r requirements-study.txt
 	$(PY) bench/run.py

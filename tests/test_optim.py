@@ -355,3 +355,94 @@ def test_average_grads_over_two_gloo_ranks(tmp_path):
         assert got["none"] is None
         assert torch.equal(got["some"], torch.full((3,), 3.0))  # (0 + 6) / 2
         assert got["scalar"].item() == 0.5  # (0 + 1) / 2
+
+
+def _closed_form_setup(a, b, alpha, margin=0.6, imratio=0.2, loss_cls=AUCMLoss, dual="closed_form"):
+    """A float64 net, loss and PESG with a, b, α set, and one batch's gradients in place."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1).double()
+    kw = {} if loss_cls is AUCSLoss else {"margin": margin}
+    loss = loss_cls(imratio=imratio, **kw).double()
+    opt = PESG(model.parameters(), loss, lr=0.05, epoch_decay=0.0, weight_decay=0.0, dual=dual)
+    with torch.no_grad():
+        loss.a.fill_(a)
+        loss.b.fill_(b)
+        loss.alpha.fill_(alpha)
+    x, y = tiny_problem()
+    opt.zero_grad()
+    loss(torch.sigmoid(model(x.double()).squeeze(1)), y.double()).backward()
+    return model, loss, opt, x.double(), y.double()
+
+
+def test_closed_form_dual_step_is_the_formula():
+    """α ← max(0, α + 2η(m + b − a − α)), with a, b read before the primal step moves them."""
+    _, loss, opt, _, _ = _closed_form_setup(a=0.7, b=0.2, alpha=0.3)
+    assert loss.a.grad is not None and float(loss.a.grad) != 0.0  # a does move in this step
+    opt.step()
+    expected = 0.3 + 2 * 0.05 * (0.6 + 0.2 - 0.7 - 0.3)  # = 0.28, by hand
+    assert loss.alpha.dtype == torch.float64
+    assert float(loss.alpha) == pytest.approx(expected, abs=1e-15)
+    assert float(loss.a) != 0.7  # the primal step ran after the dual one
+
+
+def test_closed_form_keeps_alpha_nonnegative_for_aucm_only():
+    # m + b − a − α = 0.1 + 0 − 0.9 − 0.05 < 0: one step would take α to −0.03
+    _, loss, opt, _, _ = _closed_form_setup(a=0.9, b=0.0, alpha=0.05, margin=0.1)
+    opt.step()
+    assert float(loss.alpha) == 0.0
+    _, loss_s, opt_s, _, _ = _closed_form_setup(a=1.9, b=0.0, alpha=0.05, loss_cls=AUCSLoss)
+    opt_s.step()  # AUC-S: m = 1, no projection
+    assert float(loss_s.alpha) == pytest.approx(0.05 + 0.1 * (1.0 - 1.9 - 0.05), abs=1e-15)
+
+
+def test_closed_form_fixed_point_is_m_plus_b_minus_a():
+    star = 0.6 + 0.25 - 0.5
+    _, loss, opt, _, _ = _closed_form_setup(a=0.5, b=0.25, alpha=star)
+    opt.step()
+    assert float(loss.alpha) == pytest.approx(star, abs=1e-15)
+    # away from it the distance contracts by (1 − 2η) per step
+    _, loss, opt, _, _ = _closed_form_setup(a=0.5, b=0.25, alpha=star + 0.2)
+    opt.step()
+    assert float(loss.alpha) - star == pytest.approx(0.2 * (1 - 2 * 0.05), abs=1e-15)
+
+
+def test_normalized_equals_closed_form_when_a_b_are_the_class_means():
+    """With p the batch's positive share and a, b its class means of h, ∇_α F / (p(1−p))
+    is exactly 2(m + b − a − α) on that batch; over batches drawn at random with p the
+    population share and a, b the population means it is so in expectation."""
+    x, y = tiny_problem()
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1).double()
+    h = torch.sigmoid(model(x.double()).squeeze(1)).detach()
+    a, b, p = float(h[y == 1].mean()), float(h[y == 0].mean()), float(y.mean())
+    steps = {}
+    for dual in ("normalized", "closed_form"):
+        _, loss, opt, _, _ = _closed_form_setup(a=a, b=b, alpha=0.3, imratio=p, dual=dual)
+        opt.step()
+        steps[dual] = float(loss.alpha)
+    assert steps["normalized"] == pytest.approx(steps["closed_form"], abs=1e-12)
+    assert steps["closed_form"] == pytest.approx(0.3 + 0.1 * (0.6 + b - a - 0.3), abs=1e-12)
+    # in expectation: the mean normalized step over every batch of a partition of the rows
+    g = torch.Generator().manual_seed(1)
+    normalized = []
+    for _ in range(50):
+        perm = torch.randperm(len(y), generator=g)
+        for idx in perm.view(4, -1):
+            loss = AUCMLoss(margin=0.6, imratio=p).double()
+            with torch.no_grad():
+                loss.a.fill_(a)
+                loss.b.fill_(b)
+                loss.alpha.fill_(0.3)
+            loss(h[idx], y[idx].double()).backward()
+            normalized.append(float(loss.alpha.grad) / (p * (1 - p)))
+    expected = 2 * (0.6 + b - a - 0.3)
+    assert sum(normalized) / len(normalized) == pytest.approx(expected, abs=1e-12)
+
+
+def test_closed_form_survives_a_checkpoint():
+    _, _, opt, _, _ = _closed_form_setup(a=0.1, b=0.0, alpha=0.0)
+    sd = opt.state_dict()
+    assert sd["dual"] == "closed_form"
+    _, _, other, _, _ = _closed_form_setup(a=0.1, b=0.0, alpha=0.0, dual="normalized")
+    with pytest.raises(ValueError, match="closed_form"):
+        other.load_state_dict(sd)

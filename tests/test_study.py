@@ -113,6 +113,25 @@ def test_tiny_study_runs_file(tiny_study):
     assert set(runs["variant"]) == {"clean", "easy", "noisy"}
 
 
+def test_default_settings_leave_out_the_round2_sections(tiny_study):
+    """Round 2's sections and columns need their keys: a config without them reports and
+    trains as before (no every-epoch evaluation, no head-init words, no new rows)."""
+    md = (tiny_study / "reports" / "tiny.md").read_text()
+    for title in (
+        "The paper's claim, tested",
+        "best-validation epoch",
+        "Partial AUC",
+        "closed form at two momenta",
+        "compositional",
+        "CE-direction",
+        "drawn as the pipeline draws it",
+    ):
+        assert title not in md, title
+    runs = pd.read_csv(tiny_study / "reports" / "tiny_runs.csv")
+    assert "best_test_auc" not in runs.columns
+    assert runs["pos_val"].ge(1).all() and runs["test_pauc_fpr"].between(0, 1).all()
+
+
 def test_tiny_study_reproduces_and_resumes(tiny_study, tmp_path):
     from deepauc.cli import main
 

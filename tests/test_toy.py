@@ -261,3 +261,50 @@ def test_module_main_parses_its_own_flags(tmp_path, capsys):
         toy.main(["--help"])
     assert exc.value.code == 0
     assert "--noise-frac" in capsys.readouterr().out
+
+
+# -- head init -----------------------------------------------------------------------------
+
+
+def test_pipeline_head_init_is_the_factorys_draw():
+    """``head_init: pipeline`` draws the output layer through deepauc.models.reset_head:
+    bit for bit the factory's draw on an nn.Linear of the same shape, bias zero."""
+    import torch
+    from torch import nn
+
+    from deepauc.models.factory import init_head
+    from deepauc.research.heads import first_head
+    from deepauc.research.toy.model import ToyNet
+
+    torch.manual_seed(4)
+    net = first_head(ToyNet(64), "pipeline")
+    head = net.get_classifier()
+
+    class Holder(nn.Module):  # an nn.Linear behind timm's protocol, for the factory
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 1)
+
+        def get_classifier(self) -> nn.Linear:
+            return self.fc
+
+    torch.manual_seed(4)
+    ToyNet(64)  # the same draws up to the head's; Holder's layer stands for the new one
+    ref = init_head(Holder()).get_classifier()
+    assert torch.equal(head.bias, torch.zeros(1))
+    assert torch.equal(head.weight, ref.weight)
+    torch.manual_seed(4)
+    default = ToyNet(64).get_classifier()
+    assert float(default.bias.abs().sum()) > 0  # torch's draw has a bias
+
+
+def test_head_init_option_changes_only_the_head_and_names_the_report(tmp_path):
+    cfg = replace(SMALL, head_init="pipeline")
+    df = toy.run_toy(seeds=1, epochs=3, seed=0, out_dir=tmp_path, cfg=cfg)
+    assert df.auc.between(0, 1).all()
+    text = (tmp_path / "toy_figure1_pipeline_head.md").read_text()
+    assert "N(0, 0.01²), bias 0" in text
+    with pytest.raises(ValueError, match="ce_direction"):
+        toy.ToyConfig(head_init="ce_direction")
+    args = build_parser(only="toy").parse_args(["toy", "--head-init", "pipeline"])
+    assert args.head_init == "pipeline"

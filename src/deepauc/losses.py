@@ -19,6 +19,7 @@ __all__ = [
     "LOSSES",
     "LossSpec",
     "auc_variables",
+    "WeightedBCELoss",
     "batch_score_norm",
     "build_loss",
     "create_loss",
@@ -313,6 +314,21 @@ class BCELoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
 
 
+class WeightedBCELoss(BCELoss):
+    """Class-weighted cross-entropy: positives weighted by (1-p)/p, negatives by 1, so each
+    class carries the same total weight. Inverse frequency (1/p, 1/(1-p)) is this times
+    1/(1-p), a constant that SGD would read as a larger lr; this keeps the negatives' scale.
+
+    >>> round(WeightedBCELoss(imratio=0.2).pos_weight, 6)
+    4.0
+    """
+
+    def __init__(self, imratio: float | None = None) -> None:
+        if imratio is None or not 0 < imratio < 1:
+            raise ValueError(f"ce_weighted needs imratio in (0, 1), got {imratio}")
+        super().__init__(pos_weight=(1 - imratio) / imratio)
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """A registered loss: its class and which :func:`create_loss` settings apply to it,
@@ -334,6 +350,7 @@ LOSSES: dict[str, LossSpec] = {
     "focal": LossSpec(FocalLoss, {"focal_alpha": "alpha", "focal_gamma": "gamma"}),
     "ce": LossSpec(BCELoss, {}),
     "bce": LossSpec(BCELoss, {}),
+    "ce_weighted": LossSpec(WeightedBCELoss, {"imratio": "imratio"}),
 }
 
 

@@ -140,7 +140,15 @@ class PESG(torch.optim.Optimizer):
     size independent of the class ratio. It contracts α by (1 - 2η) per step, so it needs
     η < 1 (it oscillates at η = 1 and diverges beyond); the paper's form has no such bound
     for any realistic η because its step carries the factor p(1-p) ≤ 1/4.
-    ``dual="paper"`` is Algorithm 1 as written. Why the default: docs/method.md.
+    ``dual="paper"`` is Algorithm 1 as written. ``dual="closed_form"`` is the expected
+    dual gradient of eq. 8 with a and b standing in for the class means of the scores, on
+    the normalized step's 1/(p(1-p)) scale::
+
+        α ← max(0, α + 2η(m + b - a - α))       # AUC-S (m = 1): no max(0, ·)
+
+    It reads a and b before the primal step moves them (α, a, b are all at step t, as in
+    Algorithm 1) and needs no batch statistics of h; ``normalized`` equals it in expectation
+    when a and b are the batch's class means. Why the default: docs/method.md.
 
     Momentum (an extension, off by default) is heavy-ball on the primal direction
     ``d = ∇_v F + γ (v - v_ref)``: ``buf ← μ buf + d``, ``v ← v - η buf - η λ v``.
@@ -160,7 +168,7 @@ class PESG(torch.optim.Optimizer):
         epoch_decay: γ, the pull toward ``v_ref`` (paper: 1/100 … 1/1000).
         weight_decay: λ.
         momentum: heavy-ball momentum on the primal direction (0 = Algorithm 1).
-        dual: ``"normalized"`` (default) or ``"paper"``; see above.
+        dual: ``"normalized"`` (default), ``"paper"`` or ``"closed_form"``; see above.
         mode, margin, verbose, device: LibAUC's keywords, see below.
 
     Batch Score Normalization lives in the loss: with ``batch_score_norm=True`` the loss
@@ -228,8 +236,8 @@ class PESG(torch.optim.Optimizer):
             raise ValueError(f"lr must be > 0, got {lr}")
         if epoch_decay < 0 or weight_decay < 0 or not 0 <= momentum < 1:
             raise ValueError("epoch_decay and weight_decay must be >= 0 and momentum in [0, 1)")
-        if dual not in ("normalized", "paper"):
-            raise ValueError(f"dual must be 'normalized' or 'paper', got {dual!r}")
+        if dual not in ("normalized", "paper", "closed_form"):
+            raise ValueError(f"dual must be 'normalized', 'paper' or 'closed_form', got {dual!r}")
         defaults = dict(
             lr=lr,
             epoch_decay=epoch_decay,
@@ -345,9 +353,15 @@ class PESG(torch.optim.Optimizer):
         if alpha.grad is None:
             return
         step = alpha.grad
-        if self.dual == "normalized":
-            step = step / self.loss_fn.dual_scale().to(step.dtype)
-        alpha.add_(step, alpha=group["lr"])
+        if self.dual == "closed_form":
+            # E[∇_α F] / (p(1-p)) with a, b for the class means: 2(m + b - a - α)
+            lf = self.loss_fn
+            step = 2 * (lf.margin + lf.b.detach() - lf.a.detach()) - 2 * alpha
+            alpha.add_(group["lr"] * step)
+        else:
+            if self.dual == "normalized":
+                step = step / self.loss_fn.dual_scale().to(step.dtype)
+            alpha.add_(step, alpha=group["lr"])
         if self.loss_fn.alpha_nonnegative:
             alpha.clamp_(min=0)
 

@@ -73,7 +73,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0
     epoch_decay: float = 2e-3  # PESG's γ
-    dual: Literal["normalized", "paper"] = "normalized"  # PESG's dual step
+    dual: Literal["normalized", "paper", "closed_form"] = "normalized"  # PESG's dual step
 
     def validate(self) -> None:
         if self.lr <= 0:

@@ -21,6 +21,7 @@ from deepauc.research.study.results import (
     significance,
     table,
 )
+from deepauc.research.study.verdicts import compositional_section, dual_grid_section
 
 __all__ = ["ablation_report"]
 
@@ -56,6 +57,7 @@ def _two_stage(res: StudyResults) -> list[str]:
         "re-initialising the last linear layer; each stage has its own stagewise decays. "
         "Differences are paired per seed.\n",
         *two_stage_paper_rows(res),
+        *compositional_section(res),
     ]
 
 
@@ -257,6 +259,7 @@ SECTIONS = {
     "robust": _robustness,
     "alpha": _alpha_projection,
     "dual": _dual_step,
+    "dualgrid": dual_grid_section,
     "bsn": bsn_section,
     "oversample": oversample_section,
     "search": search_section,

@@ -9,10 +9,13 @@ from typing import Literal
 
 from deepauc.config import load_config
 from deepauc.losses import BSN_MODES
+from deepauc.research.heads import HEAD_INITS, HeadInit
 
 __all__ = [
     "BSN_SETTINGS",
     "MAIN_LOSSES",
+    "STUDY_LOSSES",
+    "ReportSpec",
     "AblationSpec",
     "DatasetSpec",
     "GridSpec",
@@ -24,6 +27,8 @@ __all__ = [
 ]
 
 MAIN_LOSSES = ("ce", "focal", "auc_s", "auc_m")
+# the losses a study may list: the paper's four and class-weighted CE
+STUDY_LOSSES = (*MAIN_LOSSES, "ce_weighted")
 # the named batch score normalisation settings of the study, as the report names them
 BSN_SETTINGS = ("none", "logits", "sigmoid")
 
@@ -49,6 +54,9 @@ class GridSpec:
     )
     margin: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 1.0])
     lr: list[float] | None = None  # tuned for every loss; None = the data set's lr only
+    lr_by_loss: dict[str, list[float]] = field(default_factory=dict)  # a loss's own lr grid
+    # every loss must have as many candidates as every other (checked before tuning)
+    equal_candidates: bool = False
 
     def validate(self) -> None:
         for k in ("focal_alpha", "focal_gamma", "epoch_decay", "margin"):
@@ -56,6 +64,11 @@ class GridSpec:
                 raise ValueError(f"grids.{k} must not be empty")
         if self.lr is not None and (not self.lr or min(self.lr) <= 0):
             raise ValueError("grids.lr must be null or a non-empty list of values > 0")
+        for loss, lrs in self.lr_by_loss.items():
+            if loss not in STUDY_LOSSES or not lrs or min(lrs) <= 0:
+                raise ValueError(
+                    f"grids.lr_by_loss.{loss}: a loss of {list(STUDY_LOSSES)} with values > 0"
+                )
 
 
 @dataclass
@@ -98,8 +111,14 @@ class TrainSpec:
     libauc_momentum: float | None = None  # LibAUC PESG's `momentum` (an EMA); None = pesg_momentum
     # BSN inside the AUC losses: false/none, logits (= true, the reference's) or sigmoid
     batch_score_norm: bool | Literal["none", "logits", "sigmoid"] = "logits"
-    dual: Literal["normalized", "paper"] = "normalized"
+    dual: Literal["normalized", "paper", "closed_form"] = "normalized"
     pos_fraction: float | None = None  # share of positives in every batch; None = plain shuffling
+    # every head the study draws (built and stage-2): torch_default (nn.Linear's uniform),
+    # pipeline (deepauc.models: N(0, 0.01²), bias 0), ce_direction (stage 2 keeps the CE
+    # head's direction at the pipeline draw's norm; built heads as pipeline)
+    head_init: HeadInit = "torch_default"
+    # validation AUC after every epoch: the val-best epoch's test AUC is recorded too
+    eval_epochs: bool = False
 
     def validate(self) -> None:
         if self.lr <= 0 or self.decay_factor <= 0 or not all(0 < f < 1 for f in self.decay_at):
@@ -107,6 +126,8 @@ class TrainSpec:
         bsn_setting(self.batch_score_norm)
         if self.pos_fraction is not None and not 0 < self.pos_fraction < 1:
             raise ValueError("train.pos_fraction must be null or lie in (0, 1)")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"train.head_init must be one of {list(HEAD_INITS)}")
 
     @property
     def bsn(self) -> str:
@@ -173,6 +194,15 @@ class AblationSpec:
     attribution: bool = True  # ours with one LibAUC design choice at a time
     libauc_no_momentum: bool = True  # also ours vs LibAUC with momentum 0 for both
     timing_steps: int = 100  # steps timed per optimiser for the per-step time table
+    # AUC-M with dual normalized / paper / closed_form, each at momentum 0 and pesg_momentum,
+    # on every data set at the ratio nearest `imratio`
+    dual_grid: bool = False
+    # the paper's two-stage with the AUC head started along the CE head's direction
+    head_direction: bool = False
+    # one-stage compositional CE∘AUC-M (PESG updates) on the two-stage data sets
+    compositional: bool = False
+    # tuned on validation over these multiples of the stage's lr; empty = finetune_lr_factor
+    finetune_lr_factors: list[float] = field(default_factory=list)
 
     def validate(self) -> None:
         if not 0 < self.two_stage_ce_fraction < 1:
@@ -183,6 +213,28 @@ class AblationSpec:
             raise ValueError("ablations: finetune_epochs_fraction and finetune_lr_factor > 0")
         if self.oversample is not None and not 0 < self.oversample < 1:
             raise ValueError("ablations.oversample must be null or lie in (0, 1)")
+        if any(f <= 0 for f in self.finetune_lr_factors):
+            raise ValueError("ablations.finetune_lr_factors must be values > 0")
+
+
+@dataclass
+class ReportSpec:
+    """The report's statistics: the default keeps the two-standard-error calls; ``stats``
+    adds paired t tests over seeds with Holm's correction and the verdict on the paper's
+    own claim (AUC-M ≥ each other loss, non-inferior by ``noninferiority_margin``)."""
+
+    stats: bool = False
+    noninferiority_margin: float = 0.005  # AUC points AUC-M may trail and still count as ≥
+    level: float = 0.05  # family-wise error rate of the Holm-corrected tests of a row
+    min_val_positives: int = 7  # below this per seed a row is untunable: shown, not judged
+    best_epoch: bool = False  # the val-best epoch's test AUC beside the final one
+    partial_auc: bool = False  # test partial AUCs (FPR ≤ 0.1; TPR ≥ 0.8) per loss
+
+    def validate(self) -> None:
+        if self.noninferiority_margin < 0 or not 0 < self.level < 1:
+            raise ValueError("report: noninferiority_margin >= 0, level in (0, 1)")
+        if self.min_val_positives < 0:
+            raise ValueError("report.min_val_positives must be >= 0")
 
 
 @dataclass
@@ -202,16 +254,27 @@ class StudyConfig:
     train: TrainSpec = field(default_factory=TrainSpec)
     grids: GridSpec = field(default_factory=GridSpec)
     ablations: AblationSpec = field(default_factory=AblationSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
     notes: str = ""  # free text appended to the report's caption
+    # every data set's and search setting's epochs × this, rounded, at least 1 (for pilots)
+    epochs_scale: float = 1.0
+    # at most this many of each data set's tuning seeds, the first ones (pilots); None = all
+    tune_seeds_limit: int | None = None
 
     def validate(self) -> None:
         if not self.datasets:
             raise ValueError("at least one data set is needed under `datasets`")
         if not self.seeds or self.workers < 1 or self.threads < 1:
             raise ValueError("seeds must be non-empty; workers, threads >= 1")
-        bad = [loss for loss in self.losses if loss not in MAIN_LOSSES]
+        if self.epochs_scale <= 0:
+            raise ValueError("epochs_scale must be > 0")
+        if self.tune_seeds_limit is not None and self.tune_seeds_limit < 1:
+            raise ValueError("tune_seeds_limit must be null or >= 1")
+        bad = [loss for loss in self.losses if loss not in STUDY_LOSSES]
         if bad:
-            raise ValueError(f"unknown losses {bad}; choose from {list(MAIN_LOSSES)}")
+            raise ValueError(f"unknown losses {bad}; choose from {list(STUDY_LOSSES)}")
+        if self.report.best_epoch and not self.train.eval_epochs:
+            raise ValueError("report.best_epoch needs train.eval_epochs: true")
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"data set names repeat: {names}")
@@ -226,5 +289,20 @@ class StudyConfig:
 
 
 def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
-    """The study config at ``path`` with ``key=value`` overrides applied, validated."""
-    return load_config(path, StudyConfig, list(overrides))
+    """The study config at ``path`` with ``key=value`` overrides applied, validated, its
+    epochs scaled by ``epochs_scale`` and its tuning seeds cut to ``tune_seeds_limit``."""
+    cfg = load_config(path, StudyConfig, list(overrides))
+    if cfg.tune_seeds_limit is not None:
+        for spec in cfg.datasets:
+            spec.tune_seeds = (spec.tune_seeds or cfg.seeds[:1])[: cfg.tune_seeds_limit]
+    if cfg.epochs_scale != 1:
+        for spec in cfg.datasets:
+            spec.epochs = _scaled(spec.epochs, cfg.epochs_scale)
+        for search in cfg.ablations.search:
+            if search.epochs is not None:
+                search.epochs = _scaled(search.epochs, cfg.epochs_scale)
+    return cfg
+
+
+def _scaled(epochs: int, scale: float) -> int:
+    return max(1, int(round(epochs * scale)))

@@ -40,6 +40,7 @@ def _chosen_text(prm: tuple) -> str:
 def two_stage_paper_rows(res: StudyResults) -> list[str]:
     """The table of the paper's two-stage against CE continued, and how both were run."""
     a, body = res.cfg.ablations, []
+    direction = a.head_direction and a.two_stage_paper
     for name, r in res.ablation_rows("two_stage"):
         paper = res.ablation_tests(f"two_stage/{name}/{r}/paper")
         if paper is None:
@@ -47,20 +48,42 @@ def two_stage_paper_rows(res: StudyResults) -> list[str]:
         cont = res.ablation_tests(f"two_stage/{name}/{r}/ce_continued")
         ce, scratch = res.main_tests(name, r, "ce"), res.main_tests(name, r, "auc_m")
         row = [name, _ratio(res, name, r), _cell(ce), _cell(cont), _cell(paper)]
-        body.append(row + [call(paper, cont), call(paper, scratch)])
+        row += [call(paper, cont), call(paper, scratch)]
+        if direction:
+            along = res.ablation_tests(f"two_stage/{name}/{r}/paper_ce_direction")
+            row += [_cell(along), call(along, paper)]
+        body.append(row)
     if not body:
         return []
     columns = ["Dataset", "imratio", "CE", "CE + CE continued", "CE + AUC-M (fresh head)"]
     columns += ["two-stage − CE continued", "two-stage − AUC-M from scratch"]
+    if direction:
+        columns += ["CE + AUC-M (CE-direction head)", "CE-direction − fresh head"]
     return [
         "As the paper and the reference run it: the whole CE run of the row (its tuned lr and "
         f"schedule), then {a.finetune_epochs_fraction:g} × the data set's epochs more, at "
-        f"{a.finetune_lr_factor:g} × the stage's tuned lr with the same stagewise decays: "
+        f"{_stage2_lr_text(res)} × the stage's tuned lr with the same stagewise decays: "
         "AUC-M by PESG over all layers with a freshly initialised last layer (the tuned γ, m of "
         "AUC-M), against CE continued for the same extra epochs with its head kept.\n",
         table(body, columns),
         "",
     ]
+
+
+def _stage2_lr_text(res: StudyResults) -> str:
+    """The second stage's lr factor: fixed, or each row's choice on validation."""
+    a = res.cfg.ablations
+    if not a.finetune_lr_factors:
+        return f"{a.finetune_lr_factor:g}"
+    picks = []
+    for name, r in res.ablation_rows("two_stage"):
+        for row in ("paper", "ce_continued"):
+            key = res.chosen_key(f"two_stage/{name}/{r}/{row}")
+            if key is not None:
+                picks.append(f"{name} {_ratio(res, name, r)} {row}: {key.rsplit('~', 1)[-1]}")
+    return (
+        f"a factor chosen per row on validation among {a.finetune_lr_factors} ({'; '.join(picks)})"
+    )
 
 
 def bsn_section(res: StudyResults) -> list[str]:

@@ -44,9 +44,10 @@ class Job:
     dataset: str
     imratio: float  # requested ratio (the achieved one is in the result)
     seed: int
-    # ce | focal | auc_s | auc_m | auc_m_noproj | two_stage | two_stage_paper | ce_continued | libauc
+    # ce | ce_weighted | focal | auc_s | auc_m | auc_m_noproj | two_stage | two_stage_paper |
+    # ce_continued | compositional | libauc
     method: str
-    params: tuple = ()  # sorted (name, value) pairs
+    params: tuple = ()  # sorted (name, value) pairs; lr2_factor: stage 2 at lr × this
     variant: str = "clean"  # clean | easy | noisy
     tweak: str = ""  # "" or a key of deepauc.research.study.training.TWEAKS
     # sorted (name, value) overrides of the run's settings: epochs, min_positives, noise_frac,
@@ -68,8 +69,8 @@ def job_params(**kw: float) -> tuple:
 def loss_grid(cfg: StudyConfig, spec: DatasetSpec, loss: str) -> list[tuple]:
     """The candidate hyper-parameters of ``loss`` on ``spec``, each with its learning rate."""
     g = spec.grids or cfg.grids
-    lrs = g.lr or [spec.lr or cfg.train.lr]
-    if loss == "ce":
+    lrs = g.lr_by_loss.get(loss) or g.lr or [spec.lr or cfg.train.lr]
+    if loss in ("ce", "ce_weighted"):
         return [job_params(lr=lr) for lr in lrs]
     if loss == "focal":
         return [
@@ -88,6 +89,18 @@ def loss_grid(cfg: StudyConfig, spec: DatasetSpec, loss: str) -> list[tuple]:
     ]
 
 
+def check_equal_effort(cfg: StudyConfig, available: list[DatasetSpec]) -> None:
+    """With ``grids.equal_candidates``: every loss has as many candidates as every other."""
+    for spec in available:
+        if not (spec.grids or cfg.grids).equal_candidates:
+            continue
+        counts = {loss: len(loss_grid(cfg, spec, loss)) for loss in cfg.losses}
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"grids.equal_candidates: {spec.name} has unequal candidates per loss {counts}"
+            )
+
+
 def bsn_tweak(cfg: StudyConfig, setting: str) -> str:
     """The tweak that runs BSN ``setting``: none for the study's own setting."""
     return "" if setting == cfg.train.bsn else BSN_TWEAKS[setting]
@@ -104,6 +117,7 @@ def tuning_jobs(
     (data set, lowest ratio, ``auc_m``, BSN tweak) when the BSN settings are tuned on their own."""
     jobs: dict[tuple, dict[tuple, list[Job]]] = {}
     abl = cfg.ablations
+    check_equal_effort(cfg, available)
     for spec in available:
         tseeds = spec.tune_seeds or cfg.seeds[:1]
         for r in spec.imratios:
@@ -183,6 +197,9 @@ def ablation_jobs(
                 for r in specs[name].imratios:
                     jobs.update(_two_stage_jobs(cfg, name, r, chosen))
     jobs.update(fairness_jobs(cfg, available, chosen))
+    if abl.dual_grid:
+        for spec in available:
+            jobs.update(dual_grid_jobs(cfg, spec.name, ablation_ratio(cfg, spec), chosen))
     for name in unique(abl.datasets + abl.libauc_datasets):
         if name not in specs:
             continue
@@ -227,7 +244,7 @@ def _dataset_ablation_jobs(
                 jobs[f"alpha/{name}/{r}/{v}/small_noproj"] = _over_seeds(
                     cfg, name, r, "auc_m_noproj", small, variant=v
                 )
-    if abl.dual_step:
+    if abl.dual_step and not abl.dual_grid:
         jobs[f"dual/{name}/{r}/paper"] = _over_seeds(cfg, name, r, "auc_m", pm, tweak="dual_paper")
     if abl.attribution:
         for tw, _ in ATTRIBUTION_TWEAKS:
@@ -248,12 +265,53 @@ def _two_stage_jobs(
     (whole CE run, then AUC-M) and CE continued for the same extra epochs."""
     pm, pc = chosen[name, r, "auc_m"], chosen[name, r, "ce"] if "ce" in cfg.losses else ()
     ce_lr: float = (dict(pc) or dict(pm))["lr"]
+    abl = cfg.ablations
     out = {f"two_stage/{name}/{r}/two_stage": _over_seeds(cfg, name, r, "two_stage", pm)}
-    if cfg.ablations.two_stage_paper:
-        paper = job_params(ce_lr=ce_lr, **dict(pm))
-        out[f"two_stage/{name}/{r}/paper"] = _over_seeds(cfg, name, r, "two_stage_paper", paper)
-        out[f"two_stage/{name}/{r}/ce_continued"] = _over_seeds(
-            cfg, name, r, "ce_continued", job_params(lr=ce_lr)
+    if abl.compositional:
+        comp = job_params(ce_lr=ce_lr, **dict(pm))
+        out[f"two_stage/{name}/{r}/compositional"] = _over_seeds(
+            cfg, name, r, "compositional", comp
+        )
+    if not abl.two_stage_paper:
+        return out
+    # the second stage's lr factor: fixed, or one run per factor, chosen later on validation
+    factors: list[float | None] = [*abl.finetune_lr_factors] or [None]
+    for f in factors:
+        tag, extra = ("", {}) if f is None else (f"~{f:g}", {"lr2_factor": f})
+        paper = job_params(ce_lr=ce_lr, **dict(pm), **extra)
+        out[f"two_stage/{name}/{r}/paper{tag}"] = _over_seeds(
+            cfg, name, r, "two_stage_paper", paper
+        )
+        if abl.head_direction:
+            out[f"two_stage/{name}/{r}/paper_ce_direction{tag}"] = _over_seeds(
+                cfg, name, r, "two_stage_paper", paper, tweak="head_ce_direction"
+            )
+        out[f"two_stage/{name}/{r}/ce_continued{tag}"] = _over_seeds(
+            cfg, name, r, "ce_continued", job_params(lr=ce_lr, **extra)
+        )
+    return out
+
+
+# (tweak, dual step, momentum 0?) of the dual-step grid
+DUAL_GRID = tuple(
+    (f"dual_{dual}{'_m0' if zero else ''}", dual, zero)
+    for zero in (True, False)
+    for dual in ("normalized", "paper", "closed_form")
+)
+
+
+def dual_grid_jobs(
+    cfg: StudyConfig, name: str, r: float, chosen: dict[tuple, tuple]
+) -> dict[str, list[Job]]:
+    """AUC-M with each dual step at momentum 0 and at ``pesg_momentum`` (unless that is 0 too);
+    the row equal to the config's own setting is the Table-1 run (no tweak), trained once."""
+    out = {}
+    for tweak, dual, zero in DUAL_GRID:
+        if not zero and cfg.train.pesg_momentum == 0:
+            continue
+        same = dual == cfg.train.dual and (zero == (cfg.train.pesg_momentum == 0))
+        out[f"dualgrid/{name}/{r}/{tweak}"] = _over_seeds(
+            cfg, name, r, "auc_m", chosen[name, r, "auc_m"], tweak="" if same else tweak
         )
     return out
 

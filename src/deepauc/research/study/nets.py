@@ -1,4 +1,5 @@
-"""The study's networks: a small ELU CNN, the paper's ResNet20 with ELU and an ELU MLP."""
+"""The study's networks: a small ELU CNN, the paper's ResNet20 with ELU and an ELU MLP, each
+with a one-logit ``head`` behind timm's classifier protocol."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepauc.research.heads import TimmClassifier, first_head
 from deepauc.research.study.config import DatasetSpec
 
 __all__ = ["ELUCNN", "ELUMLP", "ResNet20ELU", "build_model", "model_title"]
 
 
-class ELUCNN(nn.Module):
+class ELUCNN(TimmClassifier, nn.Module):
     """A small CNN: ``depth`` conv-BN-ELU stages (the later ones stride 2), global average
     pooling and a one-logit linear ``head``."""
 
@@ -53,7 +55,7 @@ class _BasicBlock(nn.Module):
         return F.elu(out + short)
 
 
-class ResNet20ELU(nn.Module):
+class ResNet20ELU(TimmClassifier, nn.Module):
     """The CIFAR ResNet20 (3 stages × 3 basic blocks, 16/32/64 channels) with ELU, as in
     the paper's benchmarks, with a one-logit linear ``head``."""
 
@@ -76,7 +78,7 @@ class ResNet20ELU(nn.Module):
         return self.head(h.mean(dim=(2, 3))).squeeze(1)
 
 
-class ELUMLP(nn.Module):
+class ELUMLP(TimmClassifier, nn.Module):
     """One hidden ELU layer over the flattened image, a one-logit linear ``head``."""
 
     def __init__(self, in_features: int, width: int = 64) -> None:
@@ -90,13 +92,20 @@ class ELUMLP(nn.Module):
         return self.head(self.features(x)).squeeze(1)
 
 
-def build_model(spec: DatasetSpec, shape: tuple[int, ...]) -> ELUCNN | ResNet20ELU | ELUMLP:
-    """The data set's network for images of shape ``(C, H, W)``."""
+def build_model(
+    spec: DatasetSpec, shape: tuple[int, ...], head_init: str = "torch_default"
+) -> ELUCNN | ResNet20ELU | ELUMLP:
+    """The data set's network for images of shape ``(C, H, W)``, its head drawn as
+    ``head_init`` says (:func:`deepauc.research.heads.first_head`)."""
+    model: ELUCNN | ResNet20ELU | ELUMLP
     if spec.model == "resnet20":
-        return ResNet20ELU(shape[0])
-    if spec.model == "mlp":
-        return ELUMLP(int(np.prod(shape)), spec.width)
-    return ELUCNN(shape[0], spec.width, spec.depth)
+        model = ResNet20ELU(shape[0])
+    elif spec.model == "mlp":
+        model = ELUMLP(int(np.prod(shape)), spec.width)
+    else:
+        model = ELUCNN(shape[0], spec.width, spec.depth)
+    first_head(model, head_init)
+    return model
 
 
 def model_title(spec: DatasetSpec) -> str:

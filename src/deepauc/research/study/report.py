@@ -16,6 +16,12 @@ from deepauc.research.study.results import (
     significance,
     table,
 )
+from deepauc.research.study.verdicts import (
+    best_epoch_section,
+    fit_section,
+    partial_auc_section,
+    verdict_section,
+)
 
 __all__ = ["study_report"]
 
@@ -140,8 +146,21 @@ def _caption(res: StudyResults) -> str:
         "m ∈ [0.1, 0.3, 0.5, 0.7, 1.0]. Ratios below `min_positives` positives are raised to it. "
         "Bold: best mean in the row. The last column is the mean ± std over seeds of the per-seed "
         "difference (same split and initial weights for both losses)."
+        + _head_words(tr.head_init)
         + (f" {cfg.notes}" if cfg.notes else "")
     )
+
+
+def _head_words(init: str) -> str:
+    """How the heads were drawn, where not as nn.Linear draws them (nothing said then)."""
+    return {
+        "torch_default": "",
+        "pipeline": " Every head, as built and fresh for a second stage, drawn as the pipeline "
+        "draws it (deepauc.models: weights N(0, 0.01²), bias 0).",
+        "ce_direction": " Heads as built drawn as the pipeline draws them (weights N(0, 0.01²), "
+        "bias 0); a second stage's head keeps the CE head's direction at that draw's norm, "
+        "bias 0.",
+    }[init]
 
 
 def _bsn_words(setting: str) -> str:
@@ -274,6 +293,8 @@ def _not_run(res: StudyResults) -> list[str]:
             parts.append("its BSN ablation")
         if name in abl.datasets + abl.two_stage_datasets and abl.two_stage:
             parts.append("its two-stage rows")
+        if abl.dual_grid:
+            parts.append("its dual-step grid")
         if name in abl.datasets + abl.libauc_datasets and abl.libauc:
             parts.append("its LibAUC column")
         if name in abl.datasets:
@@ -298,6 +319,10 @@ def study_report(res: StudyResults, wall: float) -> str:
     lines += [_paper_table(), ""]
     lines += _beside_paper(rows)
     lines += _ordering(rows)
+    spec = res.cfg.report
+    lines += verdict_section(res) + fit_section(res) if spec.stats else []
+    lines += best_epoch_section(res) if spec.best_epoch else []
+    lines += partial_auc_section(res) if spec.partial_auc else []
     lines += ["## Hyper-parameters chosen on validation\n", _chosen_table(res), ""]
     if res.abl_jobs or res.abl_notes:
         lines.extend(ablation_report(res))

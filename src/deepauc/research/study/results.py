@@ -24,7 +24,13 @@ __all__ = [
     "table",
 ]
 
-LOSS_TITLES = {"ce": "CE", "focal": "Focal", "auc_s": "AUC-S", "auc_m": "AUC-M"}
+LOSS_TITLES = {
+    "ce": "CE",
+    "focal": "Focal",
+    "auc_s": "AUC-S",
+    "auc_m": "AUC-M",
+    "ce_weighted": "CE-w",
+}
 
 
 @dataclass
@@ -48,9 +54,30 @@ class StudyResults:
             return None
         return self.runner.test_aucs([self.final[name, r, loss, s] for s in self.cfg.seeds])
 
-    def ablation_tests(self, key: str) -> list[float] | None:
-        """Test AUCs of the ablation runs under ``key``; None when they did not run."""
-        return self.runner.test_aucs(self.abl_jobs[key]) if key in self.abl_jobs else None
+    def ablation_tests(self, key: str, column: str = "test_auc") -> list[float] | None:
+        """Test AUCs (or another run ``column``) of the ablation runs under ``key``, or of
+        its candidate chosen on validation (:meth:`chosen_key`); None when none ran."""
+        chosen = self.chosen_key(key)
+        if chosen is None:
+            return None
+        return [float(self.runner.result(j).get(column, np.nan)) for j in self.abl_jobs[chosen]]
+
+    def chosen_key(self, key: str) -> str | None:
+        """``key`` itself, else among its candidates ``key~<value>`` the one with the best
+        mean validation AUC over the data set's tuning seeds; None when neither ran."""
+        if key in self.abl_jobs:
+            return key
+        cands = [k for k in self.abl_jobs if k.startswith(key + "~")]
+        if not cands:
+            return None
+        name = key.split("/")[1]
+        spec = next(s for s in self.available if s.name == name)
+        tune = set(spec.tune_seeds or self.cfg.seeds[:1])
+
+        def score(k: str) -> float:
+            return self.runner.mean_val_auc([j for j in self.abl_jobs[k] if j.seed in tune])
+
+        return max(cands, key=score)
 
     def achieved_ratio(self, name: str, r: float, loss: str = "auc_m") -> float:
         """The training split's positive ratio for requested ratio ``r``."""

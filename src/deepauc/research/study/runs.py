@@ -26,12 +26,21 @@ from deepauc.research.study.training import run_job
 __all__ = ["Runner", "job_key"]
 
 
+# training keys added after runs were cached, with the value that trains as before they
+# existed: left out of the hash at that value, so the runs already in a runs CSV stay valid
+_LATER_TRAIN_KEYS = {"head_init": "torch_default", "eval_epochs": False}
+
+
 def _spec_hash(spec: DatasetSpec, tspec: TrainSpec) -> str:
     """What a run of ``spec`` depends on (not which runs the study asks for: grids, seeds)."""
     d = dataclasses.asdict(spec)
     for k in ("imratios", "tune_seeds", "grids"):
         d.pop(k)
-    blob = json.dumps([d, dataclasses.asdict(tspec)], sort_keys=True, default=str)
+    t = dataclasses.asdict(tspec)
+    for k, same in _LATER_TRAIN_KEYS.items():
+        if t[k] == same:
+            t.pop(k)
+    blob = json.dumps([d, t], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

@@ -9,17 +9,19 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from deepauc.losses import batch_score_norm, create_loss, loss_input
-from deepauc.metrics import roc_auc
 from deepauc.optim import PESG, create_optimizer, end_stage
 from deepauc.research.datasets import ImbalancedSplit
+from deepauc.research.heads import fresh_head
+from deepauc.research.study.compositional import compositional_loss
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
+from deepauc.research.study.evaluation import EpochTracker, scores_row
 from deepauc.research.study.jobs import Job, ablation_ratio, unique
 from deepauc.research.study.nets import build_model, model_title
 from deepauc.research.study.sampling import epoch_batches
@@ -27,7 +29,6 @@ from deepauc.research.study.splits import make_split, standardize
 from deepauc.research.study.variants import (
     AUCMLossBatchP,
     AUCMLossNoProjection,
-    PESGClosedFormAlpha,
     PESGEMAMomentum,
     import_libauc,
 )
@@ -48,16 +49,24 @@ class Tweak:
 
     auc_m_loss: type[AUCMLossBatchP] | None = None  # replaces the AUC-M loss of the factory
     optimizer: type[PESG] | None = None  # replaces the PESG of the factory
-    dual: Literal["normalized", "paper"] | None = None  # None = train.dual
+    dual: Literal["normalized", "paper", "closed_form"] | None = None  # None = train.dual
     momentum: Literal["pesg", "libauc", "zero"] = "pesg"  # which config momentum PESG gets
     bsn: Literal["none", "logits", "sigmoid"] | None = None  # None = train.batch_score_norm
     vref_noise_std: float = 0.0  # > 0: v_ref starts at N(0, std²) noise, not at the weights
     grad_clip: float | None = None  # clamp every primal gradient element to ±grad_clip
+    head_init: str | None = None  # None = train.head_init (the second stage's fresh head)
 
 
 TWEAKS: dict[str, Tweak] = {
     "": Tweak(),
     "dual_paper": Tweak(dual="paper"),
+    # the dual steps at momentum 0 and at the config's momentum (dual_paper above)
+    "dual_normalized": Tweak(dual="normalized"),
+    "dual_closed_form": Tweak(dual="closed_form"),
+    "dual_normalized_m0": Tweak(dual="normalized", momentum="zero"),
+    "dual_paper_m0": Tweak(dual="paper", momentum="zero"),
+    "dual_closed_form_m0": Tweak(dual="closed_form", momentum="zero"),
+    "head_ce_direction": Tweak(head_init="ce_direction"),
     "bsn_none": Tweak(bsn="none"),
     "bsn_logits": Tweak(bsn="logits"),
     "bsn_sigmoid": Tweak(bsn="sigmoid"),
@@ -66,7 +75,7 @@ TWEAKS: dict[str, Tweak] = {
     "vref_noise": Tweak(vref_noise_std=0.01),
     "batch_p": Tweak(auc_m_loss=AUCMLossBatchP),
     "clip": Tweak(grad_clip=1.0),
-    "libauc_alpha": Tweak(optimizer=PESGClosedFormAlpha),
+    "libauc_alpha": Tweak(dual="closed_form"),  # = LibAUC's α step at a_t, b_t (docs/method.md)
     "ema_momentum": Tweak(optimizer=PESGEMAMomentum, momentum="libauc"),
 }
 
@@ -84,6 +93,7 @@ class RunContext:
     data: dict[str, torch.Tensor]
     p: float
     gen: torch.Generator
+    tracker: EpochTracker | None = None  # evaluates every epoch (train.eval_epochs)
 
 
 class TrainingSetup(NamedTuple):
@@ -95,6 +105,8 @@ class TrainingSetup(NamedTuple):
     pre_step: Callable[[], None] | None
     kind: Literal["sgd", "pesg", "libauc"]
     scores: Callable[[torch.Tensor], torch.Tensor]
+    # (model, x, y) -> the batch's loss, where it is not loss(scores(model(x)), y)
+    batch_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def _momentum(source: str, tspec: TrainSpec) -> float:
@@ -114,9 +126,10 @@ def make_loss_and_optimizer(
     """The loss and optimiser of ``job``'s method (training split ratio ``p``) and tweak."""
     tweak = _tweak(job.tweak)
     wd = tspec.weight_decay
-    if job.method in ("ce", "focal"):
+    if job.method in ("ce", "focal", "ce_weighted"):
         focal = {"focal_alpha": job.param("alpha"), "focal_gamma": job.param("gamma")}
-        loss = create_loss(job.method, **(focal if job.method == "focal" else {}))
+        extra = {"focal": focal, "ce_weighted": {"imratio": p}}.get(job.method, {})
+        loss = create_loss(job.method, **extra)
         sgd = create_optimizer(
             "sgd", model.parameters(), loss, lr=lr, momentum=tspec.sgd_momentum, weight_decay=wd
         )
@@ -137,7 +150,13 @@ def make_loss_and_optimizer(
     if tweak.grad_clip is not None:
         primal = [prm for g in pesg.param_groups if g["role"] == "primal" for prm in g["params"]]
         pre_step = functools.partial(_clamp_grads, primal, tweak.grad_clip)
-    return TrainingSetup(loss, pesg, pre_step, "pesg", functools.partial(loss_input, loss))
+    scores = functools.partial(loss_input, loss)
+    batch_loss = None
+    if job.method == "compositional":  # inner CE step of θ = CE's tuned lr
+        batch_loss = functools.partial(
+            compositional_loss, auc_loss=loss, inner_lr=job.param("ce_lr"), scores=scores
+        )
+    return TrainingSetup(loss, pesg, pre_step, "pesg", scores, batch_loss)
 
 
 def _bsn(tweak: Tweak, tspec: TrainSpec) -> str:
@@ -151,7 +170,7 @@ def _auc_loss(job: Job, tweak: Tweak, p: float, bsn: bool | str) -> nn.Module:
         return create_loss("auc_s", imratio=p, batch_score_norm=bsn)
     if job.method == "auc_m_noproj":
         return AUCMLossNoProjection(margin=job.param("margin"), imratio=p, batch_score_norm=bsn)
-    if job.method not in ("auc_m", "two_stage", "two_stage_paper"):
+    if job.method not in ("auc_m", "two_stage", "two_stage_paper", "compositional"):
         raise ValueError(f"unknown method {job.method!r}")
     if tweak.auc_m_loss is not None:
         return tweak.auc_m_loss(margin=job.param("margin"), batch_score_norm=bsn)
@@ -237,7 +256,10 @@ def _train_epoch(
         if ctx.spec.flip:
             m = torch.rand(len(idx), generator=ctx.gen) < 0.5
             xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
-        loss = setup.loss(setup.scores(model(xb)), yb)
+        if setup.batch_loss is not None:
+            loss = setup.batch_loss(model, xb, yb)
+        else:
+            loss = setup.loss(setup.scores(model(xb)), yb)
         if not torch.isfinite(loss):
             progress.finite = False
             return
@@ -264,6 +286,8 @@ def train_stage(
         _train_epoch(setup, model, ctx, progress)
         if not progress.finite:
             break
+        if ctx.tracker is not None:
+            ctx.tracker.after_epoch(model)
         if epoch + 1 in decays:
             _end_stage(setup, ctx.tspec.decay_factor)
     total = time.perf_counter() - t0
@@ -295,10 +319,15 @@ def _train_two_stage(job: Job, model: nn.Module, ctx: RunContext) -> dict[str, A
     e2 = max(1, ctx.spec.epochs - e1)
     ce_job = dataclasses.replace(job, method="ce")
     s1 = train_stage(ce_job, model, ctx, epochs=e1, lr=lr)
-    cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for the AUC stage
+    _fresh_head(job, model, ctx)  # fresh classifier layer for the AUC stage
     auc_job = dataclasses.replace(job, method="auc_m")
     s2 = train_stage(auc_job, model, ctx, epochs=e2, lr=ctx.abl.stage2_lr or lr)
     return _joined(s1, s2)
+
+
+def _fresh_head(job: Job, model: nn.Module, ctx: RunContext) -> None:
+    """The second stage's head, drawn as the job's tweak or ``train.head_init`` says."""
+    fresh_head(model, _tweak(job.tweak).head_init or ctx.tspec.head_init)
 
 
 def finetune_epochs(spec: DatasetSpec, abl: AblationSpec) -> int:
@@ -320,24 +349,15 @@ def train_then_finetune(
     if observe:
         observe("CE")
     if job.method == "two_stage_paper":
-        cast(nn.Linear, model.head).reset_parameters()  # fresh classifier layer for AUC-M
+        _fresh_head(job, model, ctx)  # fresh classifier layer for AUC-M
         if observe:
             observe("fresh head")
         stage2 = dataclasses.replace(job, method="auc_m")
     else:
         stage2 = ce_job
-    lr2 = stage2.param("lr") * ctx.abl.finetune_lr_factor
+    lr2 = stage2.param("lr") * job.param("lr2_factor", ctx.abl.finetune_lr_factor)
     s2 = train_stage(stage2, model, ctx, epochs=finetune_epochs(ctx.spec, ctx.abl), lr=lr2)
     return _joined(s1, s2)
-
-
-def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> np.ndarray:
-    """The model's logits for ``x`` in eval mode (train mode restored), as float64."""
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
-    model.train()
-    return out.numpy().astype(np.float64)
 
 
 def with_setting(
@@ -377,9 +397,10 @@ def prepare_run(
     # p of the AUC losses: the positives' share of the batches the loss sees
     p = tspec.pos_fraction or float(split.y_train.mean())
     torch.manual_seed(job.seed)
-    model = build_model(spec, tuple(data["x_train"].shape[1:]))
+    model = build_model(spec, tuple(data["x_train"].shape[1:]), tspec.head_init)
     gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
-    return PreparedRun(RunContext(spec, tspec, abl, data, p, gen), split, model)
+    tracker = EpochTracker(data) if tspec.eval_epochs else None
+    return PreparedRun(RunContext(spec, tspec, abl, data, p, gen, tracker), split, model)
 
 
 def run_job(
@@ -404,15 +425,11 @@ def run_job(
         "variant": job.variant,
         "tweak": job.tweak,
         "setting": json.dumps(dict(job.setting), sort_keys=True),
-        "val_auc": roc_auc(
-            ctx.data["y_val"].numpy(), predict_logits(model, ctx.data["x_val"]), undefined="nan"
-        ),
-        "test_auc": roc_auc(
-            ctx.data["y_test"].numpy(), predict_logits(model, ctx.data["x_test"]), undefined="nan"
-        ),
+        **scores_row(model, ctx.data),
         "n_train": len(split.y_train),
         "pos_train": int(split.y_train.sum()),
         **stats,
+        **(ctx.tracker.row() if ctx.tracker is not None else {}),
     }
 
 

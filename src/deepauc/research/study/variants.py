@@ -12,7 +12,6 @@ from deepauc.optim import PESG
 __all__ = [
     "AUCMLossBatchP",
     "AUCMLossNoProjection",
-    "PESGClosedFormAlpha",
     "PESGEMAMomentum",
     "import_libauc",
 ]
@@ -65,18 +64,6 @@ class PESGEMAMomentum(PESG):
                 p.mul_(1 - lr * lam)
             p.add_(st["ema_buffer"], alpha=-lr)
             st["stage_sum"].add_(p)
-
-
-class PESGClosedFormAlpha(PESG):
-    """Our PESG with LibAUC's α step: α ← clip(α + η(2(m + b − a) − 2α), 0, 999)."""
-
-    def _dual_step(self, group: dict) -> None:
-        (alpha,) = group["params"]
-        if alpha.grad is None:
-            return
-        lf = self.loss_fn
-        alpha.add_(group["lr"] * (2 * (lf.margin + lf.b.detach() - lf.a.detach()) - 2 * alpha))
-        alpha.clamp_(0, 999)
 
 
 def import_libauc() -> tuple[tuple[Any, Any] | None, str]:

@@ -18,6 +18,7 @@ import torch
 
 from deepauc.io import write_text
 from deepauc.metrics import roc_auc
+from deepauc.research.heads import first_head
 from deepauc.research.toy.data import (
     LOSS_NAMES,
     PANELS,
@@ -99,9 +100,8 @@ def run_toy(
         for s in range(seed, seed + seeds):
             data = make_datasets(s, cfg)
             torch.manual_seed(s)
-            seed_rows, models = _train_panels(
-                data, cfg, model_state(ToyNet(cfg.hidden)), s, verbose
-            )
+            init = model_state(first_head(ToyNet(cfg.hidden), cfg.head_init))
+            seed_rows, models = _train_panels(data, cfg, init, s, verbose)
             rows += seed_rows
             if s == seed:
                 shown_data, shown = data, models
@@ -175,6 +175,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="retrain +easy/+noisy from the clean model (the paper's protocol)",
     )
+    parser.add_argument(
+        "--head-init",
+        choices=("torch_default", "pipeline"),
+        default=d.head_init,
+        help="output layer: nn.Linear's uniform draw, or the pipeline's N(0, 0.01²) with a "
+        f"zero bias (default {d.head_init})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-panel progress lines")
 
 
@@ -186,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
         score=args.score,
         lr=args.lr,
+        head_init=args.head_init,
     )
     start = time.perf_counter()
     df = run_toy(

@@ -21,7 +21,8 @@ SCORES = ("sigmoid", "logit", "bsn")
 
 def report_stem(cfg: ToyConfig) -> str:
     """The report and figure name: ``toy_figure1``, with ``_<score>`` unless sigmoid."""
-    return FIGURE_NAME if cfg.score == "sigmoid" else f"{FIGURE_NAME}_{cfg.score}"
+    stem = FIGURE_NAME if cfg.score == "sigmoid" else f"{FIGURE_NAME}_{cfg.score}"
+    return stem if cfg.head_init == "torch_default" else f"{stem}_{cfg.head_init}_head"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ToyConfig:
       true side), the paper's §3.2 scenario: a mislabelled example the model scores
       confidently on its true side.
     * Model: 2 → ``hidden`` → ELU → 1, the same seeded initial weights for
-      all six panels of a seed. Every panel is trained from those weights on its own
+      all six panels of a seed; the output layer drawn as ``head_init`` says. Every panel is trained from those weights on its own
       training set; with ``warm_start`` the +easy / +noisy panels instead continue from
       the clean model of their row, as the paper's figure does.
     * Training: full-batch PESG, ``epochs`` steps ("epochs" = full-batch steps), lr
@@ -80,10 +81,18 @@ class ToyConfig:
     margin: float = 0.5  # AUC-M's m
     warm_start: bool = False  # +easy/+noisy continue from the clean model (paper's protocol)
     score: str = "sigmoid"  # h fed to the loss: one of SCORES
+    # the output layer as built: torch_default (nn.Linear's uniform draw) or pipeline
+    # (deepauc.models.init_head: N(0, 0.01²), bias 0); ce_direction needs a CE stage
+    head_init: str = "torch_default"
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.head_init not in ("torch_default", "pipeline"):
+            raise ValueError(
+                f"head_init must be torch_default or pipeline (the toy has no CE stage for "
+                f"ce_direction), got {self.head_init!r}"
+            )
         if self.epochs < 1 or self.n_train < 2 or self.n_test < 2:
             raise ValueError("epochs must be >= 1 and n_train, n_test >= 2")
         if not 0 < self.pos_ratio < 1 or self.easy_frac < 0 or not 0 <= self.noise_frac < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -12,11 +14,20 @@ from deepauc.research.toy.data import LOSS_NAMES, ToyConfig
 
 
 class ToyNet(nn.Module):
-    """2 → hidden → ELU → 1, the paper's two-layer ELU network; ``forward`` gives the logit."""
+    """2 → hidden → ELU → 1, the paper's two-layer ELU network; ``forward`` gives the logit.
+    The output layer is its classifier under timm's protocol, so the pipeline's factory
+    (:func:`deepauc.models.reset_head`) resets it as it resets a backbone's."""
 
     def __init__(self, hidden: int = 32) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(2, hidden), nn.ELU(), nn.Linear(hidden, 1))
+
+    def get_classifier(self) -> nn.Linear:
+        return cast(nn.Linear, self.net[2])
+
+    def reset_classifier(self, num_classes: int = 1) -> None:
+        old = self.get_classifier()
+        self.net[2] = nn.Linear(old.in_features, num_classes, dtype=old.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)

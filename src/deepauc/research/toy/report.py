@@ -20,6 +20,9 @@ _SCORE_TEXT = {
     "bsn": "the loss fed z / ‖z‖ over the full batch (batch score normalisation on logits)",
 }
 
+# how the output layer was drawn, where it is not nn.Linear's own draw
+_HEAD_TEXT = {"pipeline": " (output layer N(0, 0.01²), bias 0, as the pipeline draws it)"}
+
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per loss: mean and std over seeds of each panel's test AUC, and of the paired
@@ -74,7 +77,8 @@ def summary_markdown(df: pd.DataFrame, cfg: ToyConfig, seed: int = 0) -> str:
         f"boundary. +noisy adds {n_noisy} true positives labelled negative and {n_noisy} true negatives "
         f"labelled positive, each with |LLR| > {cfg.noise_llr:g} on its true side "
         f"({2 * n_noisy / (cfg.n_train + 2 * n_noisy):.1%} of the rows wrong). "
-        f"Model 2→{cfg.hidden}→ELU→1, {_SCORE_TEXT[cfg.score]}; full-batch PESG, {cfg.epochs} steps, lr {cfg.lr:g} "
+        f"Model 2→{cfg.hidden}→ELU→1{_HEAD_TEXT.get(cfg.head_init, '')}, "
+        f"{_SCORE_TEXT[cfg.score]}; full-batch PESG, {cfg.epochs} steps, lr {cfg.lr:g} "
         f"÷10 at 50% and 75%, γ {cfg.epoch_decay:g}, λ {cfg.weight_decay:g}, momentum {cfg.momentum:g}; "
         + (
             "+easy/+noisy retrained from the clean model of their row."

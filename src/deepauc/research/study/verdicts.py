@@ -144,42 +144,48 @@ def _means_table(res: StudyResults, columns: Sequence[str]) -> list[list[str]]:
     return body
 
 
+def _per_loss_section(
+    res: StudyResults, fields: tuple[str, str], title: str, note: str
+) -> list[str]:
+    """A section of one table: per data set and ratio, each loss's two means (a / b)."""
+    body = _means_table(res, fields)
+    columns = ["Dataset", "imratio", *(LOSS_TITLES[k] for k in res.cfg.losses)]
+    return [f"## {title}\n", table(body, columns), f"\n{note}\n"]
+
+
 def best_epoch_section(res: StudyResults) -> list[str]:
     """Final-epoch against val-best-epoch test AUC, per loss."""
-    body = _means_table(res, ("test_auc", "best_test_auc"))
-    columns = ["Dataset", "imratio", *(LOSS_TITLES[k] for k in res.cfg.losses)]
-    return [
-        "## Final epoch / best-validation epoch\n",
-        table(body, columns),
-        "\nEach cell: test AUC at the end of training / at the epoch (over all of the run's "
-        "epochs) with the best validation AUC, the first of equals.\n",
-    ]
+    return _per_loss_section(
+        res,
+        ("test_auc", "best_test_auc"),
+        "Final epoch / best-validation epoch",
+        "Each cell: test AUC at the end of training / at the epoch (over all of the run's "
+        "epochs) with the best validation AUC, the first of equals.",
+    )
 
 
 def fit_section(res: StudyResults) -> list[str]:
     """Training against test AUC per loss: where CE does not fit its training set, the
     budget, not the loss, may decide the row."""
-    body = _means_table(res, ("train_auc", "test_auc"))
-    columns = ["Dataset", "imratio", *(LOSS_TITLES[k] for k in res.cfg.losses)]
-    return [
-        "## Does each loss fit its training set?\n",
-        table(body, columns),
-        "\nEach cell: AUC on the training rows (as trained: labels as given, no flips) / test "
-        "AUC, final epoch, mean ± std over seeds.\n",
-    ]
+    return _per_loss_section(
+        res,
+        ("train_auc", "test_auc"),
+        "Does each loss fit its training set?",
+        "Each cell: AUC on the training rows (as trained: labels as given, no flips) / test "
+        "AUC, final epoch, mean ± std over seeds.",
+    )
 
 
 def partial_auc_section(res: StudyResults) -> list[str]:
     """Test partial AUCs per loss: FPR ≤ MAX_FPR (standardised) and TPR ≥ MIN_TPR."""
-    body = _means_table(res, ("test_pauc_fpr", "test_pauc_tpr"))
-    columns = ["Dataset", "imratio", *(LOSS_TITLES[k] for k in res.cfg.losses)]
-    return [
-        "## Partial AUC\n",
-        table(body, columns),
-        f"\nEach cell: McClish-standardised ROC area for FPR ≤ {MAX_FPR:g} (0.5 = chance) / "
+    return _per_loss_section(
+        res,
+        ("test_pauc_fpr", "test_pauc_tpr"),
+        "Partial AUC",
+        f"Each cell: McClish-standardised ROC area for FPR ≤ {MAX_FPR:g} (0.5 = chance) / "
         f"ROC area above TPR {MIN_TPR:g} (0 to {1 - MIN_TPR:.1f}; the ISIC 2024 score), "
-        "final epoch, mean ± std over seeds.\n",
-    ]
+        "final epoch, mean ± std over seeds.",
+    )
 
 
 def dual_grid_section(res: StudyResults) -> list[str]:

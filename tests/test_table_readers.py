@@ -12,14 +12,22 @@ import yaml
 
 from deepauc import cli
 from deepauc.data import tables
-from deepauc.pipeline import metadata_model, predict, provenance, report, train
+from deepauc.pipeline import (
+    metadata_model,
+    predict,
+    provenance,
+    report,
+    report_compare,
+    report_groups,
+    train,
+)
 from deepauc.pipeline.experiment import load_experiment
 from helpers import write_experiment
 
 READERS = ("read_folds_table", "read_test_csv")
 # the modules that read either table (train's reads go through provenance and, after the split
 # of pipeline/train.py, its own read_folds_table)
-MODULES = (predict, metadata_model, report, provenance, train)
+MODULES = (predict, metadata_model, report, report_compare, report_groups, provenance, train)
 
 
 class Stop(Exception):
@@ -114,9 +122,10 @@ def test_meta_and_report_read_both_tables_through_the_readers(tiny_data, monkeyp
 
     reads = Reads(monkeypatch)
     report.write_report([out], tiny_data["root"] / "cv.md", folds_csv=tiny_data["train_csv"])
-    # the report reads the folds table twice: the fold assignment and the labels
+    # the report reads the folds table three times: the fold assignment, the labels and the
+    # columns of the subgroup tables
     folds = ("read_folds_table", Path(tiny_data["train_csv"]).resolve())
-    assert reads.entered == [folds, folds]
+    assert reads.entered == [folds, folds, folds]
     assert_only_through_readers(reads, tiny_data, test_read=False)
 
 

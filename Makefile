@@ -26,6 +26,12 @@ GPU_SLOT := $(if $(GPUS),$(PY) -m deepauc.pipeline.gpu_slot --gpus $(GPUS) --loc
 EXP ?= demo
 DATA ?= data/$(EXP)
 EXTERNAL ?= $(DATA)/external
+# RUN=<name>: a variant of the experiment beside the others in one clone (other SEEDS, SETS_<stem>,
+# NO_EXTERNAL, FOLD_SCHEME...): its tables, folds, models, predictions, stamps, submission and
+# reports are named by RUN; the data, configs and image cache stay the experiment's
+RUN ?= $(EXP)
+# NO_EXTERNAL=1: the training table is the competition rows only, whatever external folders exist
+NO_EXTERNAL ?=
 # each external set's folder; point one elsewhere (e.g. a read-only /kaggle/input/... folder)
 ISIC2019 ?= $(EXTERNAL)/isic2019
 ISIC2018 ?= $(EXTERNAL)/isic2018
@@ -56,6 +62,8 @@ INCLUDE_EXTERNAL ?=
 # extra flags for tests and quick runs: demo-data sizes, config overrides for every CNN
 DEMO_ARGS ?=
 EXTRA_SETS ?=
+# SETS_<stem>="--set loss.margin=1.0": overrides for one model of MODELS only (a margin sweep: one
+# RUN per value; SETS_<stem> is part of that model's stamp)
 EXTRA_META_SETS ?=
 # config stem[:stage-1 stem] for every CNN, and the cache sizes they need
 MODELS_demo := ce_lite0_64 aucm_lite0_64:ce_lite0_64
@@ -74,43 +82,43 @@ META ?= meta_mlp
 CONFIGS := configs/$(EXP)
 # the base files a config may name (`base: _x.yaml`): a change to one redoes what reads it
 CONFIG_BASES := $(wildcard $(CONFIGS)/_*.yaml)
-TRAIN_TABLE := data/interim/$(EXP)_train.csv
+TRAIN_TABLE := data/interim/$(RUN)_train.csv
 ifeq ($(EXP),smoke)
 # the smoke run: a few rows per source of the merged table and of the test set
-MERGED_TABLE := data/interim/smoke_merged_train.csv
-TEST_CSV := data/interim/smoke/test.csv
-SAMPLE_CSV := data/interim/smoke/sample_submission.csv
+MERGED_TABLE := data/interim/$(RUN)_merged_train.csv
+TEST_CSV := data/interim/$(RUN)/test.csv
+SAMPLE_CSV := data/interim/$(RUN)/sample_submission.csv
 else
 MERGED_TABLE := $(TRAIN_TABLE)
 TEST_CSV := $(DATA)/test.csv
 SAMPLE_CSV := $(SAMPLE)
 endif
-FOLDS := folds/$(EXP).csv
+FOLDS := folds/$(RUN).csv
 CACHE := data/cache/$(EXP)
 FOLD_IDS := $(shell seq 0 $$(($(N_FOLDS) - 1)))
 # every config-driven stage gets the data locations from here, not from the YAML's defaults
 SETS := --set data.train_csv=$(FOLDS) --set data.test_csv=$(TEST_CSV) --set data.cache_dir=$(CACHE) \
   --set n_folds=$(N_FOLDS) $(if $(GPU_MEM),--set train.gpu_memory_gb=$(GPU_MEM)) $(EXTRA_SETS)
 STEMS := $(foreach m,$(MODELS),$(firstword $(subst :, ,$(m))))
-CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv $(CACHE)/$(s)/index_test.csv)
-CNN_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)/oof.csv)
-BLEND_PREDS := $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta/oof.csv)
+CACHE_STAMPS := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(RUN)_train.csv $(CACHE)/$(s)/index_test.csv)
+CNN_PREDS := $(foreach s,$(STEMS),preds/$(RUN)_$(s)/oof.csv)
+BLEND_PREDS := $(foreach s,$(STEMS),preds/$(RUN)_$(s)+meta/oof.csv)
 # the ensemble's prediction directories: every model of MODELS blended with metadata
-MEMBERS ?= $(foreach s,$(STEMS),preds/$(EXP)_$(s)+meta)
+MEMBERS ?= $(foreach s,$(STEMS),preds/$(RUN)_$(s)+meta)
 comma := ,
 space := $(subst ,, )
 MEMBER_LIST := [$(subst $(space),$(comma),$(strip $(MEMBERS)))]
-SUBMISSION := submissions/$(EXP).csv
-REPORT := reports/cv_$(EXP).md
+SUBMISSION := submissions/$(RUN).csv
+REPORT := reports/cv_$(RUN).md
 
 # ---- stamps: each stage group's make variables and input files (docs/pipeline.md) --------------
 # make compares file times only, and real data keeps old ones (unzip, /kaggle/input); so each
 # group's variables, absolute data roots and a stat listing of its input files go into a stamp
-# under stamps/$(EXP)/ that is rewritten only when that content changes, and every stage
+# under stamps/$(RUN)/ that is rewritten only when that content changes, and every stage
 # depends on the stamps it reads. They are refreshed when make reads this file, for every goal
 # but the ones listed here (the wrappers recurse with the experiment's own variables).
 q = '$(subst ','\'',$(1))'
-STAMPS := stamps/$(EXP)
+STAMPS := stamps/$(RUN)
 STAMP_DATA := $(STAMPS)/train-data
 STAMP_TEST := $(STAMPS)/test-tables
 STAMP_TEST_IMAGES := $(STAMPS)/test-images
@@ -124,6 +132,7 @@ EXTERNAL_DIRS := $(ISIC2019) $(ISIC2018) $(ISIC2017) $(MALIGNANT)
 DATA_TEST_FILES := $(DATA)/jpeg/test $(DATA)/test $(DATA)/test.csv $(DATA)/sample_submission.csv
 UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var SEED=$(SEED) --var N_FOLDS=$(N_FOLDS) \
     $(if $(FOLD_SCHEME),--var FOLD_SCHEME=$(FOLD_SCHEME)) $(if $(INCLUDE_EXTERNAL),--var INCLUDE_EXTERNAL=$(INCLUDE_EXTERNAL)) \
+    $(if $(NO_EXTERNAL),--var NO_EXTERNAL=$(NO_EXTERNAL)) \
     --path DATA=$(call q,$(DATA)) --path ISIC2019=$(call q,$(ISIC2019)) --path ISIC2018=$(call q,$(ISIC2018)) \
     --path ISIC2017=$(call q,$(ISIC2017)) --path MALIGNANT=$(call q,$(MALIGNANT)) \
     $(foreach s,$(SIZE_ROOTS),--path DATA_$(s)=$(call q,$(DATA_$(s)))) \
@@ -133,6 +142,7 @@ UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var S
     $(foreach s,$(SIZE_ROOTS),--path TEST_IMAGES_$(s)=$(call q,$(call images_of,$(DATA_$(s))))) \
   --stamp $(STAMP_CNN) --var $(call q,EXTRA_SETS=$(EXTRA_SETS)) --var $(call q,SIZES=$(SIZES)) \
     $(if $(strip $(SEEDS)),--var $(call q,SEEDS=$(SEEDS))) \
+    $(foreach s,$(STEMS),$(if $(SETS_$(s)),--var $(call q,SETS_$(s)=$(SETS_$(s))))) \
     --var GPU_MEM=$(GPU_MEM) \
   --stamp $(STAMP_META) --var META=$(META) --var $(call q,EXTRA_META_SETS=$(EXTRA_META_SETS)) \
   --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
@@ -210,11 +220,11 @@ $(DATA)/test.csv $(SAMPLE): | $(DATA)/train.csv
 # Without external folders the table is the competition rows (the competition-only route).
 $(MERGED_TABLE): $(DATA)/train.csv $(STAMP_DATA)
 	$(DEEPAUC) external --train-csv $< \
-	  $(if $(wildcard $(ISIC2019)),--isic2019-dir $(ISIC2019)) \
-	  $(if $(wildcard $(ISIC2018)),--isic2018-dir $(ISIC2018)) \
-	  $(if $(wildcard $(ISIC2017)),--isic2017-dir $(ISIC2017)) \
-	  $(if $(wildcard $(MALIGNANT)),--malignant-dir $(MALIGNANT)) \
-	  --out $@ --report reports/external_$(EXP).md
+	  $(if $(NO_EXTERNAL),,$(if $(wildcard $(ISIC2019)),--isic2019-dir $(ISIC2019))) \
+	  $(if $(NO_EXTERNAL),,$(if $(wildcard $(ISIC2018)),--isic2018-dir $(ISIC2018))) \
+	  $(if $(NO_EXTERNAL),,$(if $(wildcard $(ISIC2017)),--isic2017-dir $(ISIC2017))) \
+	  $(if $(NO_EXTERNAL),,$(if $(wildcard $(MALIGNANT)),--malignant-dir $(MALIGNANT))) \
+	  --out $@ --report reports/external_$(RUN).md
 ifeq ($(EXP),smoke)
 $(TRAIN_TABLE): $(MERGED_TABLE) $(DATA)/test.csv $(SAMPLE) $(STAMP_DATA) $(STAMP_TEST)
 	$(PY) -m deepauc.data.subset --train-csv $< --test-csv $(DATA)/test.csv --sample $(SAMPLE) \
@@ -226,11 +236,11 @@ endif
 # $(CACHE)/image_hashes.csv) and the published duplicate pairs share a fold
 DUPLICATES_CSV := $(wildcard $(DATA)/ISIC_2020_Training_Duplicates.csv)
 $(FOLDS): $(TRAIN_TABLE) $(STAMP_DATA)
-	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(EXP).md \
+	$(DEEPAUC) folds --train-csv $< --out $@ --n-folds $(N_FOLDS) --seed $(SEED) --report reports/folds_$(RUN).md \
 	  --image-root $(DATA) --hash-cache $(CACHE)/image_hashes.csv $(if $(DUPLICATES_CSV),--duplicates-csv $(DUPLICATES_CSV))$(if $(FOLD_SCHEME), --scheme $(FOLD_SCHEME))$(if $(INCLUDE_EXTERNAL), --include-external)
 
 # 4. resize cache: one call per table writes every size, so each original is decoded once
-TRAIN_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(EXP)_train.csv)
+TRAIN_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_$(RUN)_train.csv)
 TEST_INDEXES := $(foreach s,$(SIZES),$(CACHE)/$(s)/index_test.csv)
 SIZE_FLAGS := $(foreach s,$(SIZES),--size $(s))
 TRAIN_ROOTS := $(foreach s,$(SIZE_ROOTS),--image-root-for $(s)=$(DATA_$(s)))
@@ -240,40 +250,42 @@ $(TRAIN_INDEXES) &: $(TRAIN_TABLE) $(STAMP_DATA)
 $(TEST_INDEXES) &: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) $(SIZE_FLAGS) $(TEST_ROOTS) --out $(CACHE)
 # a size outside SIZES, asked for by its index file
-$(CACHE)/%/index_$(EXP)_train.csv: $(TRAIN_TABLE) $(STAMP_DATA)
+$(CACHE)/%/index_$(RUN)_train.csv: $(TRAIN_TABLE) $(STAMP_DATA)
 	$(DEEPAUC) resize --csv $< --image-root $(DATA) --size $* --out $(CACHE)
 $(CACHE)/%/index_test.csv: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 	$(DEEPAUC) resize --csv $< --image-root $(TEST_IMAGES) --size $* --out $(CACHE)
-.PRECIOUS: $(CACHE)/%/index_$(EXP)_train.csv $(CACHE)/%/index_test.csv
+.PRECIOUS: $(CACHE)/%/index_$(RUN)_train.csv $(CACHE)/%/index_test.csv
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES
-models/$(EXP)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)/fold%/model.pt)
-	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS)
+models/$(RUN)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(RUN)_$(2)/fold%/model.pt)
+	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(call RUN_SETS,$(1),$(2)) $(SETS_$(1))
 	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
-preds/$(EXP)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)/fold$(k)/model.pt)
-	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS)
-preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
-	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
+preds/$(RUN)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(RUN)_$(1)/fold$(k)/model.pt)
+	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(call RUN_SETS,$(1),$(2)) $(SETS_$(1))
+preds/$(RUN)_$(1)+meta/oof.csv: preds/$(RUN)_$(1)/oof.csv preds/$(RUN)_$(META)/oof.csv
+	$(DEEPAUC) blend --cnn preds/$(RUN)_$(1) --meta preds/$(RUN)_$(META) --out preds/$(RUN)_$(1)+meta
 endef
 # SEEDS="0 1": each CNN trains and predicts once per seed, in its own run dir <name>_s<seed>
 # (stage 2 from the same seed's stage 1), and preds/<name> is their mean (deepauc average),
 # one ensemble member. Empty: one run per model, with the YAML's seed.
-SEED_SETS = --set name=$(EXP)_$(1)_s$(3) --set train.seed=$(3) $(if $(2),--set model.init_from=models/$(EXP)_$(2)_s$(3))
+SEED_SETS = --set name=$(RUN)_$(1)_s$(3) --set train.seed=$(3) $(if $(2),--set model.init_from=models/$(RUN)_$(2)_s$(3))
 define SEEDED_CNN_RULES
-models/$(EXP)_$(1)_s$(3)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(EXP)_$(2)_s$(3)/fold%/model.pt)
-	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(call SEED_SETS,$(1),$(2),$(3))
+models/$(RUN)_$(1)_s$(3)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(RUN)_$(2)_s$(3)/fold%/model.pt)
+	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(SETS_$(1)) $(call SEED_SETS,$(1),$(2),$(3))
 	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
-preds/$(EXP)_$(1)_s$(3)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(EXP)_$(1)_s$(3)/fold$(k)/model.pt)
-	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(call SEED_SETS,$(1),$(2),$(3))
+preds/$(RUN)_$(1)_s$(3)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(RUN)_$(1)_s$(3)/fold$(k)/model.pt)
+	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(SETS_$(1)) $(call SEED_SETS,$(1),$(2),$(3))
 endef
 define SEED_MEAN_RULES
-preds/$(EXP)_$(1)/oof.csv: $(foreach s,$(SEEDS),preds/$(EXP)_$(1)_s$(s)/oof.csv)
-	$(DEEPAUC) average --out preds/$(EXP)_$(1)-notta --preds $(foreach s,$(SEEDS),preds/$(EXP)_$(1)_s$(s)-notta)
-	$(DEEPAUC) average --out preds/$(EXP)_$(1) --preds $(foreach s,$(SEEDS),preds/$(EXP)_$(1)_s$(s))
-preds/$(EXP)_$(1)+meta/oof.csv: preds/$(EXP)_$(1)/oof.csv preds/$(EXP)_$(META)/oof.csv
-	$(DEEPAUC) blend --cnn preds/$(EXP)_$(1) --meta preds/$(EXP)_$(META) --out preds/$(EXP)_$(1)+meta
+preds/$(RUN)_$(1)/oof.csv: $(foreach s,$(SEEDS),preds/$(RUN)_$(1)_s$(s)/oof.csv)
+	$(DEEPAUC) average --out preds/$(RUN)_$(1)-notta --preds $(foreach s,$(SEEDS),preds/$(RUN)_$(1)_s$(s)-notta)
+	$(DEEPAUC) average --out preds/$(RUN)_$(1) --preds $(foreach s,$(SEEDS),preds/$(RUN)_$(1)_s$(s))
+preds/$(RUN)_$(1)+meta/oof.csv: preds/$(RUN)_$(1)/oof.csv preds/$(RUN)_$(META)/oof.csv
+	$(DEEPAUC) blend --cnn preds/$(RUN)_$(1) --meta preds/$(RUN)_$(META) --out preds/$(RUN)_$(1)+meta
 endef
+# a RUN's runs are named by it: name (and a stage 2's init_from) follow RUN, not the YAML
+RUN_SETS = $(if $(filter-out $(EXP),$(RUN)),--set name=$(RUN)_$(1) $(if $(2),--set model.init_from=models/$(RUN)_$(2)))
 model_stem = $(firstword $(subst :, ,$(1)))
 model_stage1 = $(word 2,$(subst :, ,$(1)))
 ifeq ($(strip $(SEEDS)),)
@@ -284,25 +296,25 @@ $(foreach m,$(MODELS),$(eval $(call SEED_MEAN_RULES,$(call model_stem,$(m)))))
 endif
 
 # 8. metadata model
-preds/$(EXP)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
+preds/$(RUN)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS) \
-	  --set image_root=$(DATA) --set test_image_root=$(TEST_IMAGES)
+	  --set image_root=$(DATA) --set test_image_root=$(TEST_IMAGES) $(if $(filter-out $(EXP),$(RUN)),--set name=$(RUN)_$(META))
 
 # 9-10. ensemble into the submission
 $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(CONFIG_BASES) $(STAMP_ENS) $(STAMP_TEST) $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
 	$(DEEPAUC) ensemble --config $< --set sample_submission=$(SAMPLE_CSV) --set out=$@ \
-	  --set 'members=$(MEMBER_LIST)'
+	  --set 'members=$(MEMBER_LIST)' $(if $(filter-out $(EXP),$(RUN)),--set name=$(RUN)_ensemble)
 	$(DEEPAUC) validate-submission --sample $(SAMPLE_CSV) $@
 
 # 11. cross-validation report; each model written `stage2:stage1` whose stage 1 is a model too
 # is compared with it on the same OOF rows (--compare A B reports B - A: what stage 2 adds)
 stage1_of = $(word 2,$(subst :, ,$(1)))
 COMPARE := $(foreach m,$(MODELS),$(if $(filter $(call stage1_of,$(m)),$(STEMS)),\
-  --compare preds/$(EXP)_$(call stage1_of,$(m)) preds/$(EXP)_$(firstword $(subst :, ,$(m)))))
+  --compare preds/$(RUN)_$(call stage1_of,$(m)) preds/$(RUN)_$(firstword $(subst :, ,$(m)))))
 $(REPORT): $(SUBMISSION)
-	$(DEEPAUC) report --title "CV report ($(EXP))" --out $@ --folds $(FOLDS) --preds \
-	  $(foreach s,$(STEMS),preds/$(EXP)_$(s)-notta preds/$(EXP)_$(s) preds/$(EXP)_$(s)+meta) \
-	  preds/$(EXP)_$(META) preds/$(EXP)_ensemble $(COMPARE)
+	$(DEEPAUC) report --title "CV report ($(RUN))" --out $@ --folds $(FOLDS) --preds \
+	  $(foreach s,$(STEMS),preds/$(RUN)_$(s)-notta preds/$(RUN)_$(s) preds/$(RUN)_$(s)+meta) \
+	  preds/$(RUN)_$(META) preds/$(RUN)_ensemble $(COMPARE)
 
 KAGGLE ?= $(if $(wildcard $(VENV)/bin/kaggle),$(VENV)/bin/kaggle,kaggle)
 kaggle-cli: $(STAMP) ## install the Kaggle CLI into .venv (for make submit)

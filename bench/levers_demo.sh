@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Each lever of docs/pipeline.md ("Levers") measured on the demo data: one RUN per lever,
+# Each optional lever (docs/pipeline.md) measured on the demo data: one RUN per lever,
 # the demo's folds, seed and CE stage with that one change, then one report comparing each
 # with the demo's own CE (same OOF rows, paired; reports/levers_demo.md). Needs `make demo`
-# (run first). About 4 min per lever on 2 idle cores. LEVERS="blur ema" runs a subset.
+# (run first). The lever runs predict without TTA (tta.dihedral=1, the time goes to training)
+# and are compared with the demo CE's no-TTA predictions. About 3 min per lever on 2 idle
+# cores; the report is rewritten after each lever. LEVERS="blur ema" runs a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,30 +21,34 @@ declare -A LEVER_SETS=(
   [ema]="--set train.ema_decay=0.99"
   [no_external]=""
 )
-ORDER="blur noise distortion clahe hair first_place_augs warmup ema no_external"
+ORDER="first_place_augs ema warmup no_external hair blur clahe distortion noise"
 LEVERS=${LEVERS:-$ORDER}
 
-compare=()
-preds=(preds/demo_ce_lite0_64)
-for lever in $LEVERS; do
-  run=demo_lv_$lever
-  extra=()
-  [[ $lever == no_external ]] && extra=(NO_EXTERNAL=1)
-  echo "== $lever: make pipeline EXP=demo RUN=$run MODELS=ce_lite0_64 EXTRA_SETS='${LEVER_SETS[$lever]}' ${extra[*]}"
-  make --no-print-directory pipeline EXP=demo RUN="$run" MODELS=ce_lite0_64 \
-    EXTRA_SETS="${LEVER_SETS[$lever]}" "${extra[@]}" > "/tmp/levers_$lever.log"
-  preds+=("preds/${run}_ce_lite0_64")
-  compare+=(--compare preds/demo_ce_lite0_64 "preds/${run}_ce_lite0_64")
-done
+BASE=preds/demo_ce_lite0_64-notta
+preds=(preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp "$BASE")
+compare=(--compare preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp)
+write_report() {
+  $PY -m deepauc report --title "Levers on the demo (bench/levers_demo.sh)" --out reports/levers_demo.md \
+    --folds folds/demo.csv --preds "${preds[@]}" "${compare[@]}" > /dev/null
+}
 
 # the metadata model with the image-size features (JPEG bytes, width, height)
 echo "== image_features: deepauc meta ... --set image_features=true"
 $PY -m deepauc meta --config configs/demo/meta_mlp.yaml --set train_csv=folds/demo.csv \
   --set test_csv=data/demo/test.csv --set image_root=data/demo --set test_image_root=data/demo/jpeg/test \
   --set image_features=true --set name=demo_lv_image_features_meta_mlp > /tmp/levers_meta.log
-preds+=(preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp)
-compare+=(--compare preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp)
 
-$PY -m deepauc report --title "Levers on the demo (bench/levers_demo.sh)" --out reports/levers_demo.md \
-  --folds folds/demo.csv --preds "${preds[@]}" "${compare[@]}"
+for lever in $LEVERS; do
+  run=demo_lv_$lever
+  extra=()
+  [[ $lever == no_external ]] && extra=(NO_EXTERNAL=1)
+  sets="${LEVER_SETS[$lever]} --set tta.dihedral=1"
+  echo "== $lever: make pipeline EXP=demo RUN=$run MODELS=ce_lite0_64 EXTRA_SETS='$sets' ${extra[*]}"
+  make --no-print-directory pipeline EXP=demo RUN="$run" MODELS=ce_lite0_64 \
+    EXTRA_SETS="$sets" "${extra[@]}" > "/tmp/levers_$lever.log"
+  preds+=("preds/${run}_ce_lite0_64")
+  compare+=(--compare "$BASE" "preds/${run}_ce_lite0_64")
+  write_report
+done
+write_report
 echo "reports/levers_demo.md"

@@ -1,6 +1,8 @@
 """Auxiliary diagnosis targets: the class map, the config keys, and tiny CE and AUC-M runs
 whose OOF scores are recomputed from the saved weights by hand."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -307,3 +309,26 @@ def test_aux_run_without_a_diagnosis_column_names_the_file(tiny_data):
     )
     with pytest.raises(ValueError, match=r"folds.csv.*diagnosis"):
         train_fold(cfg, 0, CPU)
+
+
+@pytest.mark.parametrize(
+    "variant, plain",
+    [
+        ("ce_aux9_lite0_64", "ce_lite0_64"),
+        ("aucm_aux9_melanoma_lite0_64", "aucm_lite0_64"),
+        ("aucm_aux9_multilabel_lite0_64", "aucm_lite0_64"),
+    ],
+)
+def test_demo_aux_configs_differ_from_theirs_in_the_aux_keys_only(variant, plain):
+    from deepauc.config import to_dict
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    a = to_dict(load_experiment(demo / f"{variant}.yaml"))
+    b = to_dict(load_experiment(demo / f"{plain}.yaml"))
+    assert a.pop("name") == f"demo_{variant}" and a["model"].pop("aux_classes") == 9
+    b.pop("name"), b["model"].pop("aux_classes")
+    if a["model"]["init_from"]:
+        assert a["model"].pop("init_from") == "models/demo_ce_aux9_lite0_64"
+        assert variant.split("_")[2] == a["loss"].pop("aux_mode")
+        b["model"].pop("init_from"), b["loss"].pop("aux_mode")
+    assert a == b

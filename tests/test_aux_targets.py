@@ -332,3 +332,19 @@ def test_demo_aux_configs_differ_from_theirs_in_the_aux_keys_only(variant, plain
         assert variant.split("_")[2] == a["loss"].pop("aux_mode")
         b["model"].pop("init_from"), b["loss"].pop("aux_mode")
     assert a == b
+
+
+def test_multilabel_stage2_killed_and_resumed_ends_as_an_uninterrupted_run(aux_data, monkeypatch):
+    """The K-vector a, b, α, p and PESG's per-label state go through the checkpoint."""
+    from test_train import _resume_equals_straight
+
+    ce = stage1(aux_data)
+    sections = dict(
+        folds=[0],
+        model={"aux_classes": 4, "init_from": str(ce.run_dir(0).parent)},
+        loss={"name": "auc_m", "margin": 0.5, "aux_mode": "multilabel"},
+        optim={"name": "pesg", "lr": 0.05},
+        schedule={"name": "stagewise", "epochs": 2, "decay_epochs": [1]},
+        train={"max_steps_per_epoch": 2},
+    )
+    _resume_equals_straight(aux_data, monkeypatch, sections, crash_epoch=1, tag="multi")

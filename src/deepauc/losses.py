@@ -18,6 +18,7 @@ __all__ = [
     "FocalLoss",
     "LOSSES",
     "LossSpec",
+    "SoftmaxCELoss",
     "auc_variables",
     "WeightedBCELoss",
     "batch_score_norm",
@@ -329,6 +330,17 @@ class WeightedBCELoss(BCELoss):
         super().__init__(pos_weight=(1 - imratio) / imratio)
 
 
+class SoftmaxCELoss(nn.Module):
+    """Cross-entropy of a softmax over K class logits; targets are class indices (as the
+    loader's float labels). The multi-class stage-1 loss of the auxiliary diagnosis targets."""
+
+    takes_logits = True
+    min_max: ClassVar[bool] = False
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), targets.long())
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """A registered loss: its class and which :func:`create_loss` settings apply to it,
@@ -389,11 +401,12 @@ def create_loss(
 
 
 def auc_variables(loss_fn: nn.Module) -> dict[str, float]:
-    """a, b and α of an AUC min-max loss (one label) as numbers; {} for any other loss."""
+    """a, b and α of an AUC min-max loss as numbers (of its first label, melanoma's in a
+    multi-label loss); {} for any other loss."""
     if not getattr(loss_fn, "min_max", False):
         return {}
     net: Any = loss_fn
-    return {"a": net.a.item(), "b": net.b.item(), "alpha": net.alpha.item()}
+    return {"a": net.a[0].item(), "b": net.b[0].item(), "alpha": net.alpha[0].item()}
 
 
 def loss_input(loss_fn: nn.Module, logits: torch.Tensor) -> torch.Tensor:

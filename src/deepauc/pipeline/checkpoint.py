@@ -14,6 +14,7 @@ import torch.distributed as dist
 from deepauc.config import to_dict
 from deepauc.io import load_torch, save_torch
 from deepauc.models import reset_head
+from deepauc.models.factory import model_family
 from deepauc.pipeline.experiment import ExperimentConfig
 from deepauc.pipeline.provenance import check_model_record
 from deepauc.pipeline.runtime import dist_info
@@ -37,7 +38,8 @@ def already_trained(cfg: ExperimentConfig, fold: int, record: dict) -> bool:
 
 
 def load_stage1(model: torch.nn.Module, cfg: ExperimentConfig, fold: int) -> None:
-    """Two-stage DAM: start from the stage-1 run's weights of ``fold``, with a fresh head."""
+    """Two-stage DAM: start from the stage-1 run's weights of ``fold``, with a fresh head
+    of the size ``model`` was built with (stage 1's head may have had another)."""
     path = Path(str(cfg.model.init_from)) / f"fold{fold}" / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(
@@ -48,8 +50,20 @@ def load_stage1(model: torch.nn.Module, cfg: ExperimentConfig, fold: int) -> Non
         raise ValueError(
             f"{path} holds a {saved.get('backbone')} but this config trains a {cfg.model.backbone}"
         )
+    outputs = head_size(model)
+    stage1_outputs = head_size(model, saved["model"])
+    if stage1_outputs != outputs:  # e.g. a softmax over the diagnosis classes
+        reset_head(model, stage1_outputs)
     model.load_state_dict(saved["model"])
-    reset_head(model, 1)
+    reset_head(model, outputs)
+
+
+def head_size(model: torch.nn.Module, state: dict | None = None) -> int:
+    """The classifier's number of outputs in ``model``, or in the state dict ``state`` of
+    a network of the same architecture."""
+    name = model_family(model).head_name(model)
+    weights = (state if state is not None else model.state_dict())[f"{name}.weight"]
+    return int(weights.shape[0])
 
 
 def rng_states() -> dict:

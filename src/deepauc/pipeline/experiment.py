@@ -36,9 +36,17 @@ class ModelConfig:
     drop_path_rate: float = 0.0
     init_from: str | None = None  # stage-2: a models/<name> dir whose fold weights start this run
     grad_checkpointing: bool = False  # recompute activations in backward (timm backbones)
+    # auxiliary diagnosis classes (deepauc.data.diagnosis): 0 = the binary melanoma head;
+    # 9 or 4 = a softmax over the classes in a CE stage, the score softmax[melanoma]
+    aux_classes: int = 0
 
     def validate(self) -> None:
         from deepauc.models.factory import check_backbone, check_grad_checkpointing
+
+        if self.aux_classes not in AUX_CLASS_SETS:
+            raise ValueError(
+                f"model.aux_classes must be one of {list(AUX_CLASS_SETS)}, got {self.aux_classes}"
+            )
 
         check_backbone(self.backbone)
         if self.grad_checkpointing:
@@ -56,6 +64,9 @@ class LossConfig:
     batch_score_norm: bool | Literal["none", "logits", "sigmoid"] = False
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # with model.aux_classes and an AUC loss: "melanoma" (the default then) = a one-output
+    # head on the melanoma target; "multilabel" = one AUC-M per class, one-vs-rest
+    aux_mode: Literal["melanoma", "multilabel"] | None = None
 
     def validate(self) -> None:
         if self.margin <= 0:
@@ -64,6 +75,43 @@ class LossConfig:
             raise ValueError(f"loss.imratio must lie in (0, 1), got {self.imratio}")
         if not 0 < self.focal_alpha < 1 or self.focal_gamma < 0:
             raise ValueError("loss.focal_alpha must lie in (0, 1) and loss.focal_gamma be >= 0")
+
+
+AUX_CLASS_SETS = (0, 4, 9)
+AUX_LOSSES = ("ce", "auc_m", "auc_s")  # the losses with a multi-class form
+
+
+def check_aux_targets(model: ModelConfig, loss: LossConfig) -> None:
+    """The auxiliary-target keys together: ``loss.aux_mode`` only with ``model.aux_classes``
+    and an AUC loss (None there becomes "melanoma"); the classes only with a loss that
+    uses them, and in "melanoma" mode only through the stage-1 weights."""
+    if not model.aux_classes:
+        if loss.aux_mode is not None:
+            raise ValueError(f"loss.aux_mode {loss.aux_mode!r} needs model.aux_classes 4 or 9")
+        return
+    if loss.name not in AUX_LOSSES:
+        raise ValueError(
+            f"model.aux_classes {model.aux_classes}: loss {loss.name} has no multi-class form; "
+            f"use one of {list(AUX_LOSSES)}"
+        )
+    if loss.name == "ce":
+        if loss.aux_mode is not None:
+            raise ValueError(
+                "loss.aux_mode is for the AUC losses (stage 2); with loss ce, "
+                "model.aux_classes trains a softmax over the classes"
+            )
+        return
+    loss.aux_mode = loss.aux_mode or "melanoma"
+    if loss.aux_mode == "melanoma" and not model.init_from:
+        raise ValueError(
+            "loss.aux_mode melanoma: model.aux_classes acts only through the stage-1 "
+            "weights; set model.init_from, or model.aux_classes 0"
+        )
+    if loss.aux_mode == "multilabel" and loss.imratio is not None:
+        raise ValueError(
+            "loss.imratio: loss.aux_mode multilabel takes each class's ratio from the "
+            "training rows; leave it null"
+        )
 
 
 @dataclass
@@ -216,6 +264,7 @@ _LATER_KEYS += [("model", "grad_checkpointing", False)]
 _LATER_KEYS += [("augment", key, 0.0) for key in EXTRA_AUGMENTATIONS]
 _LATER_KEYS += [("augment", "hair_count", 6), ("schedule", "warmup_epochs", 0.0)]
 _LATER_KEYS += [("train", "ema_decay", None)]
+_LATER_KEYS += [("model", "aux_classes", 0), ("loss", "aux_mode", None)]
 
 
 @dataclass
@@ -243,6 +292,7 @@ class ExperimentConfig:
         bad = [f for f in self.fold_ids() if not 0 <= f < self.n_folds]
         if bad:
             raise ValueError(f"folds {bad} outside 0..{self.n_folds - 1}")
+        check_aux_targets(self.model, self.loss)
         self.apply_memory_setting()
 
     def apply_memory_setting(self) -> None:

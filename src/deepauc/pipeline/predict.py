@@ -33,6 +33,7 @@ from deepauc.data.tables import read_folds_table, read_test_csv
 from deepauc.io import atomic_path, ensure_writable, load_torch
 from deepauc.metrics import roc_auc
 from deepauc.models import create_model
+from deepauc.pipeline.aux_targets import head_outputs, melanoma_model
 from deepauc.pipeline.experiment import ExperimentConfig, TTAConfig, load_experiment
 from deepauc.pipeline.pred_files import COMPETITION, write_pred_dir
 from deepauc.pipeline.provenance import (
@@ -69,12 +70,12 @@ def load_fold_model(
     if folds is None:
         expected["folds"] = (saved.get("provenance") or {}).get("folds")
     check_model_record(saved, path, expected, cfg.data.train_csv, str(path.parent.parent))
-    model = create_model(cfg.model.backbone, pretrained=False)
+    model = create_model(cfg.model.backbone, pretrained=False, num_classes=head_outputs(cfg))
     model.load_state_dict(saved["model"])
     model.to(device).eval()
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    return model
+    return melanoma_model(model, cfg)  # the melanoma score only, whatever the head
 
 
 Block = tuple[int, int]

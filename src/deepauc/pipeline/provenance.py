@@ -65,6 +65,14 @@ def labels_fingerprint(table: pd.DataFrame) -> str:
     return _hash_lines([f"{n}\t{t}\n" for n, t in zip(names, targets)])
 
 
+def diagnoses_fingerprint(table: pd.DataFrame) -> str:
+    """Hash of the sorted (image_name, diagnosis) pairs: the auxiliary classes' source
+    (a table without the column hashes as such; training then stops naming it)."""
+    names = table["image_name"].astype(str)
+    diagnoses = table.get("diagnosis", pd.Series("-", index=table.index)).fillna("").astype(str)
+    return _hash_lines([f"{n}\t{d}\n" for n, d in zip(names, diagnoses)])
+
+
 def oof_rows_fingerprint(oof: pd.DataFrame) -> str:
     """Hash of an OOF file's rows (name, fold, target, score): ties the record to the file.
 
@@ -160,7 +168,11 @@ def check_model_record(saved: dict, path: Path, expected: dict, train_csv: str, 
             f"{path} was trained under another fold assignment ({train_csv} changed); "
             f"delete {redo} to retrain"
         )
-    for key, what in [("labels", "labels"), ("images", "cached images")]:
+    for key, what in [
+        ("labels", "labels"),
+        ("diagnoses", "diagnoses"),
+        ("images", "cached images"),
+    ]:
         if key in expected and record.get(key) != expected[key]:
             cause = (
                 f"has no record of the {what} it trained on (an older version made it)"
@@ -229,7 +241,11 @@ def training_record(cfg, fold: int) -> dict:
                 str(cfg.model.init_from),
             )
             init_from = file_fingerprint(stage1)
+    # the auxiliary classes come from the diagnoses: keyed only where used, so other runs'
+    # records stay as they were
+    aux = {"diagnoses": diagnoses_fingerprint(rows)} if cfg.model.aux_classes else {}
     return {
+        **aux,
         "fingerprint": cfg.fingerprint(),
         "folds": folds,
         "labels": labels,

@@ -29,6 +29,14 @@ from deepauc.metrics import roc_auc
 from deepauc.models import create_model
 from deepauc.models.factory import enable_grad_checkpointing
 from deepauc.optim import create_optimizer
+from deepauc.pipeline.aux_targets import (
+    add_aux_classes,
+    aux_loss,
+    head_outputs,
+    loss_ratio,
+    melanoma_model,
+    training_labels,
+)
 from deepauc.pipeline.checkpoint import (
     already_trained,
     load_stage1,
@@ -112,9 +120,15 @@ def split_fold(
     return train, valid
 
 
-def build_loss_for(cfg: ExperimentConfig, imratio: float) -> torch.nn.Module:
-    """The experiment's loss; ``imratio`` is the training rows' positive ratio unless set."""
+def build_loss_for(cfg: ExperimentConfig, imratio: float | list[float] | None) -> torch.nn.Module:
+    """The experiment's loss; ``imratio`` is the training rows' positive ratio unless set
+    (one per class for a multi-label AUC loss over the diagnosis classes)."""
+    multi_class = aux_loss(cfg, imratio)
+    if multi_class is not None:
+        return multi_class
     c = cfg.loss
+    if isinstance(imratio, list):  # only a multi-label loss takes one ratio per label
+        raise TypeError(f"one positive ratio expected, got {imratio!r}")
     return create_loss(
         c.name,
         imratio=c.imratio or imratio,
@@ -175,7 +189,8 @@ def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = N
 
 def _load_fold_rows(cfg: ExperimentConfig, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The fold's training and validation rows, checked against the table and the cache."""
-    table = read_folds_table(cfg.data.train_csv, ["image_name", "target", "fold"], cfg.n_folds)
+    columns = ["image_name", "target", "fold"] + (["diagnosis"] if cfg.model.aux_classes else [])
+    table = add_aux_classes(cfg, read_folds_table(cfg.data.train_csv, columns, cfg.n_folds))
     try:
         train_df, valid_df = split_fold(table, fold, cfg.data.use_external)
     except ValueError as err:
@@ -190,12 +205,12 @@ def _load_fold_rows(cfg: ExperimentConfig, fold: int) -> tuple[pd.DataFrame, pd.
 
 
 def _build_state(
-    cfg: ExperimentConfig, fold: int, device: torch.device, imratio: float
+    cfg: ExperimentConfig, fold: int, device: torch.device, imratio: float | list[float] | None
 ) -> TrainState:
     """Network (stage-1 weights for stage 2), loss, optimizer and scaler, placed on ``device``."""
     _, world = dist_info()
     m = cfg.model
-    model = create_model(m.backbone, m.pretrained, m.drop_rate, m.drop_path_rate)
+    model = create_model(m.backbone, m.pretrained, m.drop_rate, m.drop_path_rate, head_outputs(cfg))
     if m.init_from:
         load_stage1(model, cfg, fold)
     if m.grad_checkpointing:
@@ -244,7 +259,9 @@ def _train(
     train_df, valid_df = _load_fold_rows(cfg, fold)
     imratio = float(train_df["target"].mean())
     # p of the AUC losses: the positives' share of the batches the loss sees (as the study)
-    state = _build_state(cfg, fold, device, cfg.train.pos_fraction or imratio)
+    state = _build_state(
+        cfg, fold, device, loss_ratio(cfg, train_df, cfg.train.pos_fraction or imratio)
+    )
 
     start_epoch, best, mid = 0, (-1.0, None), None
     ckpt_path = run_dir / "checkpoint.pt"
@@ -268,6 +285,9 @@ def _train(
     train_ds = CachedImages(
         train_df, cfg.data.cache_dir, size, build_train_transform(cfg.augment), seed
     )
+    labels = training_labels(cfg, train_df)  # the class index or one-vs-rest rows
+    if labels is not None:
+        train_ds.targets = labels
     valid_ds = CachedImages(valid_df.iloc[rank::world], cfg.data.cache_dir, size)
     valid_loader = make_loader(valid_ds, cfg.tta.batch_size, cfg.train.num_workers, shuffle=False)
     steps = steps_per_epoch(cfg, len(train_ds), fold)
@@ -412,7 +432,12 @@ def _load_history(run_dir: Path, epochs_done: int) -> list[dict]:
 def _validate(state: TrainState, valid_loader, valid_df: pd.DataFrame) -> float:
     cfg = state.cfg
     probs = predict_probs(
-        weights_model(state), valid_loader, state.device, 1, state.amp, cfg.train.channels_last
+        melanoma_model(weights_model(state), cfg),
+        valid_loader,
+        state.device,
+        1,
+        state.amp,
+        cfg.train.channels_last,
     )
     probs = gather_rows(probs, len(valid_df), state.device)
     return roc_auc(valid_df["target"].to_numpy(), probs, undefined="nan")

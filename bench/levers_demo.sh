@@ -20,12 +20,21 @@ declare -A LEVER_SETS=(
   [warmup]="--set schedule.warmup_epochs=1"
   [ema]="--set train.ema_decay=0.99"
   [no_external]=""
+  [aux9]=""
 )
-ORDER="first_place_augs ema warmup no_external hair blur clahe distortion noise"
+# the auxiliary 9-class targets: their CE stage and both AUC-M stages from it, each compared
+# with the demo's own model of that stage
+AUX_MODELS="ce_aux9_lite0_64 aucm_aux9_melanoma_lite0_64:ce_aux9_lite0_64 aucm_aux9_multilabel_lite0_64:ce_aux9_lite0_64"
+declare -A AUX_BASE=(
+  [ce_aux9_lite0_64]=preds/demo_ce_lite0_64-notta
+  [aucm_aux9_melanoma_lite0_64]=preds/demo_aucm_lite0_64-notta
+  [aucm_aux9_multilabel_lite0_64]=preds/demo_aucm_lite0_64-notta
+)
+ORDER="aux9 first_place_augs ema warmup no_external hair blur clahe distortion noise"
 LEVERS=${LEVERS:-$ORDER}
 
 BASE=preds/demo_ce_lite0_64-notta
-preds=(preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp "$BASE")
+preds=(preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp "$BASE" preds/demo_aucm_lite0_64-notta)
 compare=(--compare preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp)
 write_report() {
   $PY -m deepauc report --title "Levers on the demo (bench/levers_demo.sh)" --out reports/levers_demo.md \
@@ -43,11 +52,18 @@ for lever in $LEVERS; do
   extra=()
   [[ $lever == no_external ]] && extra=(NO_EXTERNAL=1)
   sets="${LEVER_SETS[$lever]} --set tta.dihedral=1"
-  echo "== $lever: make pipeline EXP=demo RUN=$run MODELS=ce_lite0_64 EXTRA_SETS='$sets' ${extra[*]}"
-  make --no-print-directory pipeline EXP=demo RUN="$run" MODELS=ce_lite0_64 \
+  models=ce_lite0_64
+  [[ $lever == aux9 ]] && models=$AUX_MODELS
+  echo "== $lever: make pipeline EXP=demo RUN=$run MODELS='$models' EXTRA_SETS='$sets' ${extra[*]}"
+  make --no-print-directory pipeline EXP=demo RUN="$run" MODELS="$models" \
     EXTRA_SETS="$sets" "${extra[@]}" > "/tmp/levers_$lever.log"
-  preds+=("preds/${run}_ce_lite0_64")
-  compare+=(--compare "$BASE" "preds/${run}_ce_lite0_64")
+  for m in $models; do
+    stem=${m%%:*}
+    base=$BASE
+    [[ $lever == aux9 ]] && base=${AUX_BASE[$stem]}
+    preds+=("preds/${run}_$stem")
+    compare+=(--compare "$base" "preds/${run}_$stem")
+  done
   write_report
 done
 write_report

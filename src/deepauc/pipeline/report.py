@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepauc.data.tables import read_folds_table
+from deepauc.data.tables import FOLD_KEY, read_folds_table
 from deepauc.io import write_text
 from deepauc.markdown import markdown_table
 from deepauc.pipeline.pred_files import (
@@ -47,14 +47,14 @@ from deepauc.pipeline.pred_files import (
     read_oofs_same_folds,
     score_oof,
 )
-from deepauc.pipeline.provenance import ProvenanceMismatch, folds_of_table
+from deepauc.pipeline.provenance import ProvenanceMismatch, folds_of_frame
 from deepauc.pipeline.report_compare import (
     BOOT_SEED,
     N_BOOT,
     comparison_table,
     display_comparisons,
 )
-from deepauc.pipeline.report_groups import NO_AUC, TOP_SIZES, subgroup_tables
+from deepauc.pipeline.report_groups import NO_AUC, TOP_SIZES, folds_columns, subgroup_tables
 from deepauc.pipeline.report_plots import plot_curves, plot_histograms, plot_roc, plot_stages
 from deepauc.pipeline.report_runs import model_runs, read_record, stage_timelines, training_runs
 from deepauc.pipeline.report_scores import MEAN, display_table, external_note, summary_table
@@ -62,18 +62,22 @@ from deepauc.pipeline.report_scores import MEAN, display_table, external_note, s
 # --------------------------------------------------------------------------- scores
 
 
-def cv_table(pred_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
+def cv_table(
+    pred_dirs: Sequence[str | os.PathLike], oofs: Sequence[pd.DataFrame] | None = None
+) -> pd.DataFrame:
     """The CV table: one row per prediction dir (column ``model`` = dir name).
 
     Columns: ``model``, ``fold 0`` .. ``fold K-1`` (competition rows of that fold),
     ``OOF`` (all competition OOF rows pooled), ``external`` (external OOF rows; NaN if
-    none). Models with fewer folds get NaN in the missing fold columns.
+    none). Models with fewer folds get NaN in the missing fold columns. ``oofs``: the
+    directories' OOF frames when the caller has read them.
     """
     if not pred_dirs:
         raise ValueError("report: no prediction directories given")
+    frames = oofs if oofs is not None else [read_oof(d) for d in pred_dirs]
     rows = []
-    for name, d in zip(model_names(pred_dirs), pred_dirs):
-        rows.append({"model": name, **score_oof(read_oof(d))})
+    for name, oof in zip(model_names(pred_dirs), frames):
+        rows.append({"model": name, **score_oof(oof)})
     folds = sorted({k for r in rows for k in r if k.startswith("fold ")}, key=lambda c: int(c[5:]))
     return pd.DataFrame(rows, columns=["model", *folds, "OOF", "external"])
 
@@ -99,13 +103,16 @@ def _redo_command(pred_dir: str | os.PathLike, record: dict) -> str:
 
 
 def check_current_folds(
-    pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
+    pred_dirs: Sequence[str | os.PathLike],
+    folds_csv: str | os.PathLike,
+    table: pd.DataFrame | None = None,
 ) -> None:
     """Refuse a prediction directory recorded under another fold assignment than ``folds_csv``.
 
     Directories without ``provenance.json`` are accepted: only their ``fold`` column is known.
+    ``table``: the folds table when the caller has read it.
     """
-    current = folds_of_table(folds_csv)
+    current = folds_of_frame(folds_columns(folds_csv, table, FOLD_KEY), str(folds_csv))
     for d in pred_dirs:
         record = read_record(d)
         if record is not None and record["folds"] != current:
@@ -116,17 +123,25 @@ def check_current_folds(
 
 
 def check_current_labels(
-    pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
+    pred_dirs: Sequence[str | os.PathLike],
+    folds_csv: str | os.PathLike,
+    table: pd.DataFrame | None = None,
+    oofs: Sequence[pd.DataFrame] | None = None,
 ) -> None:
-    """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels."""
-    table = read_folds_table(folds_csv, ["image_name"])
+    """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels.
+
+    ``table`` and ``oofs``: the folds table and the directories' OOF frames when the caller
+    has read them.
+    """
+    table = folds_columns(folds_csv, table, ["image_name"])
     if "target" not in table.columns:
         return  # a bare fold assignment: no labels to compare
-    table = table.set_index("image_name")["target"]
-    for d in pred_dirs:
-        oof = read_oof(d).set_index("image_name")["target"]
-        common = oof.index.intersection(table.index)
-        differ = common[(oof.loc[common].astype(int) != table.loc[common].astype(int)).to_numpy()]
+    labels = table.set_index("image_name")["target"]
+    frames = oofs if oofs is not None else [read_oof(d) for d in pred_dirs]
+    for d, frame in zip(pred_dirs, frames):
+        oof = frame.set_index("image_name")["target"]
+        common = oof.index.intersection(labels.index)
+        differ = common[(oof.loc[common].astype(int) != labels.loc[common].astype(int)).to_numpy()]
         if len(differ):
             record = read_record(d) or {}
             raise ProvenanceMismatch(
@@ -329,17 +344,20 @@ def write_report(
     tables. ``compare``: pairs (A, B) of ``pred_dirs`` to compare (needs ``folds_csv``).
     """
     out = Path(out)
-    read_oofs_same_folds(pred_dirs)  # refuse models scored under different fold assignments
+    # refuses models scored under different fold assignments
+    frames, _ = read_oofs_same_folds(pred_dirs)
+    folds = None  # the folds table, read once for every check and table below
     if folds_csv is not None:
-        check_current_folds(pred_dirs, folds_csv)
-        check_current_labels(pred_dirs, folds_csv)
-    table = cv_table(pred_dirs)
+        folds = read_folds_table(folds_csv, FOLD_KEY)
+        check_current_folds(pred_dirs, folds_csv, folds)
+        check_current_labels(pred_dirs, folds_csv, folds, frames)
+    table = cv_table(pred_dirs, frames)
     names = list(table["model"])
-    frames = [read_oof(d) for d in pred_dirs]
-    comparisons = comparison_table(compare, pred_dirs, names, frames, folds_csv)
+    comparisons = comparison_table(compare, pred_dirs, names, frames, folds_csv, folds)
     sections = {"external": external_note(names, frames), "compare": _compare_text(comparisons)}
     if folds_csv is not None:
-        sections["groups"] = _groups_text(*subgroup_tables(dict(zip(names, frames)), folds_csv))
+        groups = subgroup_tables(dict(zip(names, frames)), folds_csv, folds)
+        sections["groups"] = _groups_text(*groups)
     summary = summary_table(table, frames)
     runs, timelines = _figures(pred_dirs, dict(zip(names, frames)), out)
     sections["stages"] = _stages_text(timelines, out)

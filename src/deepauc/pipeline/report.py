@@ -41,6 +41,7 @@ import pandas as pd
 from deepauc.data.tables import FOLD_KEY, read_folds_table
 from deepauc.io import write_text
 from deepauc.markdown import markdown_table
+from deepauc.pipeline.ensemble_summary import GREEDY_HEADING
 from deepauc.pipeline.pred_files import (
     model_names,
     read_oof,
@@ -160,8 +161,65 @@ def _blend_of(pred_dir: str | os.PathLike) -> dict | None:
     return {} if (Path(pred_dir) / "blend.md").is_file() else None
 
 
+def _greedy_of(pred_dir: str | os.PathLike) -> dict | None:
+    """What ``deepauc ensemble`` with ``selection: greedy`` recorded of its choice (the record's
+    ``ensemble`` entry); {} when only its ``ensemble.md`` tells of a greedy selection (its
+    inputs had no records, so it wrote none); None for any other directory."""
+    chosen = (read_record(pred_dir) or {}).get("ensemble")
+    if isinstance(chosen, dict):
+        return chosen
+    summary = Path(pred_dir) / "ensemble.md"
+    return {} if summary.is_file() and GREEDY_HEADING in summary.read_text() else None
+
+
+def _nested(estimate: object) -> float:
+    return float(estimate) if isinstance(estimate, float) else float("nan")
+
+
+def nested_column(pred_dirs: Sequence[str | os.PathLike]) -> list[float] | None:
+    """The ``nested OOF`` cell of each directory when one of them is a greedy ensemble (else
+    None): a greedy ensemble's or a blend's nested (held-out fold) estimate, NaN for a row
+    without one."""
+    greedy = [_greedy_of(d) for d in pred_dirs]
+    if all(g is None for g in greedy):
+        return None
+    cells = []
+    for d, chosen in zip(pred_dirs, greedy):
+        blend = _blend_of(d)
+        if chosen is not None:
+            cells.append(_nested(chosen.get("nested_auc")))
+        elif blend is not None and blend.get("chosen_here", True):
+            cells.append(_nested(blend.get("nested_auc")))
+        else:
+            cells.append(float("nan"))
+    return cells
+
+
+def _greedy_caveat(name: str, pred_dir: str | os.PathLike, chosen: dict, blends: list[str]) -> str:
+    """The caveat of a greedy ensemble's row: its nested estimate, or that it has none."""
+    nested = chosen.get("nested_auc")
+    if isinstance(nested, float):
+        line = (
+            f"- `{name}`: its members and weights were chosen greedily on these same OOF rows, "
+            f"so this AUC is optimistic; the nested estimate (members chosen on the other folds) "
+            f"is {nested:.4f} (`{pred_dir}/ensemble.md`)"
+        )
+    else:
+        line = (
+            f"- `{name}`: weights chosen on these OOF rows (greedy selection), so this AUC is "
+            f"optimistic; no nested estimate is recorded with it: see `{pred_dir}/ensemble.md`"
+        )
+    if blends:  # the nested estimate re-chooses the members, not the blends' own weights
+        line += (
+            f"; it averages blends whose weights were chosen on all OOF rows too "
+            f"({', '.join(blends)}), which no estimate here re-chooses"
+        )
+    return line
+
+
 def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """One line per row whose blend weight was chosen on the rows it is scored on."""
+    """One line per row whose blend weight or ensemble members were chosen on the rows it is
+    scored on."""
     lines = []
     for name, d in zip(names, pred_dirs):
         blend = _blend_of(d)
@@ -179,7 +237,10 @@ def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike])
             continue
         inputs = ((read_record(d) or {}).get("inputs")) or []
         blends = [str(i) for i in inputs if _blend_of(i) is not None]
-        if blends:
+        chosen = _greedy_of(d)
+        if chosen is not None:
+            lines.append(_greedy_caveat(name, d, chosen, blends))
+        elif blends:
             lines.append(
                 f"- `{name}`: averages blends whose weights were chosen on these same OOF rows "
                 f"({', '.join(blends)}), so this AUC is optimistic; no nested estimate of it "
@@ -223,6 +284,15 @@ COLUMNS_TEXT = (
     "perfect); `pAUC TPR≥0.8`: the ISIC 2024 score, the area above true positive rate 0.8 "
     "(0.02 chance, 0.2 perfect). `external`: the validated external (non-competition) rows "
     "of the OOF file, scored apart."
+)
+
+
+NESTED = "nested OOF"
+NESTED_TEXT = (
+    f"`{NESTED}`: the competition OOF AUC when what was chosen on the OOF rows (a greedy "
+    "ensemble's members and weights, a blend's weight) is chosen for each fold on the other "
+    "folds' rows only: the estimate to quote for those rows; empty where nothing was chosen "
+    "on the OOF rows or no such estimate is recorded.\n\n"
 )
 
 
@@ -277,6 +347,8 @@ def render_report(
     sources = "\n".join(f"- `{name}`: `{d}`" for name, d in zip(table["model"], pred_dirs))
     lines = weight_caveats(list(table["model"]), pred_dirs)
     caveats = "Weights chosen on the scored rows:\n" + "\n".join(lines) + "\n\n" if lines else ""
+    if NESTED in table.columns:
+        caveats += NESTED_TEXT
     shown = display_table(table) if MEAN in table.columns else table
     text = (
         f"# {title}\n\n"
@@ -359,6 +431,9 @@ def write_report(
         groups = subgroup_tables(dict(zip(names, frames)), folds_csv, folds)
         sections["groups"] = _groups_text(*groups)
     summary = summary_table(table, frames)
+    nested = nested_column(pred_dirs)
+    if nested is not None:
+        summary.insert(summary.columns.get_loc("OOF") + 1, NESTED, nested)
     runs, timelines = _figures(pred_dirs, dict(zip(names, frames)), out)
     sections["stages"] = _stages_text(timelines, out)
     title = title or f"Cross-validation: {out.stem}"

@@ -119,7 +119,10 @@ def ensemble_test(
     """The averaged test predictions as a submission frame (image_name, target) in sample order."""
     preds = stack_test_preds(sample, sample_name, [read_test(m) for m in members], members)
     return pd.DataFrame(
-        {"image_name": sample["image_name"].to_numpy(), "target": average(preds, weights, method)}
+        {
+            "image_name": sample["image_name"].to_numpy(),
+            "target": average(list(preds), weights, method),
+        }
     )
 
 

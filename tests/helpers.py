@@ -1,6 +1,11 @@
-"""Test helpers shared by several test files: the tiny data set's images and experiment YAMLs."""
+"""Test helpers shared by several test files: the tiny data set's images and experiment YAMLs,
+and a copy of the Makefile read with `make -n` (nothing runs)."""
 
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -8,6 +13,9 @@ import numpy as np
 import yaml
 
 SIZE = 32
+REPO = Path(__file__).resolve().parents[1]
+# the data files the Makefile's demo rules start from, as placeholders (no rule runs)
+DEMO_INPUTS = ("data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv")
 
 
 def lesion_image(rng: np.random.Generator, positive: bool) -> np.ndarray:
@@ -60,3 +68,34 @@ def cpu_subprocess_env() -> dict[str, str]:
     env["CUDA_VISIBLE_DEVICES"] = ""
     env.pop("WORLD_SIZE", None)
     return env
+
+
+def make_workdir(
+    work: Path, configs: str | None = None, inputs: Sequence[str] = DEMO_INPUTS
+) -> Path:
+    """``work`` with a copy of the Makefile, of ``configs/<configs>`` (``""``: all of
+    ``configs/``; None: none) and a placeholder file for each of ``inputs``."""
+    shutil.copy(REPO / "Makefile", work / "Makefile")
+    if configs is not None:
+        shutil.copytree(REPO / "configs" / configs, work / "configs" / configs)
+    for name in inputs:
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text("image_name\n")
+    return work
+
+
+def make_dry_run(
+    work: Path,
+    *args: str,
+    flags: Sequence[str] = (),
+    py: str = sys.executable,
+    check: bool = True,
+    timeout: int = 60,
+) -> str:
+    """The commands ``make -n`` prints in ``work`` for ``args`` (variables and targets);
+    ``flags``: more make options; ``check``: the make must succeed."""
+    cmd = ["make", "-n", *flags, "--no-print-directory", "-C", str(work), f"PY={py}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc.stdout

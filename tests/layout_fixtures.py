@@ -275,3 +275,34 @@ def write_malignant(folder: Path) -> Path:
     _csv(folder / "malignant.csv", TRAIN_HEADER, MALIGNANT_ROWS)
     _images(folder / "jpeg", _names(MALIGNANT_ROWS), 700)
     return folder
+
+
+# Chris Deotte's malignant-v2-NxN: three tables in the resized 2020 columns. Which table holds
+# which source is not known: the rows are spread over them, with a copy of a competition row
+# (ISIC_0074268), patient_id -1, empty and "unknown" cells, a `_downsampled` id, and the even
+# tfrecords 30..58 the 2017/18 rows carry.
+MALIGNANT_V2_TABLES = {
+    "train_malig_1.csv": [
+        "ISIC_0074268,IP_8723313,female,55.0,upper extremity,melanoma,malignant,1,2,6000,4000",
+        "ISIC_0149568,IP_0962375,female,55.0,upper extremity,melanoma,malignant,1,7,6000,4000",
+    ],
+    "train_malig_2.csv": [
+        "ISIC_0000013,-1,female,30.0,,melanoma,malignant,1,30,1022,767",
+        "ISIC_0000031,-1,male,,,,malignant,1,58,1022,767",
+    ],
+    "train_malig_3.csv": [
+        "ISIC_0000004_downsampled,-1,male,80.0,posterior torso,MEL,malignant,1,44,1024,768",
+        "ISIC_0010491,-1,unknown,,unknown,MEL,malignant,1,46,1024,768",
+    ],
+}
+
+
+def write_malignant_v2(folder: Path, tables: tuple[str, ...] = tuple(MALIGNANT_V2_TABLES)) -> Path:
+    """malignant-v2-NxN with the named ``tables`` (default all three); the images of the last
+    table in a sub-folder of the others' (any folder below is searched)."""
+    for table in tables:
+        rows = MALIGNANT_V2_TABLES[table]
+        _csv(folder / table, TRAIN_HEADER + RESIZED, rows)
+        images = folder / "jpeg" / ("more" if table == "train_malig_3.csv" else "")
+        _images(images, _names(rows), 800 + 10 * list(MALIGNANT_V2_TABLES).index(table))
+    return folder

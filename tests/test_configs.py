@@ -8,6 +8,7 @@ from deepauc.config import ConfigError, load_config
 from deepauc.pipeline.ensemble import EnsembleConfig
 from deepauc.pipeline.experiment import load_experiment
 from deepauc.pipeline.metadata_model import MetaConfig
+from helpers import make_dry_run, make_workdir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(
@@ -145,20 +146,13 @@ def test_a_missing_base_names_the_base_and_who_asked(tmp_path):
 
 def test_make_redoes_a_model_when_its_base_file_changes(tmp_path):
     """The base files are prerequisites of every model, prediction and submission of the set."""
-    import shutil
-    import subprocess
-
-    shutil.copy(CONFIGS.parent / "Makefile", tmp_path / "Makefile")
-    shutil.copytree(CONFIGS, tmp_path / "configs")
-    proc = subprocess.run(
-        ["make", "-p", "-n", "-q", "-C", str(tmp_path), "PY=python", "EXP=siim", "help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    make_workdir(tmp_path, configs="", inputs=())
+    stdout = make_dry_run(
+        tmp_path, "EXP=siim", "help", flags=("-p", "-q"), py="python", check=False
     )
     rules = {
         line.split(":", 1)[0]: line.split(":", 1)[1].split()
-        for line in proc.stdout.splitlines()
+        for line in stdout.splitlines()
         if line.startswith(("models/siim_", "preds/siim_", "submissions/siim")) and ":" in line
     }
     bases = {f"configs/siim/{b}" for b in ("_common.yaml", "_ce.yaml", "_aucm.yaml")}

@@ -1,25 +1,17 @@
 """The Makefile's own rules, read with `make -n` on placeholder files (nothing runs)."""
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, make_dry_run, make_workdir
 
 
 def dry_run(work: Path, *args: str) -> list[str]:
-    cmd = ["make", "-n", "--no-print-directory", "-C", str(work), f"PY={sys.executable}"]
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.splitlines()
+    return make_dry_run(work, *args).splitlines()
 
 
 def test_resize_decodes_each_table_once_for_every_size(tmp_path):
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
-    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("image_name\n")
+    make_workdir(tmp_path)
     targets = [
         f"data/cache/demo/{s}/index_{t}.csv" for s in (32, 64) for t in ("demo_train", "test")
     ]
@@ -32,10 +24,7 @@ def test_resize_decodes_each_table_once_for_every_size(tmp_path):
 
 
 def test_a_source_folder_per_size_and_the_card_switch_reach_the_commands(tmp_path):
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
-    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("image_name\n")
+    make_workdir(tmp_path)
     big = tmp_path / "r64"
     (big / "test").mkdir(parents=True)
     targets = [
@@ -53,10 +42,7 @@ def test_a_source_folder_per_size_and_the_card_switch_reach_the_commands(tmp_pat
 
 
 def test_fold_scheme_and_validated_external_rows_reach_the_folds_command(tmp_path):
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
-    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("image_name\n")
+    make_workdir(tmp_path)
     (tmp_path / "stamps/demo").mkdir(parents=True)
     (tmp_path / "stamps/demo/data").write_text("")
 

@@ -35,6 +35,7 @@ from layout_fixtures import (
     write_isic2019,
     write_kaggle2020,
     write_malignant,
+    write_malignant_v2,
     write_resized2019,
     write_resized2020,
 )
@@ -49,6 +50,7 @@ EXTERNAL_FIXTURES = {
     "isic2018_task3": write_isic2018_task3,
     "ham10000": write_ham10000,
     "isic2017": write_isic2017,
+    "malignant_v2": write_malignant_v2,
     "malignant": write_malignant,
 }
 COMPETITION_FIXTURES = {"kaggle2020": write_kaggle2020, "resized2020": write_resized2020}

@@ -2,18 +2,13 @@
 row by row whatever each file's order; directories that disagree are refused in one line.
 And the Makefile's SEEDS switch: one run dir per seed, averaged into one member."""
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from deepauc.cli import main
 from deepauc.pipeline.pred_files import read_oof, read_test, read_test_folds, write_pred_dir
+from helpers import make_dry_run, make_workdir
 
-REPO = Path(__file__).resolve().parents[1]
 NAMES = [f"ISIC_{i:07d}" for i in range(8)]
 
 
@@ -82,16 +77,9 @@ def test_disagreeing_directories_are_one_line(tmp_path, capsys):
 
 
 def test_seeds_give_a_run_dir_per_seed_and_one_averaged_member(tmp_path):
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
-    shutil.copytree(REPO / "configs" / "demo", tmp_path / "configs" / "demo")
-    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/interim/demo_train.csv"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("image_name\n")
-    cmd = ["make", "-n", "--no-print-directory", "-C", str(tmp_path), f"PY={sys.executable}"]
+    make_workdir(tmp_path, configs="demo")
     target = "preds/demo_aucm_lite0_64/oof.csv"
-    proc = subprocess.run([*cmd, "SEEDS=3 4", target], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = make_dry_run(tmp_path, "SEEDS=3 4", target).splitlines()
     trains = [ln for ln in lines if " train " in ln and "aucm" in ln]
     for seed in (3, 4):
         mine = [ln for ln in trains if f"--set name=demo_aucm_lite0_64_s{seed} " in ln]
@@ -102,5 +90,5 @@ def test_seeds_give_a_run_dir_per_seed_and_one_averaged_member(tmp_path):
     assert averages[-1].endswith(
         "--out preds/demo_aucm_lite0_64 --preds preds/demo_aucm_lite0_64_s3 preds/demo_aucm_lite0_64_s4"
     )
-    plain = subprocess.run([*cmd, target], capture_output=True, text=True, timeout=60).stdout
+    plain = make_dry_run(tmp_path, target, check=False)
     assert " average " not in plain and "_s0" not in plain

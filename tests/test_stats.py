@@ -139,3 +139,30 @@ def test_holm_by_hand_and_its_rules():
     assert (np.diff(adj[np.argsort(p)]) >= 0).all()  # the order of the raw p-values is kept
     with pytest.raises(ValueError, match="p-values in"):
         holm([0.1, 1.5])
+
+
+BAD_INPUTS = {
+    "shapes differ": ([0, 1, 1], [0.1, 0.2]),
+    "3-D": (np.zeros((2, 2, 2), int), np.zeros((2, 2, 2))),
+    "labels not 0/1": ([0, 2, 1], [0.1, 0.2, 0.3]),
+    "no rows": ([], []),
+    "a NaN score": ([0, 1, 1], [0.1, np.nan, 0.3]),
+    "one class": ([1, 1, 1], [0.1, 0.2, 0.3]),
+    "one class in a label column": ([[0, 1], [1, 1]], [[0.1, 0.2], [0.3, 0.4]]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_refused_with_roc_aucs_own_message(case):
+    y, s = BAD_INPUTS[case]
+    with pytest.raises(ValueError) as oracle:
+        roc_auc(y, s)
+    good = np.linspace(0.0, 1.0, np.asarray(y).size).reshape(np.shape(y))
+    for call in (
+        lambda: delong(y, s, good),  # the bad score first
+        lambda: delong(y, good, s) if np.shape(s) != np.shape(y) else delong(y, s, s),
+        lambda: structural_components(y, s),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == str(oracle.value)

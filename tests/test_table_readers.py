@@ -122,10 +122,10 @@ def test_meta_and_report_read_both_tables_through_the_readers(tiny_data, monkeyp
 
     reads = Reads(monkeypatch)
     report.write_report([out], tiny_data["root"] / "cv.md", folds_csv=tiny_data["train_csv"])
-    # the report reads the folds table three times: the fold assignment, the labels and the
-    # columns of the subgroup tables
+    # the report reads the folds table once: the fold assignment, the labels and the columns
+    # of the subgroup tables all come from that one frame
     folds = ("read_folds_table", Path(tiny_data["train_csv"]).resolve())
-    assert reads.entered == [folds, folds, folds]
+    assert reads.entered == [folds]
     assert_only_through_readers(reads, tiny_data, test_read=False)
 
 

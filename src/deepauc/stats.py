@@ -27,10 +27,33 @@ class Comparison:
 
 
 def _binary(y, *scores) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Labels and scores as arrays, refused where roc_auc refuses them: shapes that differ, not
+    1-D or 2-D, labels other than 0/1, no rows, a NaN score, a label of one class."""
     labels = np.asarray(y)
     arrays = [np.asarray(s, dtype=np.float64) for s in scores]
     for s in arrays:
-        roc_auc(labels, s)  # the shared checks: shapes, 0/1 labels, both classes, no NaN
+        if labels.shape != s.shape:
+            raise ValueError(f"roc_auc: y_true shape {labels.shape} != y_score shape {s.shape}")
+    if labels.ndim not in (1, 2):
+        raise ValueError(f"roc_auc: expected 1-D or 2-D input, got shape {labels.shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"roc_auc: y_true must be 0/1, got values {np.unique(labels)[:5].tolist()}"
+        )
+    if labels.shape[0] == 0:
+        raise ValueError(f"roc_auc: expected non-empty 1-D or 2-D input, got shape {labels.shape}")
+    if any(np.isnan(s).any() for s in arrays):
+        raise ValueError("roc_auc: y_score contains NaN")
+    columns = labels.reshape(labels.shape[0], -1)
+    for k in range(columns.shape[1]):
+        n_pos = int((columns[:, k] == 1).sum())
+        n_neg = columns.shape[0] - n_pos
+        if n_pos == 0 or n_neg == 0:
+            label = "the label" if labels.ndim == 1 else f"label column {k}"
+            raise ValueError(
+                f"roc_auc: {label} has only one class ({n_pos} positive, {n_neg} negative); "
+                "AUC is undefined"
+            )
     return labels, arrays
 
 

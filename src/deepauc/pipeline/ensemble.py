@@ -18,11 +18,11 @@ from deepauc.data.tables import read_sample_submission
 from deepauc.io import write_text
 from deepauc.pipeline.ensemble_summary import Choice, EnsembleResult, summarise
 from deepauc.pipeline.pred_files import (
-    align_oof,
-    align_to,
-    read_oof,
+    inputs_provenance,
     read_oofs_same_folds,
     read_test,
+    stack_oof_preds,
+    stack_test_preds,
     to_scale,
     write_pred_dir,
 )
@@ -117,25 +117,22 @@ def ensemble_test(
     members: list[str], sample: pd.DataFrame, weights: np.ndarray, method: str, sample_name: str
 ) -> pd.DataFrame:
     """The averaged test predictions as a submission frame (image_name, target) in sample order."""
-    preds = []
-    for m in members:
-        test = align_to(sample, read_test(m), sample_name, f"{Path(m) / 'test.csv'}")
-        preds.append(test["pred"].to_numpy())
+    preds = stack_test_preds(sample, sample_name, [read_test(m) for m in members], members)
     return pd.DataFrame(
-        {"image_name": sample["image_name"].to_numpy(), "target": average(preds, weights, method)}
+        {
+            "image_name": sample["image_name"].to_numpy(),
+            "target": average(list(preds), weights, method),
+        }
     )
 
 
-def ensemble_oof(members: list[str], weights: np.ndarray, method: str) -> pd.DataFrame:
-    """The averaged OOF predictions, rows in the first member's order; rows must agree."""
-    first = read_oof(members[0])
-    first_name = f"{Path(members[0]) / 'oof.csv'}"
-    preds = [first["pred"].to_numpy()]
-    for m in members[1:]:
-        other = align_oof(first, read_oof(m), first_name, f"{Path(m) / 'oof.csv'}")
-        preds.append(other["pred"].to_numpy())
-    oof = first[["image_name", "fold", "source", "target"]].copy()
-    oof["pred"] = average(preds, weights, method)
+def ensemble_oof(
+    members: list[str], oofs: list[pd.DataFrame], weights: np.ndarray, method: str
+) -> pd.DataFrame:
+    """The averaged OOF predictions of ``members`` (``oofs``: their OOF frames), rows in the
+    first member's order; rows must agree."""
+    oof, preds = stack_oof_preds(oofs, members)
+    oof["pred"] = average(list(preds), weights, method)
     return oof
 
 
@@ -164,24 +161,22 @@ def candidate_pool(members: list[str], candidates: str | list[str]) -> list[str]
 
 def choose(cfg: EnsembleConfig, oofs: list[pd.DataFrame], pool: list[str]) -> Choice:
     """Align the pool's OOF rows and choose the members and weights (fixed or greedy)."""
-    first, first_name = oofs[0], f"{Path(pool[0]) / 'oof.csv'}"
-    raw = [first["pred"].to_numpy()]
-    for d, other in zip(pool[1:], oofs[1:]):
-        raw.append(align_oof(first, other, first_name, f"{Path(d) / 'oof.csv'}")["pred"].to_numpy())
+    first_name = f"{Path(pool[0]) / 'oof.csv'}"
+    keys, raw = stack_oof_preds(oofs, pool)
     scale = {"mean": "prob", "rank": "rank"}[cfg.method]
     scaled = np.stack([to_scale(c, scale) for c in raw])
     choice = Choice(
         pool=pool,
         members=list(cfg.members),
         weights=normalised_weights(cfg.weights, len(cfg.members)),
-        oof=first[["image_name", "fold", "source", "target"]],
-        raw=np.stack(raw),
+        oof=keys,
+        raw=raw,
         scaled=scaled,
     )
     if cfg.selection == "fixed":
         return choice
     comp = choice.comp
-    y, folds = first["target"].to_numpy()[comp], first["fold"].to_numpy()[comp]
+    y, folds = keys["target"].to_numpy()[comp], keys["fold"].to_numpy()[comp]
     if y.size == 0 or y.min() == y.max():
         raise ValueError(
             f"{first_name}: the competition rows hold {y.size} row(s) of one class; "
@@ -215,8 +210,9 @@ def run_ensemble(cfg: EnsembleConfig, config: str | os.PathLike | None = None) -
     pool = cfg.members if cfg.selection == "fixed" else candidate_pool(cfg.members, cfg.candidates)
     oofs, provenance = read_oofs_same_folds(pool)
     choice = choose(cfg, oofs, pool)
+    member_oofs = [oofs[pool.index(m)] for m in choice.members]
     if cfg.selection == "greedy":
-        _, provenance = read_oofs_same_folds(choice.members)
+        provenance = inputs_provenance(choice.members, member_oofs)
         if provenance is not None:  # what chose the inputs, for whoever reads the record
             provenance["ensemble"] = {
                 "selection": "greedy",
@@ -224,7 +220,7 @@ def run_ensemble(cfg: EnsembleConfig, config: str | os.PathLike | None = None) -
                 "weights": [float(w) for w in choice.weights],
                 "nested_auc": choice.nested["auc"] if choice.nested else None,
             }
-    oof = ensemble_oof(choice.members, choice.weights, cfg.method)
+    oof = ensemble_oof(choice.members, member_oofs, choice.weights, cfg.method)
     sub = ensemble_test(choice.members, sample, choice.weights, cfg.method, cfg.sample_submission)
     if cfg.selection == "greedy":  # rounded as selection scored them (selection.DECIMALS)
         oof["pred"] = np.round(oof["pred"], DECIMALS)

@@ -17,6 +17,9 @@ from deepauc.pipeline.selection import (
     spearman_matrix,
 )
 
+# the heading of ensemble.md's greedy section: the report tells a greedy ensemble by it
+GREEDY_HEADING = "## Greedy selection"
+
 
 @dataclasses.dataclass
 class Choice:
@@ -134,7 +137,7 @@ def _greedy_section(choice: Choice, names: dict[str, str], in_sample: float) -> 
         else ""
     )
     return (
-        "## Greedy selection\n\n"
+        f"{GREEDY_HEADING}\n\n"
         "Forward selection with replacement: start empty, add the candidate whose addition most "
         "raises the OOF AUC of the equal-weight mean, stop when none raises it; a member's "
         "weight is its share of the additions.\n\n"

@@ -148,15 +148,21 @@ def read_oofs_same_folds(
     Returns the frames and the provenance to record for an output made from them
     (``folds`` and the inputs; None when no input has a record).
     """
-    oofs, records = [], {}
-    for d in pred_dirs:
-        oof = read_oof(d)
-        oofs.append(oof)
-        records[str(d)] = read_pred_provenance(d, oof)
+    oofs = [read_oof(d) for d in pred_dirs]
+    return oofs, inputs_provenance(pred_dirs, oofs)
+
+
+def inputs_provenance(
+    pred_dirs: Sequence[str | os.PathLike], oofs: Sequence[pd.DataFrame]
+) -> dict | None:
+    """The provenance of an output made from ``pred_dirs`` (whose OOF frames are ``oofs``):
+    their common ``folds`` and the inputs; None when no input has a record. A mix of fold
+    assignments raises."""
+    records = {str(d): read_pred_provenance(d, oof) for d, oof in zip(pred_dirs, oofs)}
     folds = common_folds(records)
     if folds is None:
-        return oofs, None
-    return oofs, {"folds": folds, "inputs": [str(d) for d in pred_dirs]}
+        return None
+    return {"folds": folds, "inputs": [str(d) for d in pred_dirs]}
 
 
 def model_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
@@ -294,3 +300,37 @@ def align_oof(
                 f"{int(bad.sum())} image(s), e.g. {names}: {why}"
             )
     return aligned
+
+
+def stack_oof_preds(
+    oofs: Sequence[pd.DataFrame], pred_dirs: Sequence[str | os.PathLike]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The first OOF frame's key columns and every frame's ``pred`` in its row order.
+
+    ``oofs[i]`` is the ``oof.csv`` of ``pred_dirs[i]``; each is aligned to the first by
+    image_name with target and fold checked (:func:`align_oof`). Returns (image_name, fold,
+    source, target of the first frame; an array of shape (len(oofs), rows)).
+    """
+    first, first_name = oofs[0], f"{Path(pred_dirs[0]) / 'oof.csv'}"
+    preds = [first["pred"].to_numpy()]
+    for d, other in zip(pred_dirs[1:], oofs[1:]):
+        preds.append(
+            align_oof(first, other, first_name, f"{Path(d) / 'oof.csv'}")["pred"].to_numpy()
+        )
+    return first[["image_name", "fold", "source", "target"]].copy(), np.stack(preds)
+
+
+def stack_test_preds(
+    ref: pd.DataFrame,
+    ref_name: str,
+    tests: Sequence[pd.DataFrame],
+    pred_dirs: Sequence[str | os.PathLike],
+) -> np.ndarray:
+    """Every ``test.csv`` frame's ``pred`` in ``ref``'s image_name order, one row per frame;
+    a frame holding other names than ``ref`` raises (:func:`align_to`)."""
+    return np.stack(
+        [
+            align_to(ref, test, ref_name, f"{Path(d) / 'test.csv'}")["pred"].to_numpy()
+            for d, test in zip(pred_dirs, tests)
+        ]
+    )

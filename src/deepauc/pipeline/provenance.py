@@ -40,12 +40,16 @@ def fold_fingerprint(table: pd.DataFrame) -> str:
 
 def folds_of_table(path: str | os.PathLike) -> str:
     """:func:`fold_fingerprint` of the training table at ``path`` (image names read as text)."""
-    table = read_folds_table(path, ["image_name", "fold"])
+    return folds_of_frame(read_folds_table(path, ["image_name", "fold"]), str(path))
+
+
+def folds_of_frame(table: pd.DataFrame, name: str) -> str:
+    """:func:`fold_fingerprint` of a folds table already read (``name``: its file, for errors)."""
     folds = pd.to_numeric(table["fold"], errors="coerce")
     bad = (folds.isna() | (folds != folds.round())).to_numpy()
     if bad.any():
         raise ValueError(
-            f"{path}: column 'fold' must be an integer at {describe_rows(table, bad, 'fold')}"
+            f"{name}: column 'fold' must be an integer at {describe_rows(table, bad, 'fold')}"
         )
     return fold_fingerprint(table.assign(fold=folds.astype(int)))
 

@@ -38,23 +38,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepauc.data.tables import read_folds_table
+from deepauc.data.tables import FOLD_KEY, read_folds_table
 from deepauc.io import write_text
 from deepauc.markdown import markdown_table
+from deepauc.pipeline.ensemble_summary import GREEDY_HEADING
 from deepauc.pipeline.pred_files import (
     model_names,
     read_oof,
     read_oofs_same_folds,
     score_oof,
 )
-from deepauc.pipeline.provenance import ProvenanceMismatch, folds_of_table
+from deepauc.pipeline.provenance import ProvenanceMismatch, folds_of_frame
 from deepauc.pipeline.report_compare import (
     BOOT_SEED,
     N_BOOT,
     comparison_table,
     display_comparisons,
 )
-from deepauc.pipeline.report_groups import NO_AUC, TOP_SIZES, subgroup_tables
+from deepauc.pipeline.report_groups import NO_AUC, TOP_SIZES, folds_columns, subgroup_tables
 from deepauc.pipeline.report_plots import plot_curves, plot_histograms, plot_roc, plot_stages
 from deepauc.pipeline.report_runs import model_runs, read_record, stage_timelines, training_runs
 from deepauc.pipeline.report_scores import MEAN, display_table, external_note, summary_table
@@ -62,18 +63,22 @@ from deepauc.pipeline.report_scores import MEAN, display_table, external_note, s
 # --------------------------------------------------------------------------- scores
 
 
-def cv_table(pred_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
+def cv_table(
+    pred_dirs: Sequence[str | os.PathLike], oofs: Sequence[pd.DataFrame] | None = None
+) -> pd.DataFrame:
     """The CV table: one row per prediction dir (column ``model`` = dir name).
 
     Columns: ``model``, ``fold 0`` .. ``fold K-1`` (competition rows of that fold),
     ``OOF`` (all competition OOF rows pooled), ``external`` (external OOF rows; NaN if
-    none). Models with fewer folds get NaN in the missing fold columns.
+    none). Models with fewer folds get NaN in the missing fold columns. ``oofs``: the
+    directories' OOF frames when the caller has read them.
     """
     if not pred_dirs:
         raise ValueError("report: no prediction directories given")
+    frames = oofs if oofs is not None else [read_oof(d) for d in pred_dirs]
     rows = []
-    for name, d in zip(model_names(pred_dirs), pred_dirs):
-        rows.append({"model": name, **score_oof(read_oof(d))})
+    for name, oof in zip(model_names(pred_dirs), frames):
+        rows.append({"model": name, **score_oof(oof)})
     folds = sorted({k for r in rows for k in r if k.startswith("fold ")}, key=lambda c: int(c[5:]))
     return pd.DataFrame(rows, columns=["model", *folds, "OOF", "external"])
 
@@ -99,13 +104,16 @@ def _redo_command(pred_dir: str | os.PathLike, record: dict) -> str:
 
 
 def check_current_folds(
-    pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
+    pred_dirs: Sequence[str | os.PathLike],
+    folds_csv: str | os.PathLike,
+    table: pd.DataFrame | None = None,
 ) -> None:
     """Refuse a prediction directory recorded under another fold assignment than ``folds_csv``.
 
     Directories without ``provenance.json`` are accepted: only their ``fold`` column is known.
+    ``table``: the folds table when the caller has read it.
     """
-    current = folds_of_table(folds_csv)
+    current = folds_of_frame(folds_columns(folds_csv, table, FOLD_KEY), str(folds_csv))
     for d in pred_dirs:
         record = read_record(d)
         if record is not None and record["folds"] != current:
@@ -116,17 +124,25 @@ def check_current_folds(
 
 
 def check_current_labels(
-    pred_dirs: Sequence[str | os.PathLike], folds_csv: str | os.PathLike
+    pred_dirs: Sequence[str | os.PathLike],
+    folds_csv: str | os.PathLike,
+    table: pd.DataFrame | None = None,
+    oofs: Sequence[pd.DataFrame] | None = None,
 ) -> None:
-    """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels."""
-    table = read_folds_table(folds_csv, ["image_name"])
+    """Refuse a prediction directory whose OOF targets differ from ``folds_csv``'s labels.
+
+    ``table`` and ``oofs``: the folds table and the directories' OOF frames when the caller
+    has read them.
+    """
+    table = folds_columns(folds_csv, table, ["image_name"])
     if "target" not in table.columns:
         return  # a bare fold assignment: no labels to compare
-    table = table.set_index("image_name")["target"]
-    for d in pred_dirs:
-        oof = read_oof(d).set_index("image_name")["target"]
-        common = oof.index.intersection(table.index)
-        differ = common[(oof.loc[common].astype(int) != table.loc[common].astype(int)).to_numpy()]
+    labels = table.set_index("image_name")["target"]
+    frames = oofs if oofs is not None else [read_oof(d) for d in pred_dirs]
+    for d, frame in zip(pred_dirs, frames):
+        oof = frame.set_index("image_name")["target"]
+        common = oof.index.intersection(labels.index)
+        differ = common[(oof.loc[common].astype(int) != labels.loc[common].astype(int)).to_numpy()]
         if len(differ):
             record = read_record(d) or {}
             raise ProvenanceMismatch(
@@ -145,8 +161,65 @@ def _blend_of(pred_dir: str | os.PathLike) -> dict | None:
     return {} if (Path(pred_dir) / "blend.md").is_file() else None
 
 
+def _greedy_of(pred_dir: str | os.PathLike) -> dict | None:
+    """What ``deepauc ensemble`` with ``selection: greedy`` recorded of its choice (the record's
+    ``ensemble`` entry); {} when only its ``ensemble.md`` tells of a greedy selection (its
+    inputs had no records, so it wrote none); None for any other directory."""
+    chosen = (read_record(pred_dir) or {}).get("ensemble")
+    if isinstance(chosen, dict):
+        return chosen
+    summary = Path(pred_dir) / "ensemble.md"
+    return {} if summary.is_file() and GREEDY_HEADING in summary.read_text() else None
+
+
+def _nested(estimate: object) -> float:
+    return float(estimate) if isinstance(estimate, float) else float("nan")
+
+
+def nested_column(pred_dirs: Sequence[str | os.PathLike]) -> list[float] | None:
+    """The ``nested OOF`` cell of each directory when one of them is a greedy ensemble (else
+    None): a greedy ensemble's or a blend's nested (held-out fold) estimate, NaN for a row
+    without one."""
+    greedy = [_greedy_of(d) for d in pred_dirs]
+    if all(g is None for g in greedy):
+        return None
+    cells = []
+    for d, chosen in zip(pred_dirs, greedy):
+        blend = _blend_of(d)
+        if chosen is not None:
+            cells.append(_nested(chosen.get("nested_auc")))
+        elif blend is not None and blend.get("chosen_here", True):
+            cells.append(_nested(blend.get("nested_auc")))
+        else:
+            cells.append(float("nan"))
+    return cells
+
+
+def _greedy_caveat(name: str, pred_dir: str | os.PathLike, chosen: dict, blends: list[str]) -> str:
+    """The caveat of a greedy ensemble's row: its nested estimate, or that it has none."""
+    nested = chosen.get("nested_auc")
+    if isinstance(nested, float):
+        line = (
+            f"- `{name}`: its members and weights were chosen greedily on these same OOF rows, "
+            f"so this AUC is optimistic; the nested estimate (members chosen on the other folds) "
+            f"is {nested:.4f} (`{pred_dir}/ensemble.md`)"
+        )
+    else:
+        line = (
+            f"- `{name}`: weights chosen on these OOF rows (greedy selection), so this AUC is "
+            f"optimistic; no nested estimate is recorded with it: see `{pred_dir}/ensemble.md`"
+        )
+    if blends:  # the nested estimate re-chooses the members, not the blends' own weights
+        line += (
+            f"; it averages blends whose weights were chosen on all OOF rows too "
+            f"({', '.join(blends)}), which no estimate here re-chooses"
+        )
+    return line
+
+
 def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
-    """One line per row whose blend weight was chosen on the rows it is scored on."""
+    """One line per row whose blend weight or ensemble members were chosen on the rows it is
+    scored on."""
     lines = []
     for name, d in zip(names, pred_dirs):
         blend = _blend_of(d)
@@ -164,7 +237,10 @@ def weight_caveats(names: Sequence[str], pred_dirs: Sequence[str | os.PathLike])
             continue
         inputs = ((read_record(d) or {}).get("inputs")) or []
         blends = [str(i) for i in inputs if _blend_of(i) is not None]
-        if blends:
+        chosen = _greedy_of(d)
+        if chosen is not None:
+            lines.append(_greedy_caveat(name, d, chosen, blends))
+        elif blends:
             lines.append(
                 f"- `{name}`: averages blends whose weights were chosen on these same OOF rows "
                 f"({', '.join(blends)}), so this AUC is optimistic; no nested estimate of it "
@@ -208,6 +284,15 @@ COLUMNS_TEXT = (
     "perfect); `pAUC TPR≥0.8`: the ISIC 2024 score, the area above true positive rate 0.8 "
     "(0.02 chance, 0.2 perfect). `external`: the validated external (non-competition) rows "
     "of the OOF file, scored apart."
+)
+
+
+NESTED = "nested OOF"
+NESTED_TEXT = (
+    f"`{NESTED}`: the competition OOF AUC when what was chosen on the OOF rows (a greedy "
+    "ensemble's members and weights, a blend's weight) is chosen for each fold on the other "
+    "folds' rows only: the estimate to quote for those rows; empty where nothing was chosen "
+    "on the OOF rows or no such estimate is recorded.\n\n"
 )
 
 
@@ -262,6 +347,8 @@ def render_report(
     sources = "\n".join(f"- `{name}`: `{d}`" for name, d in zip(table["model"], pred_dirs))
     lines = weight_caveats(list(table["model"]), pred_dirs)
     caveats = "Weights chosen on the scored rows:\n" + "\n".join(lines) + "\n\n" if lines else ""
+    if NESTED in table.columns:
+        caveats += NESTED_TEXT
     shown = display_table(table) if MEAN in table.columns else table
     text = (
         f"# {title}\n\n"
@@ -329,18 +416,24 @@ def write_report(
     tables. ``compare``: pairs (A, B) of ``pred_dirs`` to compare (needs ``folds_csv``).
     """
     out = Path(out)
-    read_oofs_same_folds(pred_dirs)  # refuse models scored under different fold assignments
+    # refuses models scored under different fold assignments
+    frames, _ = read_oofs_same_folds(pred_dirs)
+    folds = None  # the folds table, read once for every check and table below
     if folds_csv is not None:
-        check_current_folds(pred_dirs, folds_csv)
-        check_current_labels(pred_dirs, folds_csv)
-    table = cv_table(pred_dirs)
+        folds = read_folds_table(folds_csv, FOLD_KEY)
+        check_current_folds(pred_dirs, folds_csv, folds)
+        check_current_labels(pred_dirs, folds_csv, folds, frames)
+    table = cv_table(pred_dirs, frames)
     names = list(table["model"])
-    frames = [read_oof(d) for d in pred_dirs]
-    comparisons = comparison_table(compare, pred_dirs, names, frames, folds_csv)
+    comparisons = comparison_table(compare, pred_dirs, names, frames, folds_csv, folds)
     sections = {"external": external_note(names, frames), "compare": _compare_text(comparisons)}
     if folds_csv is not None:
-        sections["groups"] = _groups_text(*subgroup_tables(dict(zip(names, frames)), folds_csv))
+        groups = subgroup_tables(dict(zip(names, frames)), folds_csv, folds)
+        sections["groups"] = _groups_text(*groups)
     summary = summary_table(table, frames)
+    nested = nested_column(pred_dirs)
+    if nested is not None:
+        summary.insert(summary.columns.get_loc("OOF") + 1, NESTED, nested)
     runs, timelines = _figures(pred_dirs, dict(zip(names, frames)), out)
     sections["stages"] = _stages_text(timelines, out)
     title = title or f"Cross-validation: {out.stem}"

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepauc.data.tables import check_unique_names, read_folds_table
+from deepauc.data.tables import check_unique_names
 from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import COMPETITION, align_oof
+from deepauc.pipeline.report_groups import folds_columns
 from deepauc.stats import Comparison, bootstrap_groups, delong
 
 N_BOOT = 2000  # patient resamples of the bootstrap
@@ -56,9 +57,12 @@ def paired_rows(
     return comp_a, aligned["pred"].to_numpy()
 
 
-def patients_of(names: pd.Series, folds_csv: str | os.PathLike) -> np.ndarray:
-    """Each image's ``patient_id`` from the folds table; an image without one is its own group."""
-    table = read_folds_table(folds_csv, ["image_name", "patient_id"])
+def patients_of(
+    names: pd.Series, folds_csv: str | os.PathLike, table: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Each image's ``patient_id`` from the folds table (``table`` when the caller has read
+    it); an image without one is its own group."""
+    table = folds_columns(folds_csv, table, ["image_name", "patient_id"])
     check_unique_names(table, str(folds_csv))
     position = pd.Index(table["image_name"]).get_indexer(names)
     if (position < 0).any():
@@ -88,8 +92,11 @@ def comparison_table(
     names: Sequence[str],
     oofs: Sequence[pd.DataFrame],
     folds_csv: str | os.PathLike | None,
+    table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per pair and method: A, B, rows, AUCs, B - A, its 95% interval [low, high], p."""
+    """One row per pair and method: A, B, rows, AUCs, B - A, its 95% interval [low, high], p.
+
+    ``table``: the folds table at ``folds_csv`` when the caller has read it."""
     if pairs and folds_csv is None:
         raise ValueError(
             "report: --compare needs --folds FOLDS_CSV (its patient_id column groups the "
@@ -100,7 +107,7 @@ def comparison_table(
         i, j = pair_index(pair, pred_dirs)
         comp, b = paired_rows(oofs[i], oofs[j], str(pred_dirs[i]), str(pred_dirs[j]))
         assert folds_csv is not None
-        patients = patients_of(comp["image_name"], folds_csv)
+        patients = patients_of(comp["image_name"], folds_csv, table)
         y, a = comp["target"].to_numpy(), comp["pred"].to_numpy()
         for result in compare_pair(y, a, b, patients):
             rows.append(

@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from deepauc.data.tables import SITE_COLUMN, check_unique_names, numeric_column, read_folds_table
+from deepauc.data.tables import (
+    SITE_COLUMN,
+    check_columns,
+    check_unique_names,
+    numeric_column,
+    read_folds_table,
+)
 from deepauc.metrics import roc_auc
 from deepauc.pipeline.pred_files import COMPETITION
 
@@ -18,6 +25,17 @@ NO_AUC = "–"
 # lower bounds of the age bands (years); a band runs to the next bound, the last is open
 AGE_BOUNDS = [(0, "<30"), (30, "30-44"), (45, "45-59"), (60, "60-74"), (75, "75+")]
 TOP_SIZES = 8  # image sizes (width×height) shown one by one; the rest pooled as "other"
+
+
+def folds_columns(
+    folds_csv: str | os.PathLike, table: pd.DataFrame | None, required: Sequence[str]
+) -> pd.DataFrame:
+    """The folds table read once by the caller (``table``), its ``required`` columns checked
+    as the reader checks them, or read from ``folds_csv`` when not given."""
+    if table is None:
+        return read_folds_table(folds_csv, required)
+    check_columns(table, required, str(folds_csv))
+    return table
 
 
 def age_bands(age: pd.Series) -> pd.Series:
@@ -105,15 +123,16 @@ def shared_rows(oofs: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, 
 
 
 def subgroup_tables(
-    oofs: dict[str, pd.DataFrame], folds_csv: str | os.PathLike
+    oofs: dict[str, pd.DataFrame], folds_csv: str | os.PathLike, table: pd.DataFrame | None = None
 ) -> tuple[list[pd.DataFrame], int]:
     """The subgroup tables on the OOF rows all models share, and how many rows that is.
 
     Source: all those rows, one group per ``source``; the other groupings: their competition
-    rows. An OOF image missing from ``folds_csv`` is refused.
+    rows. An OOF image missing from ``folds_csv`` is refused. ``table``: the folds table when
+    the caller has read it.
     """
     base, preds = shared_rows(oofs)
-    meta = read_folds_table(folds_csv, ["image_name"])
+    meta = folds_columns(folds_csv, table, ["image_name"])
     check_unique_names(meta, str(folds_csv))
     position = pd.Index(meta["image_name"]).get_indexer(base["image_name"])
     if (position < 0).any():

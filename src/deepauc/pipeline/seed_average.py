@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from deepauc.pipeline.pred_files import (
-    align_oof,
     align_to,
     fold_columns,
     read_oofs_same_folds,
     read_test,
     read_test_folds,
+    stack_oof_preds,
+    stack_test_preds,
     write_pred_dir,
 )
 
@@ -26,11 +27,7 @@ def average_oof(pred_dirs: list[str]) -> tuple[pd.DataFrame, dict | None]:
     """The mean OOF prediction per row (rows in the first directory's order) and the
     provenance to record; the directories must hold the same rows, labels and folds."""
     oofs, provenance = read_oofs_same_folds(pred_dirs)
-    first, first_name = oofs[0], f"{Path(pred_dirs[0]) / 'oof.csv'}"
-    preds = [first["pred"].to_numpy()]
-    for d, oof in zip(pred_dirs[1:], oofs[1:]):
-        preds.append(align_oof(first, oof, first_name, f"{Path(d) / 'oof.csv'}")["pred"].to_numpy())
-    out = first[["image_name", "fold", "source", "target"]].copy()
+    out, preds = stack_oof_preds(oofs, pred_dirs)
     out["pred"] = np.mean(preds, axis=0)
     return out, provenance
 
@@ -40,12 +37,8 @@ def average_test(pred_dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | Non
     same fold columns, the mean per fold column (else None)."""
     tests = [read_test(d) for d in pred_dirs]
     first, first_name = tests[0], f"{Path(pred_dirs[0]) / 'test.csv'}"
-    aligned = [first] + [
-        align_to(first, t, first_name, f"{Path(d) / 'test.csv'}")
-        for d, t in zip(pred_dirs[1:], tests[1:])
-    ]
     test = first[["image_name"]].copy()
-    test["pred"] = np.mean([t["pred"].to_numpy() for t in aligned], axis=0)
+    test["pred"] = np.mean(stack_test_preds(first, first_name, tests, pred_dirs), axis=0)
     per_fold = [read_test_folds(d) for d in pred_dirs]
     if any(f is None for f in per_fold):
         return test, None

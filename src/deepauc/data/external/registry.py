@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepauc.data.external.malignant_v2 import MALIGNANT_V2_CSVS, load_malignant_v2
 from deepauc.data.external.resized import load_resized2019
 from deepauc.data.external.sources import (
     load_isic2017,
@@ -107,6 +108,12 @@ _ISIC2017 = LayoutSpec(
     _is_isic2017,
     load_isic2017,
 )
+_MALIGNANT_V2 = LayoutSpec(
+    "malignant_v2",
+    f"any of {', '.join(MALIGNANT_V2_CSVS)} (malignant-v2-NxN)",
+    lambda folder, csvs: bool(_names(csvs) & set(MALIGNANT_V2_CSVS)),
+    load_malignant_v2,
+)
 _MALIGNANT = LayoutSpec(
     "malignant",
     f"{MALIGNANT_CSV} or exactly one *.csv (extra malignant images)",
@@ -133,7 +140,12 @@ EXTERNAL_SOURCES: dict[str, SourceSpec] = {
         SourceSpec(
             "isic2017", "folder with ISIC 2017 part 3 ground truth and images", (_ISIC2017,)
         ),
-        SourceSpec("malignant", "folder with malignant.csv and images", (_MALIGNANT,)),
+        SourceSpec(
+            "malignant",
+            "folder with malignant.csv and images, or a malignant-v2-NxN folder "
+            "(train_malig_1/2/3.csv, images)",
+            (_MALIGNANT_V2, _MALIGNANT),
+        ),
     )
 }
 

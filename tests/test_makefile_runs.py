@@ -1,28 +1,19 @@
 """Variants of one experiment side by side (RUN, NO_EXTERNAL, SETS_<stem>), read with `make -n`."""
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import make_dry_run, make_workdir
 
 
 def _work(tmp_path: Path) -> Path:
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
-    shutil.copytree(REPO / "configs" / "demo", tmp_path / "configs" / "demo")
-    for name in ["data/demo/train.csv", "data/demo/test.csv", "data/demo/sample_submission.csv"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("image_name\n")
+    inputs = ["data/demo/train.csv", "data/demo/test.csv", "data/demo/sample_submission.csv"]
+    make_workdir(tmp_path, "demo", inputs)
     (tmp_path / "data/demo/external/isic2019").mkdir(parents=True)
     return tmp_path
 
 
 def _dry(work: Path, *args: str) -> list[str]:
-    cmd = ["make", "-n", "-B", "--no-print-directory", "-C", str(work), f"PY={sys.executable}"]
-    proc = subprocess.run([*cmd, "pipeline", "EXP=demo", *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.splitlines()
+    return make_dry_run(work, "pipeline", "EXP=demo", *args, flags=["-B"]).splitlines()
 
 
 def _commands(lines: list[str], stage: str) -> list[str]:

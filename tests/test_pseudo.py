@@ -335,3 +335,11 @@ def test_makefile_pseudo_from_feeds_the_other_models_only(tmp_path):
     # the stage 2 as the source: neither it nor its stage 1 trains on its own predictions
     text = dry_demo(tmp_path, "stage2", "PSEUDO_FROM=aucm_lite0_64")
     assert "data.pseudo_csv" not in text
+
+
+def test_fingerprint_says_only_whether_pseudo_rows_are_on(tiny_data):
+    path = write_experiment(tiny_data, "ce")
+    plain = load_experiment(path).fingerprint()
+    assert load_experiment(path, ["data.pseudo_csv=null"]).fingerprint() == plain
+    a = load_experiment(path, ["data.pseudo_csv=a.csv"]).fingerprint()
+    assert a != plain and a == load_experiment(path, ["data.pseudo_csv=./b/a.csv"]).fingerprint()

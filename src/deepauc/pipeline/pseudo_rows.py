@@ -70,12 +70,13 @@ def check_pseudo_record(cfg: ExperimentConfig) -> dict:
         record = json.loads(rec_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _stale(table, f"{rec_path.name} beside it is not a valid record") from None
-    if not isinstance(record, dict):
+    inputs = record.get("inputs") if isinstance(record, dict) else None
+    if not isinstance(inputs, dict) or not inputs:
         raise _stale(table, f"{rec_path.name} beside it is not a valid record")
     if record.get("table") != short_sha(table):
         raise _stale(table, f"edited after {rec_path.name} was written")
     preds = Path(str(record.get("preds")))
-    for name, sha in (record.get("inputs") or {}).items():
+    for name, sha in inputs.items():
         if not (preds / name).is_file() or short_sha(preds / name) != sha:
             raise _stale(table, f"made from {preds / name}, which changed or is gone since")
     folds = folds_of_table(cfg.data.train_csv)

@@ -102,6 +102,8 @@ def test_each_fold_column_comes_from_its_own_model_only(tmp_path):
     first = write_pseudo(d, tmp_path / "a.csv", 0.1, 0.5)
     a = read_pseudo_table(tmp_path / "a.csv")
     assert first["labelled"]["fold0"] == {"1": 4, "0": 20}
+    assert first["source"]["models"]["2"]["path"] == "models/src/fold2/model.pt"
+    assert first["runs"] == ["src"] and first["folds"] == "f"
     # the other folds' predictions and the fold mean shuffled: fold 0's column is unchanged
     per_fold = pd.read_csv(d / "test_folds.csv")
     rng = np.random.default_rng(1)
@@ -270,7 +272,7 @@ def test_other_folds_or_own_run_are_refused_in_one_line(pseudo_setup, capsys):
 def test_table_rows_must_be_test_images(pseudo_setup, capsys):
     tiny, d, table = pseudo_setup
     per_fold = pd.read_csv(d / "test_folds.csv")
-    per_fold.loc[0, "image_name"] = "ISIC_0000001"  # a training image
+    per_fold.loc[3, "image_name"] = "ISIC_0000001"  # a training image, line 5 of the table
     write_pred_dir(
         d,
         read_oof(d),
@@ -280,7 +282,7 @@ def test_table_rows_must_be_test_images(pseudo_setup, capsys):
     )
     write_pseudo(d, table, 0.5, 0.5)
     msg = train_error(pseudo_experiment(tiny, table), capsys)
-    assert "not images of" in msg and "ISIC_0000001" in msg
+    assert "not images of" in msg and "line 5 (ISIC_0000001)" in msg, msg
 
 
 def test_pseudo_csv_needs_a_test_table(tiny_data):

@@ -135,6 +135,8 @@ def write_pseudo(
         "folds": source["folds"],
         "runs": sorted(source_runs(d, source)),
         "inputs": {name: short_sha(d / name) for name in ("test_folds.csv", PROVENANCE_FILE)},
+        # what made the predictions, for whoever reads the record (the hashes above are checked)
+        "source": {k: source[k] for k in ("config", "models", "inputs") if k in source},
         "pos_top": pos_top,
         "neg_bottom": neg_bottom,
         "labelled": counts,

@@ -107,7 +107,7 @@ def pseudo_rows(cfg: ExperimentConfig, fold: int) -> pd.DataFrame:
     if col not in table:
         raise ValueError(f"{path}: no column {col}: its predictions had no model for fold {fold}")
     rows = table.loc[table[col].notna(), ["image_name", col]].rename(columns={col: "target"})
-    rows = rows.astype({"target": int}).reset_index(drop=True)
+    rows = rows.astype({"target": int})  # index kept: errors name the table's lines
     test_names = set(read_test_csv(cfg.data.test_csv, check_metadata=False)["image_name"])
     outside = ~rows["image_name"].isin(test_names).to_numpy()
     if outside.any():
@@ -119,7 +119,7 @@ def pseudo_rows(cfg: ExperimentConfig, fold: int) -> pd.DataFrame:
         where = describe_rows(rows, shared)
         raise ValueError(f"{path}: images of the training table {cfg.data.train_csv}: {where}")
     check_cached(list(rows["image_name"]), cfg.data.cache_dir, cfg.data.image_size, path)
-    return rows
+    return rows.reset_index(drop=True)
 
 
 def _pairs_hash(rows: pd.DataFrame) -> str:

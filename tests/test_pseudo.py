@@ -345,3 +345,16 @@ def test_fingerprint_says_only_whether_pseudo_rows_are_on(tiny_data):
     assert load_experiment(path, ["data.pseudo_csv=null"]).fingerprint() == plain
     a = load_experiment(path, ["data.pseudo_csv=a.csv"]).fingerprint()
     assert a != plain and a == load_experiment(path, ["data.pseudo_csv=./b/a.csv"]).fingerprint()
+
+
+def test_table_cells_other_than_1_0_or_empty_are_named(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("image_name,fold0,fold1\nT1,1,\nT2,0.5,0\nT3,,yes\n")
+    with pytest.raises(ValueError, match=r"column 'fold0' must be 1, 0 or empty at line 3"):
+        read_pseudo_table(path)
+    path.write_text("image_name,fold0,fold1\nT1,1,\nT2,0,0\nT3,,yes\n")
+    with pytest.raises(ValueError, match=r"column 'fold1' must be 1, 0 or empty at line 4"):
+        read_pseudo_table(path)
+    path.write_text("image_name,fold0,fold1\nT1,1,\nT2,0,0\n")
+    table = read_pseudo_table(path)
+    np.testing.assert_array_equal(table["fold1"], [NAN, 0.0])

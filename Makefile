@@ -59,6 +59,10 @@ FOLD_SCHEME ?=
 # INCLUDE_EXTERNAL=1: external rows get folds too and are validated on (the report scores
 # them apart, column `external`); empty: they only train (fold -1)
 INCLUDE_EXTERNAL ?=
+# PSEUDO_FROM=<stem>: the other CNNs train with pseudo-labelled test rows chosen from
+# preds/$(RUN)_<stem> (see "pseudo-labelling" below; PSEUDO_ARGS: deepauc pseudo's flags); empty: off
+PSEUDO_FROM ?=
+PSEUDO_ARGS ?=
 # extra flags for tests and quick runs: demo-data sizes, config overrides for every CNN
 DEMO_ARGS ?=
 EXTRA_SETS ?=
@@ -143,7 +147,7 @@ UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var S
   --stamp $(STAMP_CNN) --var $(call q,EXTRA_SETS=$(EXTRA_SETS)) --var $(call q,SIZES=$(SIZES)) \
     $(if $(strip $(SEEDS)),--var $(call q,SEEDS=$(SEEDS))) \
     $(foreach s,$(STEMS),$(if $(SETS_$(s)),--var $(call q,SETS_$(s)=$(SETS_$(s))))) \
-    --var GPU_MEM=$(GPU_MEM) \
+    --var GPU_MEM=$(GPU_MEM)$(if $(PSEUDO_FROM), --var PSEUDO_FROM=$(PSEUDO_FROM) --var $(call q,PSEUDO_ARGS=$(PSEUDO_ARGS))) \
   --stamp $(STAMP_META) --var META=$(META) --var $(call q,EXTRA_META_SETS=$(EXTRA_META_SETS)) \
   --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
     --var $(call q,SAMPLE_CSV=$(abspath $(SAMPLE_CSV)))
@@ -169,7 +173,7 @@ endif
 $(ALL_STAMPS): | $(STAMP)
 	$(UPDATE_STAMPS)
 # a fresh read of this file (data just written: TEST_IMAGES looks at the folders again)
-stamps: ## refresh stamps/$(EXP)/ (make does it for every pipeline goal)
+stamps: ## refresh stamps/$(RUN)/ (make does it for every pipeline goal)
 	@:
 
 .PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full study-round2 study-round2-pilot bench gpu-check submit clean-demo
@@ -258,11 +262,11 @@ $(CACHE)/%/index_test.csv: $(TEST_CSV) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 
 # 5-7. CNN training (stage 1 CE, stage 2 AUC-M from it) and TTA predictions, per model
 define CNN_RULES
-models/$(RUN)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(RUN)_$(2)/fold%/model.pt)
-	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(call RUN_SETS,$(1),$(2)) $(SETS_$(1))
+models/$(RUN)_$(1)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(RUN)_$(2)/fold%/model.pt)$(call pseudo_dep,$(1))
+	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(call RUN_SETS,$(1),$(2)) $(SETS_$(1))$(call pseudo_set,$(1))
 	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
 preds/$(RUN)_$(1)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(RUN)_$(1)/fold$(k)/model.pt)
-	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(call RUN_SETS,$(1),$(2)) $(SETS_$(1))
+	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(call RUN_SETS,$(1),$(2)) $(SETS_$(1))$(call pseudo_set,$(1))
 preds/$(RUN)_$(1)+meta/oof.csv: preds/$(RUN)_$(1)/oof.csv preds/$(RUN)_$(META)/oof.csv
 	$(DEEPAUC) blend --cnn preds/$(RUN)_$(1) --meta preds/$(RUN)_$(META) --out preds/$(RUN)_$(1)+meta
 endef
@@ -271,11 +275,11 @@ endef
 # one ensemble member. Empty: one run per model, with the YAML's seed.
 SEED_SETS = --set name=$(RUN)_$(1)_s$(3) --set train.seed=$(3) $(if $(2),--set model.init_from=models/$(RUN)_$(2)_s$(3))
 define SEEDED_CNN_RULES
-models/$(RUN)_$(1)_s$(3)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(RUN)_$(2)_s$(3)/fold%/model.pt)
-	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(SETS_$(1)) $(call SEED_SETS,$(1),$(2),$(3))
+models/$(RUN)_$(1)_s$(3)/fold%/model.pt: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(if $(2),models/$(RUN)_$(2)_s$(3)/fold%/model.pt)$(call pseudo_dep,$(1))
+	$(GPU_SLOT) $(TRAIN_LAUNCH) train --config $$< --fold $$* $(SETS) $(SETS_$(1)) $(call SEED_SETS,$(1),$(2),$(3))$(call pseudo_set,$(1))
 	touch $$@  # newer than its inputs, whether trained now or kept because its record matched them
 preds/$(RUN)_$(1)_s$(3)/oof.csv: $(CONFIGS)/$(1).yaml $(CONFIG_BASES) $(FOLDS) $(CACHE_STAMPS) $(STAMP_CNN) $(foreach k,$(FOLD_IDS),models/$(RUN)_$(1)_s$(3)/fold$(k)/model.pt)
-	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(SETS_$(1)) $(call SEED_SETS,$(1),$(2),$(3))
+	$(GPU_SLOT) $(DEEPAUC) predict --config $$< $(SETS) $(SETS_$(1)) $(call SEED_SETS,$(1),$(2),$(3))$(call pseudo_set,$(1))
 endef
 define SEED_MEAN_RULES
 preds/$(RUN)_$(1)/oof.csv: $(foreach s,$(SEEDS),preds/$(RUN)_$(1)_s$(s)/oof.csv)
@@ -288,6 +292,19 @@ endef
 RUN_SETS = $(if $(filter-out $(EXP),$(RUN)),--set name=$(RUN)_$(1) $(if $(2),--set model.init_from=models/$(RUN)_$(2)))
 model_stem = $(firstword $(subst :, ,$(1)))
 model_stage1 = $(word 2,$(subst :, ,$(1)))
+# ---- pseudo-labelling (optional, PSEUDO_FROM=<stem>; docs/pipeline.md "Pseudo-labelling") ----
+# fold k of every other CNN also trains on the test images fold k's model of <stem> ranks at
+# the top (1) or bottom (0); not <stem> itself nor its stage 1: their runs made those
+# predictions (a stage 2 may learn from its own stage 1's). Empty: these expand to nothing.
+PSEUDO_TABLE = data/interim/$(RUN)_pseudo_$(PSEUDO_FROM).csv
+PSEUDO_SKIP = $(PSEUDO_FROM) $(foreach m,$(MODELS),$(if $(filter $(PSEUDO_FROM),$(call model_stem,$(m))),$(call model_stage1,$(m))))
+pseudo_on = $(if $(PSEUDO_FROM),$(if $(filter $(1),$(PSEUDO_SKIP)),,on))
+pseudo_dep = $(if $(call pseudo_on,$(1)), $(PSEUDO_TABLE))
+pseudo_set = $(if $(call pseudo_on,$(1)), --set data.pseudo_csv=$(PSEUDO_TABLE))
+ifneq ($(PSEUDO_FROM),)
+$(PSEUDO_TABLE): preds/$(RUN)_$(PSEUDO_FROM)/oof.csv
+	$(DEEPAUC) pseudo --preds preds/$(RUN)_$(PSEUDO_FROM) --out $@ $(PSEUDO_ARGS)
+endif
 ifeq ($(strip $(SEEDS)),)
 $(foreach m,$(MODELS),$(eval $(call CNN_RULES,$(call model_stem,$(m)),$(call model_stage1,$(m)))))
 else

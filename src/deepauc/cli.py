@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deepauc.pipeline.seed_average",
         "average one model's prediction directories of several seeds into one",
     ),
+    "pseudo": (
+        "deepauc.pipeline.pseudo",
+        "pseudo-label the test set by rank, fold k from fold k's model's predictions only",
+    ),
     "meta": ("deepauc.pipeline.metadata_model", "metadata model (MLP or LightGBM) per fold"),
     "blend": (
         "deepauc.pipeline.blend",

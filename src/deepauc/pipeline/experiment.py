@@ -22,10 +22,18 @@ class DataConfig:
     cache_dir: str = "data/cache"
     image_size: int = 64
     use_external: bool = True  # train on fold == -1 rows (external data) too
+    # a `deepauc pseudo` table: fold k also trains on the test images its fold<k> column
+    # labels (docs/pipeline.md, "Pseudo-labelling"); None = off
+    pseudo_csv: str | None = None
 
     def validate(self) -> None:
         if self.image_size < 16:
             raise ValueError(f"data.image_size must be >= 16, got {self.image_size}")
+        if self.pseudo_csv is not None and not (self.pseudo_csv.strip() and self.test_csv):
+            raise ValueError(
+                "data.pseudo_csv needs a table path and data.test_csv (its rows are test "
+                f"images), got pseudo_csv={self.pseudo_csv!r}, test_csv={self.test_csv!r}"
+            )
 
 
 @dataclass
@@ -265,6 +273,7 @@ _LATER_KEYS += [("augment", key, 0.0) for key in EXTRA_AUGMENTATIONS]
 _LATER_KEYS += [("augment", "hair_count", 6), ("schedule", "warmup_epochs", 0.0)]
 _LATER_KEYS += [("train", "ema_decay", None)]
 _LATER_KEYS += [("model", "aux_classes", 0), ("loss", "aux_mode", None)]
+_LATER_KEYS += [("data", "pseudo_csv", False)]
 
 
 @dataclass
@@ -338,6 +347,8 @@ class ExperimentConfig:
         for key in ["cache_dir", "train_csv", "test_csv"]:
             d["data"].pop(key)
         d["model"]["init_from"] = d["model"]["init_from"] is not None  # stage 2 or not
+        # with pseudo rows or not; their content is in the training record (key ``pseudo``)
+        d["data"]["pseudo_csv"] = d["data"]["pseudo_csv"] is not None
         weights = d["model"]["pretrained"]
         if isinstance(weights, str) and Path(weights).is_file():
             d["model"]["pretrained"] = f"file sha256 {file_sha256(weights)[:16]}"

@@ -172,16 +172,15 @@ def check_model_record(saved: dict, path: Path, expected: dict, train_csv: str, 
             f"{path} was trained under another fold assignment ({train_csv} changed); "
             f"delete {redo} to retrain"
         )
-    for key, what in [
-        ("labels", "labels"),
-        ("diagnoses", "diagnoses"),
-        ("images", "cached images"),
-    ]:
+    checked = [("labels", "labels", train_csv), ("diagnoses", "diagnoses", train_csv)]
+    checked += [("images", "cached images", train_csv)]
+    checked += [("pseudo", "pseudo-labelled test rows", "data.pseudo_csv")]
+    for key, what, table in checked:
         if key in expected and record.get(key) != expected[key]:
             cause = (
                 f"has no record of the {what} it trained on (an older version made it)"
                 if key not in record
-                else f"was trained on other {what} than the current ones ({train_csv} or the "
+                else f"was trained on other {what} than the current ones ({table} or the "
                 "cache changed since)"
             )
             raise ProvenanceMismatch(f"{path} {cause}; delete {redo} to retrain")

@@ -50,6 +50,7 @@ from deepauc.pipeline.checkpoint import (
 )
 from deepauc.pipeline.experiment import ExperimentConfig, load_experiment
 from deepauc.pipeline.provenance import training_record
+from deepauc.pipeline.pseudo_rows import add_pseudo_rows, with_pseudo
 from deepauc.pipeline.recovery import (
     EXIT_TIME_BUDGET,
     TimeBudgetReached,
@@ -171,7 +172,7 @@ def train_fold(cfg: ExperimentConfig, fold: int, device: torch.device | None = N
     """
     device = device or pick_device()
     run_dir = cfg.run_dir(fold)
-    record = training_record(cfg, fold)
+    record = with_pseudo(cfg, fold, training_record(cfg, fold))
     if already_trained(cfg, fold, record):
         return run_dir / "model.pt"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ def _load_fold_rows(cfg: ExperimentConfig, fold: int) -> tuple[pd.DataFrame, pd.
         cfg.data.image_size,
         cfg.data.train_csv,
     )
-    return train_df, valid_df
+    return add_pseudo_rows(cfg, fold, train_df), valid_df
 
 
 def _build_state(

@@ -21,6 +21,7 @@ declare -A LEVER_SETS=(
   [ema]="--set train.ema_decay=0.99"
   [no_external]=""
   [aux9]=""
+  [pseudo]=""
 )
 # the auxiliary 9-class targets: their CE stage and both AUC-M stages from it, each compared
 # with the demo's own model of that stage
@@ -30,7 +31,7 @@ declare -A AUX_BASE=(
   [aucm_aux9_melanoma_lite0_64]=preds/demo_aucm_lite0_64-notta
   [aucm_aux9_multilabel_lite0_64]=preds/demo_aucm_lite0_64-notta
 )
-ORDER="aux9 first_place_augs ema warmup no_external hair blur clahe distortion noise"
+ORDER="aux9 pseudo first_place_augs ema warmup no_external hair blur clahe distortion noise"
 LEVERS=${LEVERS:-$ORDER}
 
 BASE=preds/demo_ce_lite0_64-notta
@@ -47,7 +48,30 @@ $PY -m deepauc meta --config configs/demo/meta_mlp.yaml --set train_csv=folds/de
   --set test_csv=data/demo/test.csv --set image_root=data/demo --set test_image_root=data/demo/jpeg/test \
   --set image_features=true --set name=demo_lv_image_features_meta_mlp > /tmp/levers_meta.log
 
+# pseudo-labelled test rows (fold k's from the demo CE's fold-k model) in the AUC-M stage,
+# started from the demo's own CE weights, against the demo's AUC-M
+pseudo_lever() {
+  local s="--set data.train_csv=folds/demo.csv --set data.test_csv=data/demo/test.csv"
+  s="$s --set data.cache_dir=data/cache/demo --set n_folds=3 --set tta.dihedral=1"
+  local p="--set name=demo_lv_pseudo_aucm_lite0_64 --set data.pseudo_csv=data/interim/demo_lv_pseudo.csv"
+  $PY -m deepauc pseudo --preds preds/demo_ce_lite0_64 --out data/interim/demo_lv_pseudo.csv
+  for k in 0 1 2; do
+    # shellcheck disable=SC2086
+    $PY -m deepauc train --config configs/demo/aucm_lite0_64.yaml --fold $k $s $p
+  done
+  # shellcheck disable=SC2086
+  $PY -m deepauc predict --config configs/demo/aucm_lite0_64.yaml $s $p
+}
+
 for lever in $LEVERS; do
+  if [[ $lever == pseudo ]]; then
+    echo "== pseudo: deepauc pseudo --preds preds/demo_ce_lite0_64, then AUC-M with data.pseudo_csv"
+    pseudo_lever > /tmp/levers_pseudo.log 2>&1
+    preds+=(preds/demo_lv_pseudo_aucm_lite0_64)
+    compare+=(--compare preds/demo_aucm_lite0_64-notta preds/demo_lv_pseudo_aucm_lite0_64)
+    write_report
+    continue
+  fi
   run=demo_lv_$lever
   extra=()
   [[ $lever == no_external ]] && extra=(NO_EXTERNAL=1)

@@ -348,3 +348,38 @@ def test_multilabel_stage2_killed_and_resumed_ends_as_an_uninterrupted_run(aux_d
         train={"max_steps_per_epoch": 2},
     )
     _resume_equals_straight(aux_data, monkeypatch, sections, crash_epoch=1, tag="multi")
+
+
+def test_summed_labels_give_each_label_the_gradient_of_its_own_one_label_loss():
+    # oracle: K one-label losses, one per column; the summed K-label loss must give label k's
+    # a, b, α the same gradient as the k-th one-label loss, and the mean 1/K of it
+    from deepauc.losses import AUCMLoss
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(12, 3, generator=g)
+    labels = (torch.rand(12, 3, generator=g) > 0.6).float()
+    ratios = [0.3, 0.2, 0.4]
+
+    def grads(loss_fn, s, y):
+        with torch.no_grad():
+            loss_fn.a.fill_(0.2), loss_fn.b.fill_(0.1), loss_fn.alpha.fill_(0.3)
+        loss_fn(s, y).backward()
+        return torch.stack([loss_fn.a.grad, loss_fn.b.grad, loss_fn.alpha.grad])
+
+    summed = grads(AUCMLoss(0.5, ratios, 3, label_reduction="sum"), scores, labels)
+    mean = grads(AUCMLoss(0.5, ratios, 3), scores, labels)
+    for k in range(3):
+        single = grads(AUCMLoss(0.5, ratios[k]), scores[:, k], labels[:, k])
+        torch.testing.assert_close(summed[:, k], single[:, 0])
+        torch.testing.assert_close(mean[:, k], single[:, 0] / 3)
+    with pytest.raises(ValueError, match="label_reduction"):
+        AUCMLoss(label_reduction="max")
+
+
+def test_the_multilabel_stage_sums_over_the_classes():
+    from deepauc.pipeline.aux_targets import aux_loss
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_experiment(repo / "configs/demo/aucm_aux9_multilabel_lite0_64.yaml")
+    loss_fn = aux_loss(cfg, [0.1] * 9)
+    assert loss_fn.num_labels == 9 and loss_fn.label_reduction == "sum"

@@ -122,10 +122,17 @@ class _AUCMinMaxLoss(nn.Module):
         num_labels: int = 1,
         batch_score_norm: bool | str = False,
         *,
+        label_reduction: str = "mean",
         device: torch.device | str | None = None,
         version: str | None = None,
     ) -> None:
         super().__init__()
+        if label_reduction not in ("mean", "sum"):
+            raise ValueError(f"label_reduction must be 'mean' or 'sum', got {label_reduction!r}")
+        # "sum": label k's a, b and α get the gradient a one-label loss on column k would give
+        # them, whatever the number of labels; "mean" divides it by num_labels, so with many
+        # labels they trail the scores and the square terms pull the positives down
+        self.label_reduction = label_reduction
         if version is not None:
             raise ValueError(
                 f"{type(self).__name__} has no version (got {version!r}): it is the paper's "
@@ -219,7 +226,7 @@ class _AUCMinMaxLoss(nn.Module):
             + 2 * alpha * (p * h * neg - (1 - p) * h * pos)
         )
         per_label = per_row.mean(0) + 2 * alpha * p * (1 - p) * m - p * (1 - p) * alpha**2
-        return per_label.mean()
+        return per_label.sum() if self.label_reduction == "sum" else per_label.mean()
 
 
 class AUCMLoss(_AUCMinMaxLoss):
@@ -229,6 +236,8 @@ class AUCMLoss(_AUCMinMaxLoss):
         margin: m > 0, the desired gap between the mean positive and negative score.
         imratio: positive ratio p (float, or one per label); None = running estimate.
         num_labels: K, number of independent binary labels (one a, b, α, p each).
+        label_reduction: ``"mean"`` (default) or ``"sum"`` of the K per-label losses; under
+            the sum each label's a, b, α get the gradient of a one-label loss on its column.
         batch_score_norm: False (default): the loss takes sigmoid scores. True or
             ``"logits"``: Batch Score Normalization as the reference defines it; the loss
             takes the logits z and uses ``z / ||z||_2`` over the batch, per label
@@ -250,7 +259,7 @@ class AUCMLoss(_AUCMinMaxLoss):
 class AUCSLoss(_AUCMinMaxLoss):
     """AUC square loss, paper eq. (4): the min-max form with m = 1 and α unconstrained.
 
-    ``batch_score_norm`` and ``device`` as for :class:`AUCMLoss`.
+    ``batch_score_norm``, ``label_reduction`` and ``device`` as for :class:`AUCMLoss`.
     """
 
     alpha_nonnegative = False
@@ -261,6 +270,7 @@ class AUCSLoss(_AUCMinMaxLoss):
         num_labels: int = 1,
         batch_score_norm: bool | str = False,
         *,
+        label_reduction: str = "mean",
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(
@@ -268,6 +278,7 @@ class AUCSLoss(_AUCMinMaxLoss):
             imratio=imratio,
             num_labels=num_labels,
             batch_score_norm=batch_score_norm,
+            label_reduction=label_reduction,
             device=device,
         )
 

@@ -110,8 +110,12 @@ def aux_loss(cfg: ExperimentConfig, ratio: float | list[float] | None) -> nn.Mod
         return SoftmaxCELoss()
     if kind == "binary":
         return None
+    # summed over the classes: each class's a, b, α move as in a one-label run (docs/pipeline.md)
     settings: dict = dict(
-        imratio=ratio, num_labels=cfg.model.aux_classes, batch_score_norm=c.batch_score_norm
+        imratio=ratio,
+        num_labels=cfg.model.aux_classes,
+        batch_score_norm=c.batch_score_norm,
+        label_reduction="sum",
     )
     if c.name == "auc_m":
         settings["margin"] = c.margin

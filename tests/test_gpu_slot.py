@@ -78,9 +78,12 @@ def test_make_routes_train_and_predict_through_a_slot_only_with_gpus():
     assert "gpu_slot" not in dry()
 
 
-# a job that writes its pid, then waits; with "ignore" it survives SIGTERM
+# a job that writes its pid, then waits; with "ignore" it survives SIGTERM. SIGINT is set
+# to Python's own handler because a runner started in the background of a shell without job
+# control (nohup cmd &) passes SIGINT down ignored, and Python then leaves it ignored
 HOLDER = (
     "import os, signal, sys, time; "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
     "sys.argv[2] == 'ignore' and signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
 )

@@ -60,20 +60,30 @@ def run_on_free_gpu(command: list[str], gpus: list[str], lock_dir: Path) -> int:
     try:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         me = os.getpid()
-        child = subprocess.Popen(
-            command,
-            env=env,
-            pass_fds=(fd,),
-            start_new_session=True,
-            preexec_fn=lambda: _die_with(me),
-        )
+        # the handlers are in place before the child starts, so a signal that comes while it
+        # starts is held and passed on once it runs, instead of killing this wrapper alone
+        started: list[subprocess.Popen] = []
+        held: list[int] = []
 
         def forward(sig, _frame):
+            if not started:
+                held.append(sig)
+                return
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, sig)
+                os.killpg(started[0].pid, sig)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            child = subprocess.Popen(
+                command,
+                env=env,
+                pass_fds=(fd,),
+                start_new_session=True,
+                preexec_fn=lambda: _die_with(me),
+            )
+            started.append(child)
+            for sig in held:
+                forward(sig, None)
             code = child.wait()
             return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell
         finally:

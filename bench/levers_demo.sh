@@ -41,6 +41,7 @@ LEVERS=${LEVERS:-$ORDER}
 BASE=${B}_ce_lite0_64
 # the demo's own no-TTA CE (two threads) beside the baseline (one thread): the same config
 preds=(preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp preds/demo_ce_lite0_64-notta)
+[[ " $LEVERS " == *" baseline "* ]] || preds+=("${B}_ce_lite0_64" "${B}_aucm_lite0_64")
 compare=(--compare preds/demo_meta_mlp preds/demo_lv_image_features_meta_mlp)
 compare+=(--compare preds/demo_ce_lite0_64-notta "$BASE")
 write_report() {

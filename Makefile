@@ -315,12 +315,12 @@ endif
 # 8. metadata model
 preds/$(RUN)_$(META)/oof.csv: $(CONFIGS)/$(META).yaml $(CONFIG_BASES) $(FOLDS) $(STAMP_META) $(STAMP_TEST) $(STAMP_TEST_IMAGES)
 	$(DEEPAUC) meta --config $< --set train_csv=$(FOLDS) --set test_csv=$(TEST_CSV) $(EXTRA_META_SETS) \
-	  --set image_root=$(DATA) --set test_image_root=$(TEST_IMAGES) $(if $(filter-out $(EXP),$(RUN)),--set name=$(RUN)_$(META))
+	  --set image_root=$(DATA) --set test_image_root=$(TEST_IMAGES) $(call RUN_SETS,$(META))
 
 # 9-10. ensemble into the submission
 $(SUBMISSION): $(CONFIGS)/ensemble.yaml $(CONFIG_BASES) $(STAMP_ENS) $(STAMP_TEST) $(BLEND_PREDS) $(CNN_PREDS) $(addsuffix /oof.csv,$(MEMBERS))
 	$(DEEPAUC) ensemble --config $< --set sample_submission=$(SAMPLE_CSV) --set out=$@ \
-	  --set 'members=$(MEMBER_LIST)' $(if $(filter-out $(EXP),$(RUN)),--set name=$(RUN)_ensemble)
+	  --set 'members=$(MEMBER_LIST)' $(call RUN_SETS,ensemble)
 	$(DEEPAUC) validate-submission --sample $(SAMPLE_CSV) $@
 
 # 11. cross-validation report; each model written `stage2:stage1` whose stage 1 is a model too

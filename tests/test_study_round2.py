@@ -317,3 +317,47 @@ def test_make_pilot_overrides_load_and_shrink_the_study():
     assert pilot.name != full.name and pilot.seeds == [0, 1]
     assert all(len(d.tune_seeds or []) == 1 for d in pilot.datasets)
     assert all(p.epochs < f.epochs for p, f in zip(pilot.datasets, full.datasets))
+
+
+def test_two_stage_runs_of_one_seed_share_their_ce_stage(tmp_path, monkeypatch):
+    """The snapshot a paper two-stage run leaves gives the other second stages of its seed the
+    rows they get when each trains its own CE stage, and that CE stage is trained once."""
+    from deepauc.research.study import training
+
+    tspec = TrainSpec(eval_epochs=True)
+    jobs = [
+        Job(
+            "digits",
+            0.1,
+            0,
+            "two_stage_paper",
+            (("ce_lr", 0.3), *AUCM, ("lr2_factor", f)),
+            "clean",
+            tweak,
+        )
+        for f, tweak in ((0.1, ""), (0.3, ""), (0.1, "head_ce_direction"))
+    ]
+    jobs.append(Job("digits", 0.1, 0, "ce_continued", (("lr", 0.3), ("lr2_factor", 0.1))))
+    alone = [run_job(j, SPEC, tspec, AblationSpec(), None) for j in jobs]
+    calls = []
+    real = training.train_stage
+    monkeypatch.setattr(
+        training, "train_stage", lambda job, *a, **k: calls.append(job.method) or real(job, *a, **k)
+    )
+    shared = [run_job(j, SPEC, tspec, AblationSpec(), str(tmp_path)) for j in jobs]
+    timing = {"train_s", "ms_per_step", "opt_ms_per_step"}
+    for a, b in zip(alone, shared, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    assert calls.count("ce") == 2  # the first run's CE stage and CE continued's second stage
+    assert len(list((tmp_path / "stages").glob("*.pt"))) == 1
+
+
+def test_an_unreadable_ce_stage_snapshot_is_trained_again(tmp_path):
+    job = Job("digits", 0.1, 0, "two_stage_paper", (("ce_lr", 0.3), *AUCM))
+    first = run_job(job, SPEC, TrainSpec(), AblationSpec(), str(tmp_path))
+    (snapshot,) = (tmp_path / "stages").glob("*.pt")
+    snapshot.write_bytes(b"truncated")
+    again = run_job(job, SPEC, TrainSpec(), AblationSpec(), str(tmp_path))
+    assert again["test_auc"] == first["test_auc"] and snapshot.stat().st_size > 100

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -26,6 +27,7 @@ from deepauc.research.study.jobs import Job, ablation_ratio, unique
 from deepauc.research.study.nets import build_model, model_title
 from deepauc.research.study.sampling import epoch_batches
 from deepauc.research.study.splits import make_split, standardize
+from deepauc.research.study.stage_store import load_stage, save_stage, stage_path
 from deepauc.research.study.variants import (
     AUCMLossBatchP,
     AUCMLossNoProjection,
@@ -94,6 +96,7 @@ class RunContext:
     p: float
     gen: torch.Generator
     tracker: EpochTracker | None = None  # evaluates every epoch (train.eval_epochs)
+    stage_dir: Path | None = None  # where the paper two-stage's CE stages are kept
 
 
 class TrainingSetup(NamedTuple):
@@ -345,7 +348,7 @@ def train_then_finetune(
     after the head's re-initialisation."""
     ce_lr = job.param("ce_lr", job.param("lr"))
     ce_job = Job(job.dataset, job.imratio, job.seed, "ce", (("lr", ce_lr),), job.variant)
-    s1 = train_stage(ce_job, model, ctx, epochs=ctx.spec.epochs, lr=ce_lr)
+    s1 = _whole_ce_stage(ce_job, model, ctx, ce_lr)
     if observe:
         observe("CE")
     if job.method == "two_stage_paper":
@@ -358,6 +361,20 @@ def train_then_finetune(
     lr2 = stage2.param("lr") * job.param("lr2_factor", ctx.abl.finetune_lr_factor)
     s2 = train_stage(stage2, model, ctx, epochs=finetune_epochs(ctx.spec, ctx.abl), lr=lr2)
     return _joined(s1, s2)
+
+
+def _whole_ce_stage(ce_job: Job, model: nn.Module, ctx: RunContext, lr: float) -> dict[str, Any]:
+    """The paper two-stage's first stage, from ``ctx.stage_dir`` when a run of the same seed
+    trained it already (the same model, random states and tracker as training it again)."""
+    epochs = ctx.spec.epochs
+    if ctx.stage_dir is None:
+        return train_stage(ce_job, model, ctx, epochs=epochs, lr=lr)
+    path = stage_path(ctx.stage_dir, ce_job, ctx, epochs)
+    stats = load_stage(path, model, ctx) if path.exists() else None
+    if stats is None:
+        stats = train_stage(ce_job, model, ctx, epochs=epochs, lr=lr)
+        save_stage(path, model, ctx, stats)
+    return stats
 
 
 def with_setting(
@@ -400,7 +417,9 @@ def prepare_run(
     model = build_model(spec, tuple(data["x_train"].shape[1:]), tspec.head_init)
     gen = torch.Generator().manual_seed(job.seed * 7919 + 17)
     tracker = EpochTracker(data) if tspec.eval_epochs else None
-    return PreparedRun(RunContext(spec, tspec, abl, data, p, gen, tracker), split, model)
+    stage_dir = Path(cache_dir) / "stages" if cache_dir else None
+    ctx = RunContext(spec, tspec, abl, data, p, gen, tracker, stage_dir)
+    return PreparedRun(ctx, split, model)
 
 
 def run_job(

@@ -5,7 +5,6 @@ docs/pipeline.md, "Resize cache")."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -33,8 +32,7 @@ from deepauc.data.image_cache import (
 from deepauc.data.image_decode import decode, decode_flag, square
 from deepauc.data.image_header import ImageError, image_size, source_format
 from deepauc.data.tables import check_unique_names, read_csv_table
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+from deepauc.processes import arm_parent_death_signal
 
 
 def _process(job: tuple[str, list[tuple[int, str]]]) -> tuple[str | None, str | None, list[int]]:
@@ -69,17 +67,6 @@ def _exit_with_parent(*_signal_args) -> None:
     os._exit(1)
 
 
-def _parent_death_signal(sig: int) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent dies; False elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    return prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-
-
 def _watch_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(0.5)
@@ -91,7 +78,7 @@ def _init_worker(parent_pid: int) -> None:
     cv2.setNumThreads(0)
     # A killed resizer must not leave workers blocked on its pipes or writing the cache.
     signal.signal(signal.SIGTERM, _exit_with_parent)
-    if not _parent_death_signal(signal.SIGTERM):
+    if not arm_parent_death_signal(signal.SIGTERM):
         threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     elif os.getppid() != parent_pid:  # the parent died before the signal was armed
         _exit_with_parent()

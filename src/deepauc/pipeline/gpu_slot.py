@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
@@ -15,6 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from deepauc.processes import arm_parent_death_signal, exit_if_orphaned
 
 
 def acquire(gpus: list[str], lock_dir: Path, poll_s: float = 0.5) -> tuple[str, int]:
@@ -36,16 +37,10 @@ def acquire(gpus: list[str], lock_dir: Path, poll_s: float = 0.5) -> tuple[str, 
         time.sleep(poll_s)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _die_with(parent_pid: int) -> None:
     """In the child before exec: SIGTERM when the wrapper dies (Linux), or exit if it already has."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent_pid:  # the wrapper died before the signal was armed
-        os._exit(1)
+    arm_parent_death_signal(signal.SIGTERM)
+    exit_if_orphaned(parent_pid)
 
 
 def run_on_free_gpu(command: list[str], gpus: list[str], lock_dir: Path) -> int:

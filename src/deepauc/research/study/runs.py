@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 import torch
 
 from deepauc.io import write_csv
+from deepauc.processes import arm_parent_death_signal, exit_if_orphaned
 from deepauc.research.study.config import AblationSpec, DatasetSpec, StudyConfig, TrainSpec
 from deepauc.research.study.jobs import Job
 from deepauc.research.study.training import run_job
@@ -78,6 +80,13 @@ def _worker_init(cfg: StudyConfig) -> None:
     torch.set_num_threads(cfg.threads)
     _WORKER["cfg"] = cfg
     _WORKER["specs"] = {d.name: d for d in cfg.datasets}
+
+
+def _pool_worker_init(cfg: StudyConfig, parent_pid: int) -> None:
+    # a study killed by a signal it cannot catch must not leave its workers training
+    arm_parent_death_signal()
+    exit_if_orphaned(parent_pid)
+    _worker_init(cfg)
 
 
 def _worker_run(job: Job) -> dict:
@@ -152,8 +161,8 @@ class Runner:
             self._pool = cf.ProcessPoolExecutor(
                 self.cfg.workers,
                 mp_context=mp.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(self.cfg,),
+                initializer=_pool_worker_init,
+                initargs=(self.cfg, os.getpid()),
             )
         futs = {self._pool.submit(_worker_run, j): j for j in todo}
         self._collect(((futs[f], f.result()) for f in cf.as_completed(futs)), len(todo), t0)

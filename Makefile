@@ -152,7 +152,7 @@ UPDATE_STAMPS := $(DEEPAUC) stamp --stamp $(STAMP_DATA) --var EXP=$(EXP) --var S
   --stamp $(STAMP_ENS) --var $(call q,MODELS=$(MODELS)) --var $(call q,MEMBERS=$(MEMBERS)) \
     --var $(call q,SAMPLE_CSV=$(abspath $(SAMPLE_CSV)))
 NO_STAMP_GOALS := help venv kaggle-cli demo all smoke clean-smoke clean-demo test test-slow lint \
-  format toy study-deps study study-full study-round2 study-round2-pilot bench gpu-check submit \
+  format toy study-deps study study-full study-full-pilot study-paper bench gpu-check submit \
   data/demo/train.csv
 ifneq ($(filter-out $(NO_STAMP_GOALS),$(or $(MAKECMDGOALS),help)),)
 # checked here, not where SAMPLE is set, so that goals which read no data (submit) still run
@@ -176,7 +176,7 @@ $(ALL_STAMPS): | $(STAMP)
 stamps: ## refresh stamps/$(RUN)/ (make does it for every pipeline goal)
 	@:
 
-.PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full study-round2 study-round2-pilot bench gpu-check submit clean-demo
+.PHONY: stamps help venv kaggle-cli demo all smoke clean-smoke pipeline test test-slow lint format toy study-deps study study-full study-full-pilot study-paper bench gpu-check submit clean-demo
 help: ## list the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -360,17 +360,18 @@ study-deps: $(STAMP) ## install the study's data sets and LibAUC
 	$(PY) -m pip install -q -r requirements-study.txt
 	test -d $(FASHION_MNIST) || { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq dataset-fashion-mnist; } \
 	  || echo "Fashion-MNIST could not be installed (apt-get install dataset-fashion-mnist); the study will stop on it"
-study: study-deps ## the benchmark study (configs/study/default.yaml)
+study: study-deps ## the benchmark study on digits, under an hour (configs/study/default.yaml)
 	$(DEEPAUC) study --config configs/study/default.yaml
-study-full: study-deps ## the study at the paper's budget (GPU)
+study-full: study-deps ## + Fashion-MNIST and ELPV, about 8 h on 2 cores (configs/study/full.yaml)
 	$(DEEPAUC) study --config configs/study/full.yaml
-study-round2: study-deps ## the study's round 2 (configs/study/round2.yaml)
-	$(DEEPAUC) study --config configs/study/round2.yaml
-# 2 seeds, one tuning seed, a tenth of the epochs, its own report name: checks round 2 end
-# to end (its numbers are not results)
-study-round2-pilot: study-deps ## round 2 with 2 seeds and 1/10 of the epochs (a check)
-	$(DEEPAUC) study --config configs/study/round2.yaml --set name=study_round2_pilot \
+# 2 seeds, one tuning seed, a tenth of the epochs, its own report and runs: checks the full
+# study end to end (its numbers are not results)
+study-full-pilot: study-deps ## study-full with 2 seeds and 1/10 of the epochs (a check)
+	$(DEEPAUC) study --config configs/study/full.yaml --set name=study_full_pilot \
+	  --set runs=reports/study_full_pilot_runs.csv \
 	  --set 'seeds=[0, 1]' --set tune_seeds_limit=1 --set epochs_scale=0.1
+study-paper: study-deps ## the paper's settings and data sets, for a GPU (configs/study/paper.yaml)
+	$(DEEPAUC) study --config configs/study/paper.yaml
 bench: $(STAMP) ## the performance benchmarks (bench/README.md)
 	$(PY) -m pip install -q -r requirements-study.txt
 	$(PY) bench/run.py

@@ -1,6 +1,6 @@
 """The study's round-2 machinery: paired tests with Holm's correction and the verdict on the
 paper's claim, equal tuning effort, the dual-step grid, the tuned stage-2 lr, every-epoch
-evaluation, partial AUCs, and configs/study/round2.yaml."""
+evaluation, partial AUCs, and the shipped configs/study/default.yaml and full.yaml."""
 
 import math
 import re
@@ -281,40 +281,46 @@ def test_round2_report_has_its_sections(round2_report):
         assert 0 <= float(p) <= 1
 
 
-def test_shipped_round2_config_is_equal_effort_and_judgeable():
-    cfg = load_study_config("configs/study/round2.yaml")
-    assert len(cfg.seeds) == 10 and cfg.train.head_init == "pipeline"
-    check_equal_effort(cfg, cfg.datasets)
-    counts = {len(loss_grid(cfg, cfg.datasets[0], loss)) for loss in cfg.losses}
-    assert counts == {9}
+def test_shipped_study_configs_are_equal_effort_and_judgeable():
+    quick = load_study_config("configs/study/default.yaml")
+    cfg = load_study_config("configs/study/full.yaml")
+    for c in (quick, cfg):
+        assert len(c.seeds) == 10 and c.train.head_init == "pipeline"
+        check_equal_effort(c, c.datasets)
+        assert {len(loss_grid(c, c.datasets[0], loss)) for loss in c.losses} == {9}
     assert {d.name: d.imratios for d in cfg.datasets} == {
         "digits": [0.01, 0.1],
         "fashion_mnist": [0.01],
         "elpv": [0.05, 0.1],
     }
+    # one runs file, and the quick study's digits are the full study's: each reuses the other
+    assert quick.runs_csv == cfg.runs_csv
+    assert quick.datasets == cfg.datasets[:1] and quick.train == cfg.train
+    assert quick.grids == cfg.grids and quick.losses == cfg.losses
     pilot = load_study_config(
-        "configs/study/round2.yaml", ["epochs_scale=0.2", "seeds=[0, 1]", "tune_seeds_limit=1"]
+        "configs/study/full.yaml", ["epochs_scale=0.2", "seeds=[0, 1]", "tune_seeds_limit=1"]
     )
     assert [d.epochs for d in pilot.datasets] == [10, 2, 8]
     assert [d.tune_seeds for d in pilot.datasets] == [[0], [0], [0]]
     with pytest.raises(ConfigError, match="tune_seeds_limit"):
-        load_study_config("configs/study/round2.yaml", ["tune_seeds_limit=0"])
+        load_study_config("configs/study/full.yaml", ["tune_seeds_limit=0"])
     with pytest.raises(ConfigError, match="epochs_scale"):
-        load_study_config("configs/study/round2.yaml", ["epochs_scale=0"])
+        load_study_config("configs/study/full.yaml", ["epochs_scale=0"])
 
 
 def test_make_pilot_overrides_load_and_shrink_the_study():
-    """The overrides `make study-round2-pilot` passes: 2 seeds, one tuning seed, fewer epochs."""
+    """The overrides `make study-full-pilot` passes: its own name and runs file, 2 seeds, one
+    tuning seed, fewer epochs."""
     text = open("Makefile", encoding="utf-8").read()
-    lines = text.split("\nstudy-round2-pilot: ", 1)[1].splitlines()[1:]
+    lines = text.split("\nstudy-full-pilot: ", 1)[1].splitlines()[1:]
     recipe = " ".join(
         line for line in lines[: next(i for i, x in enumerate(lines) if not x.startswith("\t"))]
     )
     overrides = [v.strip("'") for v in re.findall(r"--set ('[^']*'|\S+)", recipe)]
-    assert len(overrides) == 4
-    pilot = load_study_config("configs/study/round2.yaml", overrides)
-    full = load_study_config("configs/study/round2.yaml")
-    assert pilot.name != full.name and pilot.seeds == [0, 1]
+    assert len(overrides) == 5
+    pilot = load_study_config("configs/study/full.yaml", overrides)
+    full = load_study_config("configs/study/full.yaml")
+    assert pilot.name != full.name and pilot.runs_csv != full.runs_csv and pilot.seeds == [0, 1]
     assert all(len(d.tune_seeds or []) == 1 for d in pilot.datasets)
     assert all(p.epochs < f.epochs for p, f in zip(pilot.datasets, full.datasets))
 

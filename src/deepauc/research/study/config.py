@@ -256,10 +256,17 @@ class StudyConfig:
     ablations: AblationSpec = field(default_factory=AblationSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     notes: str = ""  # free text appended to the report's caption
+    # the runs CSV; None = <out_dir>/<name>_runs.csv. Studies whose data set and training
+    # settings agree may share one file: a run either trained is reused by the other
+    runs: str | None = None
     # every data set's and search setting's epochs × this, rounded, at least 1 (for pilots)
     epochs_scale: float = 1.0
     # at most this many of each data set's tuning seeds, the first ones (pilots); None = all
     tune_seeds_limit: int | None = None
+
+    @property
+    def runs_csv(self) -> Path:
+        return Path(self.runs) if self.runs else Path(self.out_dir) / f"{self.name}_runs.csv"
 
     def validate(self) -> None:
         if not self.datasets:

@@ -73,13 +73,13 @@ def _header(res: StudyResults, wall: float) -> list[str]:
         f"(torch {torch.__version__}, CPU). Every number is a test AUC at the end of training, mean ± std "
         f"over {len(cfg.seeds)} seeds (seeds {', '.join(map(str, cfg.seeds))}: each drops different "
         f"positives and draws a different 10 % validation split; the test set is untouched). "
-        f"All runs: `{cfg.name}_runs.csv`.\n",
+        f"All runs: `{cfg.runs_csv.name}`.\n",
     ]
     reused = len(runner.used - runner.trained)
     if reused:
         cpu = sum(float(runner.rows[k]["train_s"]) for k in runner.used) / 60
         lines.append(
-            f"{reused} of the {len(runner.used)} runs were reused from `{cfg.name}_runs.csv` (`resume`), so the "
+            f"{reused} of the {len(runner.used)} runs were reused from `{cfg.runs_csv.name}` (`resume`), so the "
             f"time above is not the study's; their training loops took {cpu:.0f} CPU-minutes in all.\n"
         )
     return lines

@@ -29,7 +29,8 @@ loss (``grids.equal_candidates``, ``grids.lr_by_loss``) and paired t tests with 
 correction and a non-inferiority verdict (``report``).
 
 Jobs run in ``workers`` processes of ``threads`` torch threads; every finished run is
-appended to ``<out_dir>/<name>_runs.csv``, and a rerun with ``resume`` reuses the runs there.
+appended to the runs CSV (``runs``, by default ``<out_dir>/<name>_runs.csv``), and a rerun with
+``resume`` reuses the runs there.
 """
 
 from __future__ import annotations
@@ -111,10 +112,10 @@ def _choose(
 
 
 def run_study(cfg: StudyConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole study; writes ``<out_dir>/<name>.md`` and ``<name>_runs.csv``. Returns a summary."""
+    """Run the whole study; writes ``<out_dir>/<name>.md`` and the runs CSV. Returns a summary."""
     t_start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
-    runs_csv = out_dir / f"{cfg.name}_runs.csv"
+    runs_csv = cfg.runs_csv
     torch.set_num_threads(cfg.threads)
     available, skipped = _available_datasets(cfg, log)
     runner = Runner(cfg, runs_csv, log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -94,21 +95,47 @@ def _worker_run(job: Job) -> dict:
     return run_job(job, _WORKER["specs"][job.dataset], cfg.train, cfg.ablations, cfg.cache_dir)
 
 
+def _lock(runs_csv: Path) -> int:
+    """An exclusive lock on ``runs_csv`` for this study: each study rewrites the whole file,
+    so a second one writing it at the same time would drop the first one's runs."""
+    runs_csv.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{runs_csv}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(
+            f"{runs_csv} is in use by another deepauc study: wait for it to end, or give this "
+            "one its own file (`runs`)"
+        ) from None
+    return fd
+
+
+def _read_rows(runs_csv: Path) -> dict[str, dict]:
+    rows = {}
+    for row in pd.read_csv(runs_csv, keep_default_na=True).to_dict("records"):
+        row["tweak"] = "" if not isinstance(row.get("tweak"), str) else row["tweak"]
+        row["setting"] = row["setting"] if isinstance(row.get("setting"), str) else "{}"
+        rows[str(row["key"])] = row
+    return rows
+
+
 class Runner:
     """Runs jobs (in a process pool when ``workers > 1``), caching rows by key in the runs CSV."""
 
     def __init__(self, cfg: StudyConfig, runs_csv: Path, log: Callable[[str], None]) -> None:
         self.cfg, self.runs_csv, self.log = cfg, runs_csv, log
+        self._lock: int | None = _lock(runs_csv)
         self.specs = {d.name: d for d in cfg.datasets}
         self.hashes = {d.name: _spec_hash(d, cfg.train) for d in cfg.datasets}
-        self.rows: dict[str, dict] = {}
-        if cfg.resume and runs_csv.is_file():
-            for row in pd.read_csv(runs_csv, keep_default_na=True).to_dict("records"):
-                row["tweak"] = "" if not isinstance(row.get("tweak"), str) else row["tweak"]
-                row["setting"] = row["setting"] if isinstance(row.get("setting"), str) else "{}"
-                self.rows[str(row["key"])] = row
-            if self.rows:
-                log(f"resume: {len(self.rows)} runs already in {runs_csv}")
+        try:
+            # kept even without `resume`: the file may hold another study's runs
+            self.rows: dict[str, dict] = _read_rows(runs_csv) if runs_csv.is_file() else {}
+        except BaseException:
+            self.close_lock()
+            raise
+        if cfg.resume and self.rows:
+            log(f"resume: {len(self.rows)} runs already in {runs_csv}")
         self._pool: cf.ProcessPoolExecutor | None = None
         self.trained: set[str] = set()  # keys trained by this invocation
         self.used: set[str] = set()  # keys the study asked for
@@ -145,7 +172,8 @@ class Runner:
         for j in jobs:
             k = self.key(j)
             self.used.add(k)
-            if k not in self.rows and k not in seen:
+            done = k in self.trained or (self.cfg.resume and k in self.rows)
+            if not done and k not in seen:
                 seen.add(k)
                 todo.append(j)
         if not todo:
@@ -186,3 +214,9 @@ class Runner:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        self.close_lock()
+
+    def close_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # the lock goes with the descriptor
+            self._lock = None

@@ -21,7 +21,7 @@ against AUC-M); and, at the ratio nearest ``ablations.imratio``, robustness to a
 rows and to flipped labels, PESG's projection α ≥ 0 on and off, the normalized against the
 paper's dual step, and LibAUC 2.0.1 side by side (only when installed).
 
-Round 2 (``configs/study/round2.yaml``) adds, each behind its key: heads drawn by the
+``configs/study/default.yaml`` and ``full.yaml`` turn on, each behind its key: heads drawn by the
 pipeline's factory (``train.head_init``), every epoch evaluated (``train.eval_epochs``), the
 dual-step grid, a two-stage row with the AUC head along the CE head's direction, a one-stage
 compositional row, a stage-2 lr tuned on validation (``ablations.*``), equal candidates per

@@ -1,4 +1,4 @@
-"""The round-2 report sections: paired t tests over seeds with Holm's correction, the verdict
+"""The report sections behind ``report.stats`` and the round-2 ablation keys: paired t tests over seeds with Holm's correction, the verdict
 on the paper's claim (AUC-M ≥ each other loss, non-inferior by a stated margin), the val-best
 epoch and partial AUCs beside the final test AUC, the dual-step grid and the one-stage
 compositional row."""

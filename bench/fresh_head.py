@@ -1,19 +1,19 @@
-"""Test AUC of the paper's two-stage run at three points: after CE, with the fresh head, after AUC-M.
+"""Test AUC of the paper's two-stage run after CE, with the fresh head and after AUC-M, for
+each way of drawing the AUC stage's head, all from the same CE stage of each seed.
 
-Re-runs the study's ``two_stage_paper`` jobs of one data set and ratio (default ELPV at
-its lowest ratio, where the study's two-stage rows fall below 0.5) with the parameters the
-study chose on validation, read from its runs CSV, and scores the test set after the CE
-run, right after the classifier layer is re-initialised, and after the AUC-M stage, at
-the study's ``finetune_lr_factor`` and at the AUC-M stage's full tuned lr.
+Re-runs the study's ``two_stage_paper`` job of one data set and ratio with the parameters the
+study chose on validation (read from its runs CSV: the fresh-head row with the best mean
+validation AUC over its lr factors), once per stage-2 head: ``torch_default`` (``nn.Linear``'s
+own uniform draw, bias included), ``pipeline`` (N(0, 0.01²), zero bias) and
+``ce_direction``. The CE stage comes from the study's snapshot where one exists.
 
-Usage: ``python bench/fresh_head.py [--dataset elpv] [--imratio 0.01]
-[--out reports/study_fresh_head.md]`` (needs ``make study`` first).
+Usage: ``python bench/fresh_head.py [--config configs/study/full.yaml] [--dataset elpv]
+[--imratio 0.05] [--out reports/study_fresh_head.md]`` (after the study has run).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,84 +25,96 @@ from deepauc.io import write_text
 from deepauc.markdown import markdown_table
 from deepauc.metrics import roc_auc
 from deepauc.research.study.config import load_study_config
+from deepauc.research.study.evaluation import predict_logits
 from deepauc.research.study.jobs import Job
-from deepauc.research.study.training import (
-    finetune_epochs,
-    predict_logits,
-    prepare_run,
-    train_then_finetune,
-)
+from deepauc.research.study.training import finetune_epochs, prepare_run, train_then_finetune
+
+HEADS = {"torch_default": "head_torch_default", "pipeline": "", "ce_direction": "head_ce_direction"}
+POINTS = ("after CE", "fresh head", "after AUC-M")
 
 
-def _chosen(runs_csv: Path, dataset: str, imratio: float) -> dict:
-    runs = pd.read_csv(runs_csv)
+def chosen_params(runs_csv: Path, dataset: str, imratio: float, tune_seeds: list[int]) -> dict:
+    """The fresh-head two-stage parameters the study chose: the best mean validation AUC over
+    the data set's tuning seeds."""
+    runs = pd.read_csv(runs_csv, keep_default_na=False)
     rows = runs[
         (runs.dataset == dataset)
         & (runs.requested_imratio == imratio)
         & (runs.method == "two_stage_paper")
         & (runs.variant == "clean")
+        & (runs.tweak == "")
+        & runs.seed.isin(tune_seeds)
     ]
     if rows.empty:
-        raise SystemExit(f"{runs_csv}: no two_stage_paper run of {dataset} at {imratio}")
-    return json.loads(rows.params.iloc[0])
+        raise SystemExit(f"{runs_csv}: no two_stage_paper run of {dataset} at {imratio:g}")
+    best = rows.groupby("params").val_auc.mean().idxmax()
+    return json.loads(best)
 
 
-def _one_seed(cfg, spec, seed: int, imratio: float, params: dict, lr_factor: float) -> dict:
-    job = Job(spec.name, imratio, seed, "two_stage_paper", tuple(sorted(params.items())))
-    abl = dataclasses.replace(cfg.ablations, finetune_lr_factor=lr_factor)
-    run = prepare_run(job, spec, cfg.train, abl, cfg.cache_dir)
+def one_seed(cfg, spec, seed: int, imratio: float, params: dict, tweak: str) -> dict:
+    prm = tuple(sorted(params.items()))
+    job = Job(spec.name, imratio, seed, "two_stage_paper", prm, tweak=tweak)
+    run = prepare_run(job, spec, cfg.train, cfg.ablations, cfg.cache_dir)
     aucs: dict = {"seed": seed}
 
     def record(point: str) -> None:
-        aucs[point] = roc_auc(
-            run.ctx.data["y_test"].numpy(),
-            predict_logits(run.model, run.ctx.data["x_test"]),
-            undefined="nan",
-        )
+        scores = predict_logits(run.model, run.ctx.data["x_test"])
+        aucs[point] = roc_auc(run.ctx.data["y_test"].numpy(), scores, undefined="nan")
 
-    train_then_finetune(job, run.model, run.ctx, observe=record)
+    train_then_finetune(job, run.model, run.ctx, observe=lambda p: record(_point(p)))
     record("after AUC-M")
     return aucs
+
+
+def _point(observed: str) -> str:
+    return {"CE": "after CE", "fresh head": "fresh head"}[observed]
 
 
 def measure(config: str, runs_csv: Path, dataset: str, imratio: float, log=print) -> str:
     torch.set_num_threads(1)
     cfg = load_study_config(config)
     spec = {d.name: d for d in cfg.datasets}[dataset]
-    params = _chosen(runs_csv, dataset, imratio)
-    sections = []
-    for factor in (cfg.ablations.finetune_lr_factor, 1.0):
-        rows = [_one_seed(cfg, spec, s, imratio, params, factor) for s in cfg.seeds]
+    params = chosen_params(runs_csv, dataset, imratio, spec.tune_seeds or cfg.seeds[:1])
+    per_seed, summary = [], []
+    for head, tweak in HEADS.items():
+        rows = [one_seed(cfg, spec, s, imratio, params, tweak) for s in cfg.seeds]
         for r in rows:
-            log(
-                f"lr × {factor:g}: "
-                + "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "seed")
-            )
-        table = pd.DataFrame(rows).round(3)
-        lr2 = params["lr"] * factor
-        sections += [f"### AUC-M stage at lr {lr2:g} ({factor:g} × the tuned {params['lr']:g})", ""]
-        sections += [markdown_table(table), ""]
+            log(f"{head} seed {r['seed']}: " + "  ".join(f"{p} {r[p]:.3f}" for p in POINTS))
+        table = pd.DataFrame(rows)
+        per_seed += [{"head": head, **r} for r in rows]
+        summary.append(
+            {"stage-2 head": head}
+            | {p: f"{table[p].mean():.3f}±{table[p].std(ddof=1):.3f}" for p in POINTS}
+            | {"after AUC-M, lowest seed": f"{table['after AUC-M'].min():.3f}"}
+        )
     head = [
-        f"# Two-stage on {dataset} at {imratio:g}: the fresh head",
+        f"# Two-stage on {dataset} at {imratio:g}: the stage-2 head",
         "",
-        f"`python bench/fresh_head.py --dataset {dataset} --imratio {imratio:g}`: the study's "
-        f"two-stage runs (`{config}`, parameters chosen on validation: {json.dumps(params)}), "
-        "test AUC after the CE run, after re-initialising the last linear layer, and after "
-        f"the {finetune_epochs(spec, cfg.ablations)}-epoch AUC-M stage, per seed.",
+        f"`python bench/fresh_head.py --config {config} --dataset {dataset} --imratio "
+        f"{imratio:g}`: the study's two-stage job (parameters chosen on validation: "
+        f"{json.dumps(params)}), test AUC after the CE run, after drawing the AUC stage's head, "
+        f"and after the {finetune_epochs(spec, cfg.ablations)}-epoch AUC-M stage; the same CE "
+        f"stage for every head. Mean ± std over seeds {cfg.seeds}.",
         "",
+        markdown_table(pd.DataFrame(summary)),
+        "",
+        "Per seed:",
+        "",
+        markdown_table(pd.DataFrame(per_seed).round(3)),
     ]
-    return "\n".join(head + sections)
+    return "\n".join(head)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/study/default.yaml")
-    ap.add_argument("--runs", type=Path, default=Path("reports/study_runs.csv"))
+    ap.add_argument("--config", default="configs/study/full.yaml")
+    ap.add_argument("--runs", type=Path, default=None, help="default: the config's runs CSV")
     ap.add_argument("--dataset", default="elpv")
-    ap.add_argument("--imratio", type=float, default=0.01)
+    ap.add_argument("--imratio", type=float, default=0.05)
     ap.add_argument("--out", type=Path, default=Path("reports/study_fresh_head.md"))
     args = ap.parse_args(argv)
-    text = measure(args.config, args.runs, args.dataset, args.imratio)
+    runs = args.runs or load_study_config(args.config).runs_csv
+    text = measure(args.config, runs, args.dataset, args.imratio)
     write_text(text + "\n", args.out)
     print(f"wrote {args.out}")
     return 0

@@ -367,3 +367,26 @@ def test_an_unreadable_ce_stage_snapshot_is_trained_again(tmp_path):
     snapshot.write_bytes(b"truncated")
     again = run_job(job, SPEC, TrainSpec(), AblationSpec(), str(tmp_path))
     assert again["test_auc"] == first["test_auc"] and snapshot.stat().st_size > 100
+
+
+def test_a_ce_stage_snapshot_is_named_by_what_trained_it(tmp_path, monkeypatch):
+    import dataclasses
+
+    from deepauc.research.study import stage_store
+    from deepauc.research.study.training import prepare_run
+
+    ce = Job("digits", 0.1, 0, "ce", (("lr", 0.3),))
+    ctx = prepare_run(ce, SPEC, TrainSpec(), AblationSpec(), None).ctx
+    path = stage_store.stage_path(tmp_path, ce, ctx, 2)
+    assert stage_store.stage_path(tmp_path, ce, ctx, 2) == path
+    others = [
+        stage_store.stage_path(tmp_path, dataclasses.replace(ce, seed=1), ctx, 2),
+        stage_store.stage_path(tmp_path, dataclasses.replace(ce, params=(("lr", 0.1),)), ctx, 2),
+        stage_store.stage_path(tmp_path, ce, ctx, 3),
+        stage_store.stage_path(
+            tmp_path, ce, dataclasses.replace(ctx, tspec=TrainSpec(weight_decay=0.0)), 2
+        ),
+    ]
+    monkeypatch.setattr(stage_store, "_CODE_DIGEST", "other training code")
+    others.append(stage_store.stage_path(tmp_path, ce, ctx, 2))
+    assert len({path, *others}) == 6

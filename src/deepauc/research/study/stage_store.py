@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import pickle
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +35,15 @@ _TRAINING_SOURCES = (
 )
 
 
-@cache
 def _code_digest() -> str:
     h = hashlib.sha1(torch.__version__.encode())
     for rel in _TRAINING_SOURCES:
         h.update((_PACKAGE / rel).read_bytes())
     return h.hexdigest()
+
+
+# read when the code is imported: the files may change while a long study runs the old code
+_CODE_DIGEST = _code_digest()
 
 
 def stage_path(directory: Path, ce_job: Job, ctx: RunContext, epochs: int) -> Path:
@@ -56,7 +58,7 @@ def stage_path(directory: Path, ce_job: Job, ctx: RunContext, epochs: int) -> Pa
             ctx.p,
             epochs,
             ctx.tracker is not None,
-            _code_digest(),
+            _CODE_DIGEST,
         ],
         sort_keys=True,
         default=str,

@@ -69,6 +69,7 @@ TWEAKS: dict[str, Tweak] = {
     "dual_paper_m0": Tweak(dual="paper", momentum="zero"),
     "dual_closed_form_m0": Tweak(dual="closed_form", momentum="zero"),
     "head_ce_direction": Tweak(head_init="ce_direction"),
+    "head_torch_default": Tweak(head_init="torch_default"),  # nn.Linear's own draw
     "bsn_none": Tweak(bsn="none"),
     "bsn_logits": Tweak(bsn="logits"),
     "bsn_sigmoid": Tweak(bsn="sigmoid"),

@@ -9,14 +9,32 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from deepauc.research.study.jobs import Job
-    from deepauc.research.study.training import RunContext
+from deepauc.research.study.evaluation import EpochTracker
+from deepauc.research.study.jobs import Job
+
+
+class RunContext(Protocol):
+    """What of a run's context (``training.RunContext``) a CE stage depends on and changes
+    (the generator and the tracker in place)."""
+
+    @property
+    def spec(self) -> Any: ...
+    @property
+    def tspec(self) -> Any: ...
+    @property
+    def abl(self) -> Any: ...
+    @property
+    def p(self) -> float: ...
+    @property
+    def gen(self) -> torch.Generator: ...
+    @property
+    def tracker(self) -> EpochTracker | None: ...
+
 
 __all__ = ["load_stage", "save_stage", "stage_path"]
 

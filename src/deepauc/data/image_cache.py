@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -59,12 +60,28 @@ def write_cached(bgr: np.ndarray, path: Path) -> None:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ImageError(f"{path}: JPEG encoding failed")
+    # SIGTERM (the parent died) waits until the new temporary file is registered, so the
+    # handler can remove it: arriving between its creation and the append, it left it behind
+    blocked = _block_sigterm()
     try:
         with atomic_path(path) as tmp:
             _unfinished.append(tmp)
+            _restore_mask(blocked)
             tmp.write_bytes(buf.tobytes())
     finally:
+        _restore_mask(blocked)
         _unfinished.clear()
+
+
+def _block_sigterm() -> set[int | signal.Signals] | None:
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _restore_mask(mask: set[int | signal.Signals] | None) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def remove_unfinished() -> None:

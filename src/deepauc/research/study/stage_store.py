@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,8 +13,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from deepauc.io import atomic_path
 from deepauc.research.study.evaluation import EpochTracker
 from deepauc.research.study.jobs import Job
+
+__all__ = ["load_stage", "save_stage", "stage_path"]
 
 
 class RunContext(Protocol):
@@ -35,8 +37,6 @@ class RunContext(Protocol):
     @property
     def tracker(self) -> EpochTracker | None: ...
 
-
-__all__ = ["load_stage", "save_stage", "stage_path"]
 
 _PACKAGE = Path(__file__).resolve().parents[2]
 # the code a CE stage runs: a change here must not reuse a snapshot trained by the old code
@@ -94,10 +94,8 @@ def save_stage(path: Path, model: nn.Module, ctx: RunContext, stats: dict[str, A
         "tracker": _tracker_state(ctx),
         "stats": stats,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_stage(path: Path, model: nn.Module, ctx: RunContext) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from deepauc.research.study.config import (
 )
 from deepauc.research.study.evaluation import scores_row
 from deepauc.research.study.jobs import Job, ablation_jobs, check_equal_effort, loss_grid
-from deepauc.research.study.results import StudyResults
+from deepauc.research.study.results import StudyResults, paired_calls
 from deepauc.research.study.training import run_job
 from deepauc.research.study.verdicts import judge
 
@@ -111,6 +111,28 @@ def test_judge_skips_a_loss_without_two_finite_pairs():
 
 
 # -- tuning effort and grids ---------------------------------------------------------------
+
+
+def test_paired_calls_are_holm_adjusted_t_tests_over_the_family():
+    a = np.array([0.90, 0.92, 0.91, 0.95, 0.93, 0.94])
+    b = a - np.array([0.010, 0.012, 0.008, 0.011, 0.009, 0.010])  # a clearly ahead
+    c = a - np.array([0.004, -0.003, 0.002, -0.001, 0.003, -0.004])  # noise around 0
+    found = paired_calls([(a, b), (a, c), (a, None), (a, [0.9] + [math.nan] * 5)], level=0.05)
+    assert found[2] is None and found[3] is None  # missing or one pair: not in the family
+    raw = [stats.ttest_rel(a, b).pvalue, stats.ttest_rel(a, c).pvalue]
+    lo = int(np.argmin(raw))  # Holm for two tests: the smaller × 2, the larger kept monotone
+    adj = [0.0, 0.0]
+    adj[lo] = min(1.0, 2 * raw[lo])
+    adj[1 - lo] = max(adj[lo], raw[1 - lo])
+    for got, want, other in zip(found[:2], adj, (b, c)):
+        assert got is not None
+        assert got.p == pytest.approx(want, rel=1e-9)
+        assert got.diff == pytest.approx(float((a - other).mean()), abs=1e-12)
+        assert got.sd == pytest.approx(float((a - other).std(ddof=1)), abs=1e-12)
+    assert found[0].sign == 1 and found[1].sign == 0
+    alone = paired_calls([(a, c)], level=0.05)[0]  # one test: its raw p, no adjustment
+    assert alone is not None and alone.p == pytest.approx(raw[1], rel=1e-9)
+    assert found[0].text("win") == f"+0.010±{found[0].sd:.3f} (p {found[0].p:.3f}, win)"
 
 
 def test_equal_candidates_is_checked_and_lr_by_loss_applies(tmp_path):
@@ -279,6 +301,12 @@ def test_round2_report_has_its_sections(round2_report):
     assert "| 7 |" in rows[1] and "claim" in rows[1].rsplit("|", 2)[1]
     for p in re.findall(r"p (\d\.\d{3})", "\n".join(rows)):
         assert 0 <= float(p) <= 1
+    # every call in the report is a paired t test with Holm's correction, none by 2 SE
+    assert not re.search(r"standard.error", round2_report)
+    call = re.compile(r"\(p \d\.\d{3}, (win|tie|loss)\)")
+    two_stage = [ln for ln in lines if ln.startswith("| digits") and call.search(ln)]
+    ordering = [ln for ln in lines if ln.startswith("- digits at ") and "(p " in ln]
+    assert two_stage and len(ordering) == 2
 
 
 def test_shipped_study_configs_are_equal_effort_and_judgeable():

@@ -17,8 +17,8 @@ from deepauc.research.study.jobs import ATTRIBUTION_TWEAKS
 from deepauc.research.study.results import (
     StudyResults,
     fmt_aucs,
+    paired_calls,
     paired_text,
-    significance,
     table,
 )
 from deepauc.research.study.verdicts import compositional_section, dual_grid_section
@@ -187,17 +187,23 @@ def _libauc_table(res: StudyResults, rows: list[tuple[str, float]]) -> str:
 
 def _attribution(res: StudyResults, rows: list[tuple[str, float]]) -> list[str]:
     lines = []
-    verdicts = {1: "hurts", -1: "helps", 0: "no difference beyond seed noise"}
+    verdicts = {1: "hurts", -1: "helps", 0: "no difference at the Holm-adjusted level"}
     for name, r in rows:
         ours = res.main_tests(name, r, "auc_m")
-        effects = []
-        for t, title in ATTRIBUTION_TWEAKS:
-            other = res.ablation_tests(f"attr/{name}/{r}/{t}")
-            if other is not None and ours is not None:
-                verdict = verdicts[significance(ours, other)]
-                effects.append(f"{title.lstrip('+ ')}: {verdict} ({paired_text(other, ours)})")
+        tried = list(ATTRIBUTION_TWEAKS)
+        found = paired_calls(
+            [(ours, res.ablation_tests(f"attr/{name}/{r}/{t}")) for t, _ in tried],
+            res.cfg.report.level,
+        )
+        effects = [
+            f"{title.lstrip('+ ')}: {verdicts[c.sign]} ({-c.diff:+.3f}±{c.sd:.3f}, p {c.p:.3f})"
+            for (_, title), c in zip(tried, found)
+            if c is not None
+        ]
         if effects:
             lines.append(f"- {name}, ours with LibAUC's choice − ours: " + "; ".join(effects) + ".")
+    if lines:
+        lines.append("\n(p: paired t over seeds, Holm-adjusted over the data set's choices.)")
     return lines
 
 

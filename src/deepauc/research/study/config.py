@@ -219,9 +219,9 @@ class AblationSpec:
 
 @dataclass
 class ReportSpec:
-    """The report's statistics: the default keeps the two-standard-error calls; ``stats``
-    adds paired t tests over seeds with Holm's correction and the verdict on the paper's
-    own claim (AUC-M ≥ each other loss, non-inferior by ``noninferiority_margin``)."""
+    """The report's statistics. Every call is a paired t test over seeds, Holm-adjusted over
+    its table row, at ``level``; ``stats`` adds the verdict on the paper's own claim (AUC-M ≥
+    each other loss, non-inferior by ``noninferiority_margin``) and the fit table."""
 
     stats: bool = False
     noninferiority_margin: float = 0.005  # AUC points AUC-M may trail and still count as ≥

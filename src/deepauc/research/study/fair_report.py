@@ -7,18 +7,28 @@ import json
 from collections.abc import Sequence
 
 from deepauc.research.study.config import BSN_SETTINGS
-from deepauc.research.study.results import StudyResults, fmt_aucs, paired_text, significance, table
+from deepauc.research.study.results import (
+    Pair,
+    PairedCall,
+    StudyResults,
+    fmt_aucs,
+    paired_calls,
+    table,
+)
 
-__all__ = ["bsn_section", "call", "oversample_section", "search_section", "two_stage_paper_rows"]
+__all__ = ["bsn_section", "calls", "oversample_section", "search_section", "two_stage_paper_rows"]
 
 CALLS = {1: "win", -1: "loss", 0: "tie"}
 
 
-def call(a: Sequence[float] | None, b: Sequence[float] | None) -> str:
-    """``a − b`` paired per seed with its call: win / loss beyond two standard errors, else tie."""
-    if a is None or b is None:
-        return "—"
-    return f"{paired_text(a, b)} ({CALLS[significance(a, b)]})"
+def calls(pairs: Sequence[Pair], level: float) -> list[str]:
+    """Each ``a − b`` of one family, paired per seed, with its Holm-adjusted paired t p-value and
+    call: win / loss where that p is at most ``level``, else tie."""
+    return [_call_text(c) for c in paired_calls(pairs, level)]
+
+
+def _call_text(c: PairedCall | None) -> str:
+    return "—" if c is None else c.text(CALLS[c.sign])
 
 
 def _cell(v: Sequence[float] | None) -> str:
@@ -48,10 +58,12 @@ def two_stage_paper_rows(res: StudyResults) -> list[str]:
         cont = res.ablation_tests(f"two_stage/{name}/{r}/ce_continued")
         ce, scratch = res.main_tests(name, r, "ce"), res.main_tests(name, r, "auc_m")
         row = [name, _ratio(res, name, r), _cell(ce), _cell(cont), _cell(paper)]
-        row += [call(paper, cont), call(paper, scratch)]
+        pairs: list[Pair] = [(paper, cont), (paper, scratch)]
         if direction:
             along = res.ablation_tests(f"two_stage/{name}/{r}/paper_ce_direction")
-            row += [_cell(along), call(along, paper)]
+            pairs.append((along, paper))
+        texts = calls(pairs, res.cfg.report.level)
+        row += texts[:2] + ([_cell(along), texts[2]] if direction else [])
         body.append(row)
     if not body:
         return []
@@ -66,7 +78,9 @@ def two_stage_paper_rows(res: StudyResults) -> list[str]:
         "AUC-M by PESG over all layers with a freshly initialised last layer (the tuned γ, m of "
         "AUC-M), against CE continued for the same extra epochs with its head kept.\n",
         table(body, columns),
-        "",
+        "\nEach difference: mean ± std over seeds of the per-seed difference, its paired t "
+        "p-value Holm-adjusted over the row's comparisons, and the call (win / loss where that "
+        f"p ≤ {res.cfg.report.level:g}, else tie).\n",
     ]
 
 
@@ -99,7 +113,9 @@ def bsn_section(res: StudyResults) -> list[str]:
         for s in BSN_SETTINGS:
             prm = res.abl_jobs[f"bsn/{name}/{r}/{s}"][0].params
             cells.append(f"{_cell(tests[s])} ({_chosen_text(prm)})")
-        others = [call(tests[main], tests[s]) for s in BSN_SETTINGS if s != main]
+        others = calls(
+            [(tests[main], tests[s]) for s in BSN_SETTINGS if s != main], res.cfg.report.level
+        )
         body.append([name, _ratio(res, name, r), *cells, *others])
     columns = ["Dataset", "imratio", *(f"BSN {s}" for s in BSN_SETTINGS)]
     columns += [f"{main} − {s}" for s in BSN_SETTINGS if s != main]
@@ -115,7 +131,8 @@ def bsn_section(res: StudyResults) -> list[str]:
             if tuned
             else "Every setting uses the hyper-parameters tuned for the study's setting."
         )
-        + f" The study's own setting is `{main}`; the last columns are its paired differences.\n",
+        + f" The study's own setting is `{main}`; the last columns are its paired differences "
+        f"(p Holm-adjusted over the row's two; win / loss where p ≤ {res.cfg.report.level:g}).\n",
     ]
 
 
@@ -134,7 +151,7 @@ def oversample_section(res: StudyResults) -> list[str]:
             plain = res.main_tests(name, r, loss)
             title = {"ce": "CE", "auc_m": "AUC-M"}[loss]
             body.append([name, _ratio(res, name, r), title, _cell(plain), _cell(over)])
-            body[-1].append(call(over, plain))
+            body[-1] += calls([(over, plain)], res.cfg.report.level)
     columns = ["Dataset", "imratio", "loss", "plain batches", f"{share:.0%} positives per batch"]
     return [
         "### Positive oversampling\n",
@@ -142,7 +159,8 @@ def oversample_section(res: StudyResults) -> list[str]:
         f"\nEvery batch holds {share:.0%} positives, drawn again from the training positives as "
         "often as needed; an epoch has as many steps as without oversampling. p of the AUC "
         "loss is the batches' share of positives. Hyper-parameters as tuned without "
-        "oversampling.\n",
+        "oversampling. Last column: paired per seed, with its paired t p-value (one test per "
+        f"row; win / loss where p ≤ {res.cfg.report.level:g}).\n",
     ]
 
 
@@ -167,27 +185,30 @@ def search_section(res: StudyResults) -> list[str]:
             groups.setdefault(key.rsplit("/", 1)[0], []).append(key)
     if not groups:
         return []
-    body, tally = [], {"win": 0, "tie": 0, "loss": 0}
+    tested: list[tuple[str, list[float] | None]] = []
     for keys in groups.values():
         ce_key = next((k for k in keys if k.endswith("/ce")), None)
         ce = res.ablation_tests(ce_key) if ce_key else None
-        for k in keys:
-            if k == ce_key:
-                continue
-            m = res.ablation_tests(k)
-            verdict = call(m, ce)
-            if ce is not None and m is not None:
-                tally[CALLS[significance(m, ce)]] += 1
-            prm = json.loads(res.runner.result(res.abl_jobs[k][0])["params"])
-            label = _search_label(res, k)
-            body.append([label, _cell(ce), f"m = {prm['margin']:g}", _cell(m), verdict])
+        tested += [(k, ce) for k in keys if k != ce_key]
+    level = res.cfg.report.level
+    found = paired_calls([(res.ablation_tests(k), ce) for k, ce in tested], level)
+    tally = {
+        word: sum(c is not None and CALLS[c.sign] == word for c in found) for word in CALLS.values()
+    }
+    body = []
+    for (k, base), c in zip(tested, found):
+        prm = json.loads(res.runner.result(res.abl_jobs[k][0])["params"])
+        m = res.ablation_tests(k)
+        body.append(
+            [_search_label(res, k), _cell(base), f"m = {prm['margin']:g}", _cell(m), _call_text(c)]
+        )
     columns = ["setting", "CE", "AUC-M margin", "AUC-M", "AUC-M − CE"]
     return [
         "### Where does AUC-M beat CE? Every setting tried\n",
         table(body, columns),
         f"\nAUC-M against CE: {tally['win']} win(s), {tally['tie']} tie(s), {tally['loss']} "
-        "loss(es) over the rows above. Win / loss: the paired per-seed difference exceeds two "
-        "standard errors (and 0.001); otherwise tie. Each setting uses the lr (and γ) tuned at "
+        "loss(es) over the rows above. Win / loss: the paired t p-value, Holm-adjusted over "
+        f"every row of the table, is at most {level:g}; otherwise tie. Each setting uses the lr (and γ) tuned at "
         "the data set's ratio nearest it; label noise flips that share of the positive training "
         "labels to negative and as many negative ones to positive (validation and test clean); "
         "a lower `min_positives` lets a ratio fall below the data set's floor.\n",

@@ -12,8 +12,8 @@ from deepauc.research.study.results import (
     LOSS_TITLES,
     StudyResults,
     fmt_aucs,
+    paired_calls,
     paired_text,
-    significance,
     table,
 )
 from deepauc.research.study.verdicts import (
@@ -180,13 +180,13 @@ def _mean(cell: str) -> float:
     return float(cell.split("±")[0])
 
 
-def _verdict(cells: dict[str, list[float]]) -> str:
+def _verdict(cells: dict[str, list[float]], level: float) -> str:
     """How a row compares with the paper's claim that AUC-M beats CE, Focal and AUC-S."""
     if "auc_m" not in cells:
         return "no AUC-M column"
-    calls = {
-        b: significance(cells["auc_m"], cells[b]) for b in ("ce", "focal", "auc_s") if b in cells
-    }
+    others = [b for b in ("ce", "focal", "auc_s") if b in cells]
+    found = paired_calls([(cells["auc_m"], cells[b]) for b in others], level)
+    calls = {b: c.sign for b, c in zip(others, found) if c is not None}
     above = [LOSS_TITLES[b] for b, c in calls.items() if c > 0]
     tied = [LOSS_TITLES[b] for b, c in calls.items() if c == 0]
     below = [LOSS_TITLES[b] for b, c in calls.items() if c < 0]
@@ -202,7 +202,7 @@ def _verdict(cells: dict[str, list[float]]) -> str:
     return f"{word} ({'; '.join(parts)})"
 
 
-def _beside_paper(rows: list[Row]) -> list[str]:
+def _beside_paper(rows: list[Row], level: float) -> list[str]:
     """Our rows beside the paper's Table 1, with a verdict per row."""
     paper = [
         [f"paper: {k}", "1%", *v, f"{_mean(v[3]) - _mean(v[0]):+.3f}", "paper's claim"]
@@ -214,13 +214,14 @@ def _beside_paper(rows: list[Row]) -> list[str]:
             fmt_aucs(cells[k]) if k in cells else "—" for k in ("ce", "focal", "auc_s", "auc_m")
         ]
         diff = paired_text(cells["auc_m"], cells["ce"]) if {"auc_m", "ce"} <= set(cells) else "—"
-        ours.append([f"ours: {spec.name}", f"{achieved:.1%}", *means, diff, _verdict(cells)])
+        ours.append([f"ours: {spec.name}", f"{achieved:.1%}", *means, diff, _verdict(cells, level)])
     columns = ["Row", "imratio", "CE", "Focal", "AUC-S", "AUC-M", "AUC-M − CE", "verdict"]
     return [
         "## Beside the paper's Table 1\n",
         "The paper's rows (ResNet20-ELU, 100 epochs, on CIFAR-10/100, STL-10 and Cat&Dog, none of "
         "which is installed here) and ours. Verdict per row of ours, each loss against AUC-M by the "
-        "paired per-seed difference and two standard errors: *reproduced* when AUC-M beats every "
+        "paired t test over seeds, Holm-adjusted over the row's three comparisons, a difference "
+        f"counting where the adjusted p ≤ {level:g}: *reproduced* when AUC-M beats every "
         "other loss, *partly reproduced* when it beats some and CE and Focal do not beat it, "
         "*reversed* when CE or Focal beats it, *not reproduced* when it beats none.\n",
         table(paper + ours, columns),
@@ -237,20 +238,21 @@ ORDER_PAIRS = (
 )
 
 
-def _ordering(rows: list[Row]) -> list[str]:
+def _ordering(rows: list[Row], level: float) -> list[str]:
     lines = [
         "## Does the paper's ordering hold?\n",
         "The paper's claim: AUC-M ≥ AUC-S > CE, Focal, most clearly at imratio 1 %. Per row, "
-        "a difference counts when the paired per-seed difference exceeds two standard errors.\n",
+        "each pair by the paired t test over seeds, Holm-adjusted over the row's pairs; a "
+        f"difference counts (> or <) where the adjusted p ≤ {level:g}, else ≈.\n",
     ]
     for spec, _r, achieved, cells in rows:
-        bits = []
-        for a, b in ORDER_PAIRS:
-            if a in cells and b in cells:
-                word = {1: ">", -1: "<", 0: "≈"}[significance(cells[a], cells[b])]
-                bits.append(
-                    f"{LOSS_TITLES[a]} {word} {LOSS_TITLES[b]} ({paired_text(cells[a], cells[b])})"
-                )
+        pairs = [(a, b) for a, b in ORDER_PAIRS if a in cells and b in cells]
+        found = paired_calls([(cells[a], cells[b]) for a, b in pairs], level)
+        bits = [
+            f"{LOSS_TITLES[a]} {'≈' if c is None else {1: '>', -1: '<', 0: '≈'}[c.sign]} "
+            f"{LOSS_TITLES[b]} ({'n/a' if c is None else c.text()})"
+            for (a, b), c in zip(pairs, found)
+        ]
         lines.append(f"- {spec.name} at {achieved:.1%}: " + "; ".join(bits) + ".")
     same = [
         f"{spec.name} at {achieved:.1%}"
@@ -317,9 +319,9 @@ def study_report(res: StudyResults, wall: float) -> str:
         "The paper's Table 1 (ResNet20-ELU rows, imratio 1 %, 100 epochs) for comparison:\n"
     )
     lines += [_paper_table(), ""]
-    lines += _beside_paper(rows)
-    lines += _ordering(rows)
     spec = res.cfg.report
+    lines += _beside_paper(rows, spec.level)
+    lines += _ordering(rows, spec.level)
     lines += verdict_section(res) + fit_section(res) if spec.stats else []
     lines += best_epoch_section(res) if spec.best_epoch else []
     lines += partial_auc_section(res) if spec.partial_auc else []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,13 +13,16 @@ from deepauc.markdown import markdown_table
 from deepauc.research.study.config import DatasetSpec, StudyConfig
 from deepauc.research.study.jobs import Job
 from deepauc.research.study.runs import Runner
+from deepauc.stats import holm, paired_t
 
 __all__ = [
     "LOSS_TITLES",
     "StudyResults",
     "fmt_aucs",
     "paired_text",
-    "significance",
+    "Pair",
+    "PairedCall",
+    "paired_calls",
     "table",
 ]
 
@@ -124,14 +126,48 @@ def paired_text(a: Sequence[float], b: Sequence[float]) -> str:
     return f"{d.mean():+.3f}±{sd:.3f}"
 
 
-def significance(a: Sequence[float], b: Sequence[float], min_effect: float = 0.001) -> int:
-    """+1 / -1 when a − b is positive / negative beyond 2 standard errors (paired) and by at
-    least ``min_effect`` (visible at three decimals), else 0."""
+@dataclass(frozen=True)
+class PairedCall:
+    """a − b paired per seed: the mean and std of the differences, the two-sided paired t
+    p-value Holm-adjusted over the comparisons it was tested with, and the call (+1 / −1 where
+    that p is at most the level, else 0)."""
+
+    diff: float
+    sd: float
+    p: float
+    sign: int
+
+    def text(self, word: str = "") -> str:
+        """``+0.004±0.005 (p 0.210)``, the word after the p-value where given."""
+        return f"{self.diff:+.3f}±{self.sd:.3f} (p {self.p:.3f}{', ' + word if word else ''})"
+
+
+def _finite_differences(a: Sequence[float] | None, b: Sequence[float] | None) -> np.ndarray | None:
+    if a is None or b is None:
+        return None
     d = np.asarray(a, float) - np.asarray(b, float)
     d = d[np.isfinite(d)]
-    if d.size < 2 or abs(d.mean()) < min_effect:
-        return 0
-    se = d.std(ddof=1) / math.sqrt(d.size)
-    if se == 0:
-        return int(np.sign(d.mean()))
-    return int(np.sign(d.mean())) if abs(d.mean()) > 2 * se else 0
+    return d if d.size >= 2 else None
+
+
+# (a, b): the per-seed values of two settings, either missing
+Pair = tuple[Sequence[float] | None, Sequence[float] | None]
+
+
+def paired_calls(pairs: Sequence[Pair], level: float) -> list[PairedCall | None]:
+    """Each ``(a, b)`` of one family (a table row's comparisons) by the paired t test over the
+    seeds where both are finite, Holm-adjusted over the family; ``None`` where a side is
+    missing or fewer than two pairs remain (left out of the family)."""
+    diffs = [_finite_differences(a, b) for a, b in pairs]
+    tested = [d for d in diffs if d is not None]
+    raw = [paired_t(np.zeros_like(d), d).p_value for d in tested]
+    adjusted = iter(holm(raw) if raw else [])
+    calls: list[PairedCall | None] = []
+    for d in diffs:
+        if d is None:
+            calls.append(None)
+            continue
+        p = float(next(adjusted))
+        sign = int(np.sign(d.mean())) if p <= level else 0
+        calls.append(PairedCall(float(d.mean()), float(d.std(ddof=1)), p, sign))
+    return calls

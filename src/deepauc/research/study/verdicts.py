@@ -117,7 +117,8 @@ def verdict_section(res: StudyResults) -> list[str]:
         f"≤ {rep.level:g}; the claim holds in a row when that is so for every loss. Rows "
         f"whose validation split has fewer than {rep.min_val_positives} positives for some "
         "seed are untunable (the choice among candidates there is close to random): shown, "
-        "not judged. These calls supersede the two-standard-error ones above.\n",
+        "not judged. The tables above test whether AUC-M is ahead (a strict difference); this one "
+        "tests the paper's ≥, which the non-inferiority margin makes testable.\n",
         "Test AUC at the final epoch:\n",
         _verdict_table(res, "test_auc", others),
         "",

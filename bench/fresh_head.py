@@ -8,7 +8,8 @@ own uniform draw, bias included), ``pipeline`` (N(0, 0.01²), zero bias) and
 ``ce_direction``. The CE stage comes from the study's snapshot where one exists.
 
 Usage: ``python bench/fresh_head.py [--config configs/study/full.yaml] [--dataset elpv]
-[--imratio 0.05] [--out reports/study_fresh_head.md]`` (after the study has run).
+[--imratio 0.05] [--params JSON] [--out reports/study_fresh_head.md]`` (after the study has
+run).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ HEADS = {"torch_default": "head_torch_default", "pipeline": "", "ce_direction": 
 POINTS = ("after CE", "fresh head", "after AUC-M")
 
 
-def chosen_params(runs_csv: Path, dataset: str, imratio: float, tune_seeds: list[int]) -> dict:
+def chosen_params(
+    runs_csv: Path, dataset: str, imratio: float, tune_seeds: list[int], factors: list[float]
+) -> dict:
     """The fresh-head two-stage parameters the study chose: the best mean validation AUC over
-    the data set's tuning seeds."""
+    the data set's tuning seeds, once the study has run every stage-2 lr factor on each."""
     runs = pd.read_csv(runs_csv, keep_default_na=False)
     rows = runs[
         (runs.dataset == dataset)
@@ -47,6 +50,16 @@ def chosen_params(runs_csv: Path, dataset: str, imratio: float, tune_seeds: list
     ]
     if rows.empty:
         raise SystemExit(f"{runs_csv}: no two_stage_paper run of {dataset} at {imratio:g}")
+    # a choice among the candidates run so far would be a different, unstated choice
+    done = {(s, json.loads(p).get("lr2_factor")) for s, p in zip(rows.seed, rows.params)}
+    missing = sorted(
+        f"seed {s} factor {f}" for s in tune_seeds for f in factors or [None] if (s, f) not in done
+    )
+    if missing:
+        raise SystemExit(
+            f"{runs_csv}: the study has not finished the two_stage_paper runs of {dataset} at "
+            f"{imratio:g} ({', '.join(missing)}); run it first or pass --params"
+        )
     best = rows.groupby("params").val_auc.mean().idxmax()
     return json.loads(best)
 
@@ -70,11 +83,16 @@ def _point(observed: str) -> str:
     return {"CE": "after CE", "fresh head": "fresh head"}[observed]
 
 
-def measure(config: str, runs_csv: Path, dataset: str, imratio: float, log=print) -> str:
+def measure(
+    config: str, runs_csv: Path, dataset: str, imratio: float, given: dict | None = None, log=print
+) -> str:
     torch.set_num_threads(1)
     cfg = load_study_config(config)
     spec = {d.name: d for d in cfg.datasets}[dataset]
-    params = chosen_params(runs_csv, dataset, imratio, spec.tune_seeds or cfg.seeds[:1])
+    tune_seeds = spec.tune_seeds or cfg.seeds[:1]
+    factors = cfg.ablations.finetune_lr_factors
+    params = given or chosen_params(runs_csv, dataset, imratio, tune_seeds, factors)
+    origin = "as given" if given else "chosen on validation"
     per_seed, summary = [], []
     for head, tweak in HEADS.items():
         rows = [one_seed(cfg, spec, s, imratio, params, tweak) for s in cfg.seeds]
@@ -91,7 +109,7 @@ def measure(config: str, runs_csv: Path, dataset: str, imratio: float, log=print
         f"# Two-stage on {dataset} at {imratio:g}: the stage-2 head",
         "",
         f"`python bench/fresh_head.py --config {config} --dataset {dataset} --imratio "
-        f"{imratio:g}`: the study's two-stage job (parameters chosen on validation: "
+        f"{imratio:g}{_params_flag(given)}`: the study's two-stage job (parameters {origin}: "
         f"{json.dumps(params)}), test AUC after the CE run, after drawing the AUC stage's head, "
         f"and after the {finetune_epochs(spec, cfg.ablations)}-epoch AUC-M stage; the same CE "
         f"stage for every head. Mean ± std over seeds {cfg.seeds}.",
@@ -105,16 +123,27 @@ def measure(config: str, runs_csv: Path, dataset: str, imratio: float, log=print
     return "\n".join(head)
 
 
+def _params_flag(given: dict | None) -> str:
+    return f" --params '{json.dumps(given)}'" if given else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/study/full.yaml")
     ap.add_argument("--runs", type=Path, default=None, help="default: the config's runs CSV")
     ap.add_argument("--dataset", default="elpv")
     ap.add_argument("--imratio", type=float, default=0.05)
+    ap.add_argument(
+        "--params",
+        type=json.loads,
+        default=None,
+        help="the job's parameters as JSON, in place "
+        "of the study's choice (e.g. from its report, when its runs file is gone)",
+    )
     ap.add_argument("--out", type=Path, default=Path("reports/study_fresh_head.md"))
     args = ap.parse_args(argv)
     runs = args.runs or load_study_config(args.config).runs_csv
-    text = measure(args.config, runs, args.dataset, args.imratio)
+    text = measure(args.config, runs, args.dataset, args.imratio, args.params)
     write_text(text + "\n", args.out)
     print(f"wrote {args.out}")
     return 0

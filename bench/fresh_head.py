@@ -8,8 +8,8 @@ own uniform draw, bias included), ``pipeline`` (N(0, 0.01²), zero bias) and
 ``ce_direction``. The CE stage comes from the study's snapshot where one exists.
 
 Usage: ``python bench/fresh_head.py [--config configs/study/full.yaml] [--dataset elpv]
-[--imratio 0.05] [--params JSON] [--out reports/study_fresh_head.md]`` (after the study has
-run).
+[--imratio 0.05] [--params JSON] [--out PATH]`` (after the study has run); the report goes to
+``reports/study_fresh_head_<dataset>_<imratio>.md`` unless ``--out`` names another file.
 """
 
 from __future__ import annotations
@@ -140,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the job's parameters as JSON, in place "
         "of the study's choice (e.g. from its report, when its runs file is gone)",
     )
-    ap.add_argument("--out", type=Path, default=Path("reports/study_fresh_head.md"))
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     runs = args.runs or load_study_config(args.config).runs_csv
     text = measure(args.config, runs, args.dataset, args.imratio, args.params)
-    write_text(text + "\n", args.out)
-    print(f"wrote {args.out}")
+    out = args.out or Path(f"reports/study_fresh_head_{args.dataset}_{args.imratio:g}.md")
+    write_text(text + "\n", out)
+    print(f"wrote {out}")
     return 0
 
 

@@ -362,7 +362,7 @@ study-deps: $(STAMP) ## install the study's data sets and LibAUC
 	  || echo "Fashion-MNIST could not be installed (apt-get install dataset-fashion-mnist); the study will stop on it"
 study: study-deps ## the benchmark study on digits, under an hour (configs/study/default.yaml)
 	$(DEEPAUC) study --config configs/study/default.yaml
-study-full: study-deps ## + Fashion-MNIST and ELPV, up to 11 h on 2 cores, resumable (configs/study/full.yaml)
+study-full: study-deps ## + Fashion-MNIST and ELPV, about 9 h on 2 cores, resumable (configs/study/full.yaml)
 	$(DEEPAUC) study --config configs/study/full.yaml
 # 2 seeds, one tuning seed, a tenth of the epochs, its own report and runs: checks the full
 # study end to end (its numbers are not results)

@@ -207,9 +207,10 @@ def logits_by_view(model_pt, names, cache, n_outputs) -> list[np.ndarray]:
         return [net(v).double().numpy() for v in views]
 
 
-def check_oof(cfg, data, n_outputs, score) -> pd.DataFrame:
+def check_oof(cfg, data, n_outputs, score) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict; the OOF (8 views), no-TTA OOF and test files against ``score`` (logits ->
-    melanoma score) of the saved weights, recomputed by hand. Returns the OOF frame."""
+    melanoma score) of the saved weights, recomputed by hand. Returns the OOF and no-TTA
+    OOF frames."""
     out = predict_experiment(cfg, CPU)
     oof = pd.read_csv(out / "oof.csv")
     notta = pd.read_csv(out.parent / f"{cfg.name}-notta" / "oof.csv")
@@ -220,7 +221,7 @@ def check_oof(cfg, data, n_outputs, score) -> pd.DataFrame:
     test = pd.read_csv(out / "test.csv")
     test_views = logits_by_view(model_pt, test["image_name"], data["cache"], n_outputs)
     np.testing.assert_allclose(test["pred"], np.mean([score(v) for v in test_views], 0), atol=2e-5)
-    return oof
+    return oof, notta
 
 
 def stage1(data):
@@ -238,12 +239,14 @@ def test_ce_aux4_run_scores_softmax_melanoma(aux_data):
     model_pt = cfg.run_dir(0) / "model.pt"
     head = torch.load(model_pt, weights_only=True)["model"]["classifier.weight"]
     assert head.shape[0] == 4
-    oof = check_oof(cfg, aux_data, 4, lambda z: softmax(z, axis=1)[:, 0])
+    oof, notta = check_oof(cfg, aux_data, 4, lambda z: softmax(z, axis=1)[:, 0])
     assert oof["fold"].eq(0).all() and len(oof) == 16
-    # the validation AUC of the log is that of softmax[mel] on the identity view
-    views = logits_by_view(model_pt, oof["image_name"], aux_data["cache"], 4)
+    # the validation AUC of the log is that of softmax[mel] on the identity view, which
+    # check_oof matched to the hand-computed scores. The AUC is taken of the run's own
+    # scores: after 2 steps they lie within 1e-4 of each other, so a recomputation's float
+    # noise can swap two of them (seen: 0.8438 logged, 0.8333 by hand, on another CPU)
     log = pd.read_csv(model_pt.parent / "log.csv")
-    expected = roc_auc_score(oof["target"], softmax(views[0], axis=1)[:, 0])
+    expected = roc_auc_score(notta["target"], notta["pred"])
     assert log["val_auc"].iloc[-1] == pytest.approx(expected, abs=1e-6)
     # the run is keyed by its diagnoses: a changed one stops it
     table = pd.read_csv(aux_data["train_csv"])
@@ -274,7 +277,7 @@ def test_stage2_from_the_aux_weights_in_each_mode(aux_data, mode, outputs):
     assert set(saved) == set(stage1_body)  # the same network, its head resized
     log = pd.read_csv(path.parent / "log.csv")
     assert np.isfinite(log[["train_loss", "a", "b", "alpha", "val_auc"]].to_numpy()).all()
-    oof = check_oof(cfg, aux_data, outputs, lambda z: expit(z[:, 0]))
+    oof, _ = check_oof(cfg, aux_data, outputs, lambda z: expit(z[:, 0]))
     assert oof["pred"].between(0, 1).all() and oof["pred"].nunique() > 1
 
 

@@ -379,12 +379,16 @@ def test_two_stage_runs_of_one_seed_share_their_ce_stage(tmp_path, monkeypatch):
         training, "train_stage", lambda job, *a, **k: calls.append(job.method) or real(job, *a, **k)
     )
     shared = [run_job(j, SPEC, tspec, AblationSpec(), str(tmp_path)) for j in jobs]
-    timing = {"train_s", "ms_per_step", "opt_ms_per_step"}
+    timing = {"train_s", "stored_s", "ms_per_step", "opt_ms_per_step"}
     for a, b in zip(alone, shared, strict=True):
         assert {k: v for k, v in a.items() if k not in timing} == {
             k: v for k, v in b.items() if k not in timing
         }
     assert calls.count("ce") == 2  # the first run's CE stage and CE continued's second stage
+    # the CE stage's time is the first run's own; the others record it as stored
+    assert [r["stored_s"] for r in alone + shared[:1]] == [0.0] * 5
+    assert all(0 < r["stored_s"] < r["train_s"] for r in shared[1:])
+    assert len({r["stored_s"] for r in shared[1:]}) == 1
     assert len(list((tmp_path / "stages").glob("*.pt"))) == 1
 
 
@@ -418,3 +422,11 @@ def test_a_ce_stage_snapshot_is_named_by_what_trained_it(tmp_path, monkeypatch):
     monkeypatch.setattr(stage_store, "_CODE_DIGEST", "other training code")
     others.append(stage_store.stage_path(tmp_path, ce, ctx, 2))
     assert len({path, *others}) == 6
+
+
+def test_the_cpu_total_counts_a_stored_stage_once():
+    from deepauc.research.study.report import _own_train_s
+
+    assert _own_train_s({"train_s": 10.0, "stored_s": 4.0}) == 6.0
+    assert _own_train_s({"train_s": 10.0}) == 10.0  # a row from before stored_s
+    assert _own_train_s({"train_s": 10.0, "stored_s": float("nan")}) == 10.0  # mixed file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -77,12 +79,21 @@ def _header(res: StudyResults, wall: float) -> list[str]:
     ]
     reused = len(runner.used - runner.trained)
     if reused:
-        cpu = sum(float(runner.rows[k]["train_s"]) for k in runner.used) / 60
+        cpu = sum(_own_train_s(runner.rows[k]) for k in runner.used) / 60
         lines.append(
             f"{reused} of the {len(runner.used)} runs were reused from `{cfg.runs_csv.name}` (`resume`), so the "
-            f"time above is not the study's; their training loops took {cpu:.0f} CPU-minutes in all.\n"
+            f"time above is not the study's; the training loops of all {len(runner.used)} took "
+            f"{cpu:.0f} CPU-minutes, each CE stage shared through the stage store counted once "
+            f"(where the runs file records it).\n"
         )
     return lines
+
+
+def _own_train_s(row: dict) -> float:
+    """Seconds a run trained itself: its ``train_s`` less what a stored stage had taken (rows
+    written before ``stored_s`` existed count whole)."""
+    stored = float(row.get("stored_s", 0.0))
+    return float(row["train_s"]) - (stored if math.isfinite(stored) else 0.0)
 
 
 # (data set, requested ratio, achieved ratio, test AUCs per loss) of one Table-1 row

@@ -35,6 +35,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 # this checkout's deepauc, ahead of any installed one; then the bench helpers
 sys.path[:0] = [str(BENCH_DIR.parent / "src"), str(BENCH_DIR)]
 
+from gpu_check_memory import memory_16gb_section  # noqa: E402
 from gpu_check_runs import (  # noqa: E402
     fed_and_tta_section,
     loader_throughput_section,
@@ -214,7 +215,7 @@ def pesg_parity_section(plan: Plan) -> str:
     rows = []
     with tf32_off():
         for momentum, path in [(0.0, "fused"), (0.9, "foreach")]:
-            for dual in ["normalized", "paper"]:
+            for dual in ["normalized", "paper", "closed_form"]:
                 cpu = pesg_run(torch.device("cpu"), momentum, dual)
                 dev = pesg_run(plan.device, momentum, dual)
                 diff = (cpu - dev).abs()
@@ -306,6 +307,7 @@ SECTIONS: list[tuple[str, Callable[[Plan], str]]] = [
     ("Parity: fp16 GradScaler step against fp32", grad_scaler_section),
     ("Parity: SyncBatchNorm converters", syncbn_section),
     ("Pipeline: CE, AUC-M from it, checkpoint, resume, TTA", pipeline_section),
+    ("Memory: the 16 GB settings in fp16 under a 16 GB cap", memory_16gb_section),
     ("Throughput: training step per backbone", training_throughput_section),
     ("Throughput: the training loader", loader_throughput_section),
     ("Throughput: loader-fed training and TTA at B5@384", fed_and_tta_section),

@@ -158,3 +158,29 @@ def test_make_redoes_a_model_when_its_base_file_changes(tmp_path):
     bases = {f"configs/siim/{b}" for b in ("_common.yaml", "_ce.yaml", "_aucm.yaml")}
     for target in ("models/siim_aucm_b6_512/fold%/model.pt", "preds/siim_ce_b3_256/oof.csv"):
         assert bases <= set(rules[target]), (target, rules[target])
+
+
+MINIMAL_DATA = "data:\n  train_csv: t.csv\n  test_csv: t.csv\n  cache_dir: c\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("train:\n  amp: off\n", "off"),
+        ("train:\n  amp: 'off'\n", "off"),
+        ("train:\n  amp: fp16\n", "fp16"),
+    ],
+)
+def test_a_bare_off_in_yaml_is_the_option_off(tmp_path, written, expected):
+    # YAML 1.1 reads a bare `off` as False; the file and `--set train.amp=off` mean "off"
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: exp\n{MINIMAL_DATA}{written}")
+    assert load_experiment(str(path)).train.amp == expected
+    assert load_experiment(str(path), ["train.amp=off"]).train.amp == "off"
+
+
+def test_a_bare_on_is_still_refused_where_the_option_does_not_exist(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: exp\n{MINIMAL_DATA}train:\n  amp: on\n")
+    with pytest.raises(ConfigError, match=r"train.amp: 'on' is not one of"):
+        load_experiment(str(path))

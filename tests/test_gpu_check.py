@@ -21,6 +21,7 @@ SECTIONS = [
     "Parity: fp16 GradScaler step against fp32",
     "Parity: SyncBatchNorm converters",
     "Pipeline: CE, AUC-M from it, checkpoint, resume, TTA",
+    "Memory: the 16 GB settings in fp16 under a 16 GB cap",
     "Throughput: training step per backbone",
     "Throughput: the training loader",
     "Throughput: loader-fed training and TTA at B5@384",
@@ -51,8 +52,9 @@ def test_make_gpu_check_cpu_dry_run_writes_every_section(tmp_path):
     # this checkout's code, found without PYTHONPATH (not an installed deepauc)
     assert f"| deepauc imported from | {REPO / 'src' / 'deepauc'} |" in text
     parity = _section(text, SECTIONS[1])
-    for path, dual in [("fused", "normalized"), ("fused", "paper"), ("foreach", "paper")]:
-        assert re.search(rf"\| {path} \| [\d.]+ \| {dual} \| 0 \| 0 \| True \|", parity)
+    for path in ["fused", "foreach"]:
+        for dual in ["normalized", "paper", "closed_form"]:
+            assert re.search(rf"\| {path} \| [\d.]+ \| {dual} \| 0 \| 0 \| True \|", parity)
     assert re.search(r"\| α \| 0\.\d+ \| 0\.\d+ \| 0 \|", _section(text, SECTIONS[2]))
     syncbn = _section(text, SECTIONS[3])
     assert "| timm.layers.convert_sync_batchnorm (used) | 0 |" in syncbn
@@ -69,7 +71,16 @@ def test_make_gpu_check_cpu_dry_run_writes_every_section(tmp_path):
         r"\| same, killed after its checkpoint, resumed .* vs uninterrupted: 0 \|", pipeline
     )
     assert re.search(r"\d+ views/s, OOF AUC [\d.]+", pipeline)
-    for title in SECTIONS[5:]:
+    memory = _section(text, SECTIONS[5])
+    # every recipe's 16 GB setting, as its config's train.memory table gives it
+    for config, batch, micro, ckpt in [
+        ("siim/ce_b3_256.yaml", 96, 48, False), ("siim/ce_b5_384.yaml", 48, 16, False),
+        ("siim/ce_b6_512.yaml", 24, 12, True), ("siim/aucm_b6_512.yaml", 24, 12, True),
+        ("kaggle/ce_b3_256.yaml", 64, 64, False), ("kaggle/ce_b5_384.yaml", 20, 20, False),
+    ]:  # fmt: skip
+        row = rf"\| {re.escape(config)} \| \S+ \| {batch} \| {micro} \| {ckpt} \| [\d.]+ \| ran \|"
+        assert re.search(row, memory), memory
+    for title in SECTIONS[6:]:
         assert "skipped: needs CUDA" in _section(text, title)
 
 

@@ -44,6 +44,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if origin is typing.Literal:
+        # YAML 1.1 reads a bare off/on as a bool: `amp: off` means the option "off"
+        if isinstance(value, bool) and {"off", "on"} & set(args):
+            value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
         return value

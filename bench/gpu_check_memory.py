@@ -101,14 +101,17 @@ def _run(plan, path: str) -> dict:
 
 def memory_16gb_section(plan) -> str:
     cuda = plan.device.type == "cuda"
+    # the cap takes a device index, not a bare torch.device("cuda")
+    index = plan.device.index
     if cuda:
-        total = torch.cuda.get_device_properties(plan.device).total_memory / 2**30
-        torch.cuda.set_per_process_memory_fraction(min(1.0, CARD_GIB / total), plan.device)
+        index = torch.cuda.current_device() if index is None else index
+        total = torch.cuda.get_device_properties(index).total_memory / 2**30
+        torch.cuda.set_per_process_memory_fraction(min(1.0, CARD_GIB / total), index)
     try:
         rows = [_run(plan, path) for path in CONFIGS]
     finally:
         if cuda:
-            torch.cuda.set_per_process_memory_fraction(1.0, plan.device)
+            torch.cuda.set_per_process_memory_fraction(1.0, index)
             torch.cuda.empty_cache()
     where = (
         f"fp16 autocast with the GradScaler, the caching allocator capped at {CARD_GIB:g} GiB "

@@ -354,10 +354,12 @@ def fed_and_tta_section(plan) -> str:
         train={"num_workers": workers, "batch_size": batch},
         tta={"dihedral": 8, "n_random": 22, "batch_size": batch},
     )  # fmt: skip
-    rows_tta = frame.iloc[: 4 * batch]
+    # 768 rows: with 192 (the first H200 run, 0.27 of the bare forward) each of the 4 view
+    # blocks gave its 12 workers 4 batches, too few to tell start-up from steady state
+    rows_tta = frame.iloc[: 16 * batch]
     # warm-up on both sides: a first TTA pass (autotuning, worker start-up code paths)
     # before the timed one, as _bare_views_per_s runs two forwards before its timing
-    tta_predict(model, frame.iloc[4 * batch : 6 * batch], cfg, device)
+    tta_predict(model, frame.iloc[16 * batch : 18 * batch], cfg, device)
     torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     tta_predict(model, rows_tta, cfg, device)

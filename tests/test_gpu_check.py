@@ -108,6 +108,26 @@ def test_a_failing_or_overrunning_section_leaves_the_others(tmp_path, monkeypatc
     assert "FAILED: RuntimeError: no such kernel" in _section(text, "Broken")
 
 
+def test_a_long_section_gets_its_longer_limit(tmp_path, monkeypatch):
+    def memory_16gb_section(plan):  # named as the real one: LONG_SECTIONS doubles its limit
+        time.sleep(1.5)
+        return "finished"
+
+    def other_section(plan):
+        time.sleep(1.5)
+        return "never"
+
+    monkeypatch.setattr(
+        gpu_check, "SECTIONS", [("Long", memory_16gb_section), ("Other", other_section)]
+    )
+    plan = gpu_check.Plan.for_device(torch.device("cpu"), tmp_path, 0.0)
+    plan.section_seconds = 1
+    out = tmp_path / "report.md"
+    assert gpu_check.run_sections(plan, out) == 1
+    assert _section(out.read_text(), "Long").strip().startswith("finished")
+    assert "over its 1 s limit" in _section(out.read_text(), "Other")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal needs a host without CUDA")
 def test_cuda_check_without_cuda_is_refused(tmp_path):
     with pytest.raises(SystemExit):

@@ -327,12 +327,12 @@ def run_sections(plan: Plan, out: Path, only: list[str] | None = None) -> int:
     out.write_text(f"# Device check: {plan.device}, {sizes}, {stamp}\n\n")
     failed, deadline = 0, time.perf_counter() + plan.budget_seconds
     for title, section in SECTIONS:
-        if only and section.__name__.removesuffix("_section") not in only:
+        name = section.__name__.removesuffix("_section")
+        if only and name not in only:
             continue
         t0 = time.perf_counter()
         print(f"gpu-check: {title} ...", flush=True)
         # a section gets its own limit, cut to what is left of the whole check's budget
-        name = section.__name__.removesuffix("_section")
         limit = int(min(plan.section_seconds * LONG_SECTIONS.get(name, 1), deadline - t0))
         try:
             if limit < 1:
